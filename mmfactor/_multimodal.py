@@ -1,0 +1,485 @@
+"""The multimodal input contract: :class:`MultiModal`, view validation and relation schemas.
+
+Everything an estimator needs to know about its input goes through this module:
+
+* :class:`MultiModal` is a row-aligned container of named views that scikit-learn's
+  splitters can index like an array;
+* :func:`check_views` turns whatever the user passed (a ``MultiModal``, a list or tuple
+  of arrays, one array) into validated :class:`View` objects, without copying or
+  densifying the user's data and before any training starts;
+* :func:`resolve_relations` turns a ``relations`` schema into one :class:`RelationSpec`
+  per matrix for the collective models.
+"""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+__all__ = ["MultiModal", "View", "check_views", "resolve_relations", "RelationSpec"]
+
+
+def _n_rows(view):
+    if sp.issparse(view) or isinstance(view, np.ndarray | torch.Tensor):
+        return view.shape[0] if view.ndim >= 1 else None
+    return len(view)
+
+
+def _take_rows(view, key):
+    """Rows ``key`` of one view (NumPy, SciPy sparse, torch or a sequence such as texts)."""
+    if isinstance(view, torch.Tensor):
+        if isinstance(key, slice):
+            return view[key]
+        key = np.asarray(key)
+        return view[torch.as_tensor(key, device=view.device)]
+    if sp.issparse(view):
+        return sp.csr_array(view)[key] if isinstance(view, sp.sparray) else sp.csr_matrix(view)[key]
+    if isinstance(view, np.ndarray):
+        return view[key]
+    if isinstance(key, slice):
+        return view[key]
+    key = np.asarray(key)
+    if key.dtype == bool:
+        key = np.flatnonzero(key)
+    return [view[int(i)] for i in key]
+
+
+class MultiModal:
+    """Row-aligned views of the same samples, indexable like an array.
+
+    Each view describes the same ``n_samples`` entities (row ``i`` of every view is
+    sample ``i``): a NumPy array of any order >= 2 (matrices, images ``(n, C, H, W)``,
+    tensors), a SciPy sparse matrix, a torch tensor, or a sequence of ``n`` objects
+    (raw texts). Indexing with a slice, a boolean mask or an index array returns a
+    ``MultiModal`` of those rows, so that scikit-learn's cross-validation splitters,
+    :class:`~sklearn.model_selection.GridSearchCV` and
+    :class:`~sklearn.pipeline.Pipeline` work unchanged. Data that is not per sample
+    (a graph over the columns, a relation between two other entity types) rides along
+    unsliced in ``shared``.
+
+    Parameters
+    ----------
+    *views : array-like
+        Unnamed views; they are named ``"view0"``, ``"view1"``, ...
+    shared : dict, default=None
+        Context that is not indexed by sample: name -> array, sparse matrix or any object.
+    **named_views : array-like
+        Views by name, after the unnamed ones.
+
+    Attributes
+    ----------
+    views : list
+        The views, in order.
+    names : list of str
+        Their names.
+    shared : dict
+        The unsliced context.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from mmfactor import MultiModal
+    >>> X = MultiModal(np.ones((4, 3)), text=np.zeros((4, 2)))
+    >>> X.names, len(X), X.shape
+    (['view0', 'text'], 4, (4,))
+    >>> X[[0, 2]].views[1].shape
+    (2, 2)
+    """
+
+    def __init__(self, *views, shared=None, **named_views):
+        names = [f"view{i}" for i in range(len(views))] + list(named_views)
+        all_views = list(views) + list(named_views.values())
+        if not all_views:
+            raise ValueError("MultiModal needs at least one view; got none.")
+        if len(set(names)) != len(names):
+            raise ValueError(f"View names must be unique; got {names}.")
+        n = None
+        for name, view in zip(names, all_views, strict=True):
+            if isinstance(view, MultiModal):
+                raise TypeError(f"View {name!r} is itself a MultiModal; pass its views instead.")
+            if isinstance(view, str | bytes) or np.isscalar(view):
+                raise TypeError(
+                    f"View {name!r} must be an array, a sparse matrix, a tensor or a sequence "
+                    f"with one entry per sample; got {type(view).__name__}."
+                )
+            rows = _n_rows(view)
+            if rows is None:
+                raise ValueError(f"View {name!r} is a 0-d array; expected one row per sample.")
+            if rows == 0:
+                raise ValueError(f"View {name!r} is empty (0 rows); expected at least one sample.")
+            if n is None:
+                n = rows
+            elif rows != n:
+                raise ValueError(
+                    f"Views have mismatched numbers of rows: view {names[0]!r} has {n} rows "
+                    f"but view {name!r} has {rows}; every view needs one row per sample."
+                )
+        self.views = all_views
+        self.names = names
+        self.shared = dict(shared or {})
+        self._n = n
+
+    def __len__(self):
+        return self._n
+
+    @property
+    def shape(self):
+        """``(n_samples,)``: one entry per sample, as scikit-learn's indexing expects."""
+        return (self._n,)
+
+    @property
+    def ndim(self):
+        return 1
+
+    def __getitem__(self, key):
+        # scikit-learn's _safe_indexing calls X[key, ...] on objects that have a shape.
+        if isinstance(key, tuple):
+            if len(key) == 2 and key[1] is Ellipsis:
+                key = key[0]
+            else:
+                raise IndexError("MultiModal supports row indexing only: X[rows] or X[rows, ...].")
+        if isinstance(key, numbers.Integral) or (isinstance(key, np.ndarray) and key.ndim == 0):
+            raise IndexError(
+                "MultiModal cannot be indexed by a scalar; use a slice, a boolean mask or an "
+                "index array (X[[i]]) to keep the sample axis."
+            )
+        if isinstance(key, torch.Tensor):
+            key = key.cpu().numpy()
+        if not isinstance(key, slice):
+            key = np.asarray(key)
+            if key.dtype == bool:
+                if key.shape != (self._n,):
+                    raise IndexError(
+                        f"Boolean mask of shape {key.shape} does not match {self._n} samples."
+                    )
+            elif key.size == 0:
+                key = key.astype(np.intp)
+            elif not np.issubdtype(key.dtype, np.integer):
+                raise IndexError(f"Row indices must be integers or booleans; got {key.dtype}.")
+            elif key.size and (key.max() >= self._n or key.min() < -self._n):
+                raise IndexError(f"Row index out of range for {self._n} samples.")
+        out = object.__new__(MultiModal)
+        out.views = [_take_rows(v, key) for v in self.views]
+        out.names = list(self.names)
+        out.shared = self.shared
+        out._n = _n_rows(out.views[0])
+        return out
+
+    def __iter__(self):
+        raise TypeError(
+            "MultiModal is not iterable over samples; index it with X[rows] or use X.views."
+        )
+
+    def __getattr__(self, name):
+        # named access: X.text; only reached when normal lookup fails
+        if name.startswith("_") or name in ("views", "names", "shared"):
+            raise AttributeError(name)
+        try:
+            return self.views[self.names.index(name)]
+        except ValueError:
+            raise AttributeError(f"MultiModal has no view named {name!r}") from None
+
+    def __repr__(self):
+        parts = []
+        for name, v in zip(self.names, self.views, strict=True):
+            shape = tuple(getattr(v, "shape", (len(v),)))
+            kind = "sparse" if sp.issparse(v) else type(v).__name__
+            parts.append(f"{name}={kind}{shape}")
+        if self.shared:
+            parts.append(f"shared={sorted(self.shared)}")
+        return f"MultiModal(n_samples={self._n}, {', '.join(parts)})"
+
+
+# --------------------------------------------------------------------------------------
+# Validation
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class View:
+    """One validated view, ready for a model; the user's array is referenced, not copied.
+
+    ``data`` is a float NumPy array (dense, any order >= 2, NaN = missing), a CSR matrix
+    (``missing`` says what an unstored entry means) or a torch tensor.
+    """
+
+    name: str
+    data: object
+    kind: str  # "dense", "sparse" or "tensor"
+    missing: str = "unobserved"
+    has_nan: bool = False
+
+    @property
+    def shape(self):
+        return tuple(self.data.shape)
+
+    @property
+    def ndim(self):
+        return len(self.data.shape)
+
+
+def as_multimodal(X):
+    """Wrap a list/tuple of views or a single array into a :class:`MultiModal`."""
+    if isinstance(X, MultiModal):
+        return X
+    if isinstance(X, list | tuple):
+        if len(X) == 0:
+            raise ValueError("Expected at least one view; got an empty list.")
+        return MultiModal(*X)
+    if X is None:
+        raise ValueError("Expected a MultiModal, a list of views or an array; got None.")
+    return MultiModal(X)
+
+
+def _check_numeric_dtype(name, dtype):
+    if dtype == object:
+        raise TypeError(
+            f"View {name!r} has dtype object; expected a numeric (float or integer) array."
+        )
+    if np.issubdtype(dtype, np.complexfloating):
+        raise TypeError(f"View {name!r} has a complex dtype ({dtype}); expected real numbers.")
+    if not (np.issubdtype(dtype, np.number) or np.issubdtype(dtype, np.bool_)):
+        raise TypeError(f"View {name!r} has dtype {dtype}; expected a numeric array.")
+
+
+def check_view(name, view, *, missing="unobserved", allow_nan=True, min_ndim=2, max_ndim=None):
+    """Validate one view and return a :class:`View`; never modifies or densifies it."""
+    if missing not in ("unobserved", "zero"):
+        raise ValueError(f"missing must be 'unobserved' or 'zero'; got {missing!r}.")
+    if sp.issparse(view):
+        _check_numeric_dtype(name, view.dtype)
+        if view.ndim != 2:
+            raise ValueError(f"Sparse view {name!r} must be 2-D; got shape {view.shape}.")
+        csr = sp.csr_matrix(view)  # no copy for CSR input; other formats are converted
+        if csr.dtype.kind != "f":
+            csr = csr.astype(np.float64)
+        if not np.isfinite(csr.data).all():
+            raise ValueError(
+                f"Sparse view {name!r} of shape {view.shape} has NaN or infinite stored "
+                "values; for a sparse view, leave missing entries unstored and set "
+                "missing='unobserved'."
+            )
+        _check_shape(name, csr.shape, min_ndim, max_ndim)
+        return View(name, csr, "sparse", missing=missing)
+    if isinstance(view, torch.Tensor):
+        if view.is_complex():
+            raise TypeError(f"View {name!r} has a complex dtype ({view.dtype}); expected real.")
+        _check_shape(name, tuple(view.shape), min_ndim, max_ndim)
+        t = view.detach()
+        if not t.is_floating_point():
+            t = t.to(torch.float32)
+        bad = ~torch.isfinite(t)
+        has_nan = bool(torch.isnan(t).any())
+        if bool((bad & ~torch.isnan(t)).any()):
+            raise ValueError(f"View {name!r} of shape {tuple(view.shape)} has infinite values.")
+        if has_nan and not allow_nan:
+            raise ValueError(
+                f"View {name!r} of shape {tuple(view.shape)} has NaN values; this model "
+                "needs complete views."
+            )
+        return View(name, t, "tensor", has_nan=has_nan)
+    if isinstance(view, list | tuple) and view and isinstance(view[0], str):
+        raise TypeError(
+            f"View {name!r} is a sequence of strings; turn texts into vectors first, e.g. "
+            "with mmfactor.text.Word2VecMean."
+        )
+    arr = np.asarray(view)
+    _check_numeric_dtype(name, arr.dtype)
+    if arr.dtype.kind != "f":
+        arr = arr.astype(np.float64)
+    _check_shape(name, arr.shape, min_ndim, max_ndim)
+    if np.isinf(arr).any():
+        raise ValueError(
+            f"View {name!r} of shape {arr.shape} has infinite values; use NaN for missing "
+            "entries."
+        )
+    has_nan = bool(np.isnan(arr).any())
+    if has_nan and not allow_nan:
+        raise ValueError(
+            f"View {name!r} of shape {arr.shape} has NaN values; this model needs complete "
+            "views."
+        )
+    if has_nan and np.isnan(arr).all():
+        raise ValueError(f"View {name!r} of shape {arr.shape} has no observed entry (all NaN).")
+    return View(name, arr, "dense", has_nan=has_nan)
+
+
+def _check_shape(name, shape, min_ndim, max_ndim):
+    if len(shape) < min_ndim:
+        raise ValueError(
+            f"View {name!r} has shape {shape}; expected at least {min_ndim} dimensions "
+            "(n_samples, n_features, ...). Reshape a single feature with x.reshape(-1, 1)."
+        )
+    if max_ndim is not None and len(shape) > max_ndim:
+        raise ValueError(
+            f"View {name!r} has shape {shape}; this model accepts at most {max_ndim} "
+            "dimensions."
+        )
+    if any(s == 0 for s in shape[1:]):
+        raise ValueError(f"View {name!r} has shape {shape}; it has no features.")
+
+
+def check_views(
+    X,
+    *,
+    missing="unobserved",
+    allow_nan=True,
+    min_ndim=2,
+    max_ndim=None,
+    min_samples=1,
+    n_views=None,
+    names=None,
+):
+    """Validate the input of ``fit``/``transform``.
+
+    Parameters
+    ----------
+    X : MultiModal, list or tuple of views, or one array
+        The input.
+    missing : {"unobserved", "zero"}
+        Meaning of the unstored entries of sparse views.
+    allow_nan : bool
+        Whether NaN (missing entries) may appear in dense views.
+    min_ndim, max_ndim : int
+        Allowed orders of each view.
+    min_samples : int
+        Minimum number of rows.
+    n_views, names : int, list of str
+        When given (at ``transform`` time), the views must match those seen in ``fit``.
+
+    Returns
+    -------
+    mm : MultiModal
+        The input as a ``MultiModal`` (the user's object when it was one).
+    views : list of View
+    """
+    mm = as_multimodal(X)
+    if len(mm) < min_samples:
+        raise ValueError(
+            f"Got {len(mm)} sample(s); at least {min_samples} are required to fit this model."
+        )
+    if n_views is not None and len(mm.views) != n_views:
+        raise ValueError(
+            f"X has {len(mm.views)} view(s) {mm.names} but the model was fitted on {n_views} "
+            f"view(s) {names}."
+        )
+    out = [
+        check_view(
+            name, v, missing=missing, allow_nan=allow_nan, min_ndim=min_ndim, max_ndim=max_ndim
+        )
+        for name, v in zip(mm.names, mm.views, strict=True)
+    ]
+    return mm, out
+
+
+# --------------------------------------------------------------------------------------
+# Relation schemas for the collective models
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class RelationSpec:
+    """One matrix of a collective model: its name, row and column entity types, source.
+
+    ``source`` is ``"view"`` (rows are samples; sliced across folds) or ``"shared"``
+    (a relation between entity types, taken whole from ``MultiModal.shared``).
+    """
+
+    name: str
+    row: str
+    col: str
+    source: str
+    index: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+def resolve_relations(relations, mm, *, sample_entity=None):
+    """Resolve a ``relations`` schema against the input.
+
+    ``relations`` is ``None`` (every view is a relation between the sample entity and a
+    column entity of its own, named ``"<view>_col"``), a list with one
+    ``(row_entity, col_entity)`` pair per view followed by one per shared matrix (in the
+    order of ``MultiModal.shared``), or a dict keyed by view/shared name. The rows of every
+    view must be the sample entity.
+
+    Returns
+    -------
+    specs : list of RelationSpec
+    sample_entity : str
+    entities : list of str
+        Entity types in order of first appearance (the sample entity first).
+    """
+    view_names = list(mm.names)
+    shared_names = [k for k, v in mm.shared.items() if _is_matrix(v)]
+    if relations is None:
+        sample = sample_entity if sample_entity is not None else "sample"
+        pairs = {name: (sample, f"{name}_col") for name in view_names}
+        if shared_names:
+            raise ValueError(
+                f"X.shared holds matrices {shared_names} but relations=None does not say "
+                "which entity types they relate; pass relations=... naming a "
+                "(row_entity, col_entity) pair for each view and shared matrix."
+            )
+    elif isinstance(relations, dict):
+        unknown = [k for k in relations if k not in view_names and k not in mm.shared]
+        if unknown:
+            raise ValueError(
+                f"relations names {unknown}, which are neither views {view_names} nor shared "
+                f"matrices {shared_names} of X."
+            )
+        missing = [k for k in view_names if k not in relations]
+        if missing:
+            raise ValueError(f"relations gives no (row, col) entity types for views {missing}.")
+        pairs = {k: tuple(v) for k, v in relations.items()}
+    elif isinstance(relations, list | tuple):
+        expected = len(view_names) + len(shared_names)
+        if len(relations) not in (len(view_names), expected):
+            raise ValueError(
+                f"relations has {len(relations)} entries; expected one (row, col) pair per "
+                f"view ({len(view_names)}: {view_names}) plus one per shared matrix "
+                f"({len(shared_names)}: {shared_names})."
+            )
+        names = (view_names + shared_names)[: len(relations)]
+        pairs = {n: tuple(r) for n, r in zip(names, relations, strict=True)}
+    else:
+        raise TypeError(
+            f"relations must be None, a list of (row, col) pairs or a dict; got "
+            f"{type(relations).__name__}."
+        )
+    for name, pair in pairs.items():
+        if len(pair) != 2 or not all(isinstance(e, str) for e in pair):
+            raise ValueError(
+                f"relations[{name!r}] = {pair!r}; expected a (row_entity, col_entity) pair of "
+                "strings."
+            )
+    view_rows = {pairs[n][0] for n in view_names}
+    if len(view_rows) != 1:
+        raise ValueError(
+            f"Every view's rows are the samples, so every view must have the same row entity; "
+            f"got {sorted(view_rows)} for views {view_names}."
+        )
+    (sample,) = view_rows
+    if sample_entity is not None and sample_entity != sample:
+        raise ValueError(
+            f"sample_entity={sample_entity!r} but the views' row entity in relations is "
+            f"{sample!r}."
+        )
+    specs, entities = [], [sample]
+    for i, name in enumerate(view_names):
+        specs.append(RelationSpec(name, pairs[name][0], pairs[name][1], "view", index=i))
+    for name in shared_names:
+        if name in pairs:
+            specs.append(RelationSpec(name, pairs[name][0], pairs[name][1], "shared"))
+    for s in specs:
+        for e in (s.row, s.col):
+            if e not in entities:
+                entities.append(e)
+    return specs, sample, entities
+
+
+def _is_matrix(v):
+    return sp.issparse(v) or (hasattr(v, "shape") and len(getattr(v, "shape", ())) == 2)

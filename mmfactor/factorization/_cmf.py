@@ -1,0 +1,722 @@
+"""Collective matrix factorization (Singh & Gordon, KDD 2008)."""
+
+from __future__ import annotations
+
+import numbers
+import warnings
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
+
+from .._base import MultiModalTransformer
+from .._device import as_numpy, resolve_devices, torch_generator
+from .._multimodal import RelationSpec, check_view, check_views, resolve_relations
+from .._training import fit_loop
+
+__all__ = ["CMF"]
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+_CHUNK = 1 << 20  # entries per chunk when evaluating predictions at observed entries
+
+
+class _Relation:
+    """One matrix of the collection, on its device, in the form the solvers need.
+
+    ``mode="observed"``: only the stored/non-NaN entries enter the loss (COO kept in row
+    order plus the permutation to column order). ``mode="full"``: every entry enters
+    (a complete dense matrix, or a sparse one whose unstored entries are zeros).
+    """
+
+    def __init__(self, spec, data, *, weight, link, biased, device, dtype, missing):
+        self.spec = spec
+        self.name = spec.name
+        self.row, self.col = spec.row, spec.col
+        self.weight = float(weight)
+        self.link = link
+        self.biased = biased and spec.row != spec.col
+        self.device = device
+        self.dtype = dtype
+        self.shape = tuple(data.shape)
+        if sp.issparse(data):
+            csr = sp.csr_matrix(data)
+            if missing == "unobserved":
+                self._set_observed(csr.tocoo(), device, dtype)
+            else:
+                self.mode = "full"
+                self.X = _torch_csr(csr, device, dtype)
+                self.XT = _torch_csr(csr.T.tocsr(), device, dtype)
+                self.n_obs = self.shape[0] * self.shape[1]
+                self.sum_sq = float((csr.data.astype(np.float64) ** 2).sum())
+                self.total = float(csr.data.sum())
+        else:
+            arr = as_numpy(data)
+            nan = np.isnan(arr)
+            if nan.any():
+                rows, cols = np.nonzero(~nan)
+                coo = sp.coo_matrix((arr[rows, cols], (rows, cols)), shape=arr.shape)
+                self._set_observed(coo, device, dtype)
+            else:
+                self.mode = "full"
+                self.X = torch.as_tensor(arr, dtype=dtype, device=device)
+                self.XT = self.X.T
+                self.n_obs = arr.size
+                self.sum_sq = float((arr.astype(np.float64) ** 2).sum())
+                self.total = float(arr.sum(dtype=np.float64))
+
+    def _set_observed(self, coo, device, dtype):
+        self.mode = "observed"
+        order = np.lexsort((coo.col, coo.row))
+        rows, cols, vals = coo.row[order], coo.col[order], coo.data[order]
+        perm = np.lexsort((rows, cols))
+        n_r, n_c = self.shape
+        as_t = lambda a, dt=torch.int64: torch.as_tensor(np.ascontiguousarray(a), dtype=dt,  # noqa: E731
+                                                         device=device)
+        self.rows, self.cols = as_t(rows), as_t(cols)
+        self.vals = as_t(vals, dtype)
+        self.perm = as_t(perm)
+        self.crow_r = as_t(np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=n_r))]))
+        self.crow_c = as_t(np.concatenate([[0], np.cumsum(np.bincount(cols, minlength=n_c))]))
+        self.n_obs = len(vals)
+        self.total = float(vals.sum(dtype=np.float64))
+
+    # ---- the pieces of the normal equations ------------------------------------------
+
+    def mean(self):
+        return self.total / max(self.n_obs, 1)
+
+    def normal_equations(self, side, Z, offset):
+        """Gram matrices and right-hand sides of the least-squares problem of one side.
+
+        ``Z`` (n_other x D) is the design of the other side (its factor, plus a ones column
+        at this relation's bias slot); ``offset`` (n_other) is subtracted from every target
+        (global mean plus the other side's bias). Returns ``(A, b)`` with ``A`` either
+        (n x D x D) or one (D x D) shared by every row, and ``b`` (n x D).
+        """
+        w = self.weight
+        D = Z.shape[1]
+        if self.mode == "full":
+            X = self.X if side == "row" else self.XT
+            A = w * (Z.T @ Z)
+            b = X @ Z if not X.is_sparse_csr else torch.sparse.mm(X, Z)
+            b = w * (b - (offset @ Z)[None, :])
+            return A, b
+        if side == "row":
+            crow, idx, vals = self.crow_r, self.cols, self.vals
+        else:
+            crow, idx, vals = self.crow_c, self.rows[self.perm], self.vals[self.perm]
+        y = vals - offset[idx]
+        n = len(crow) - 1
+        b = torch.sparse.mm(_csr(crow, idx, y * w, (n, Z.shape[0])), Z)
+        outer = (Z[:, :, None] * Z[:, None, :]).reshape(Z.shape[0], D * D)
+        S = _csr(crow, idx, torch.full_like(y, w), (n, Z.shape[0]))
+        A = torch.sparse.mm(S, outer).reshape(n, D, D)
+        return A, b
+
+    def loss(self, Ua, Va):
+        """Sum of squared errors (identity) or log-loss (sigmoid) of ``Ua Va^T``, unweighted."""
+        if self.mode == "observed":
+            out = Ua.new_zeros(())
+            for s in range(0, self.n_obs, _CHUNK):
+                r, c = self.rows[s : s + _CHUNK], self.cols[s : s + _CHUNK]
+                pred = (Ua[r] * Va[c]).sum(1)
+                out = out + _pointwise_loss(self.link, pred, self.vals[s : s + _CHUNK])
+            return out
+        if self.link == "identity":
+            # ||X - P||^2 = ||X||^2 - 2<X, P> + ||P||^2, P = Ua Va^T never formed
+            if self.X.is_sparse_csr:
+                inner = (torch.sparse.mm(self.X, Va) * Ua).sum()
+            else:
+                inner = ((self.X @ Va) * Ua).sum()
+            return self.sum_sq - 2 * inner + ((Ua.T @ Ua) * (Va.T @ Va)).sum()
+        out = Ua.new_zeros(())
+        step = max(1, _CHUNK // max(self.shape[1], 1))
+        for s in range(0, self.shape[0], step):
+            Xc = self.X[s : s + step]
+            Xc = Xc.to_dense() if Xc.is_sparse_csr else Xc
+            out = out + _pointwise_loss(self.link, Ua[s : s + step] @ Va.T, Xc)
+        return out
+
+
+def _csr(crow, col, values, size):
+    """A torch CSR tensor from trusted (already validated) index arrays, without warnings."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
+        return torch.sparse_csr_tensor(crow, col, values, size=size, check_invariants=False)
+
+
+def _torch_csr(csr, device, dtype):
+    csr = sp.csr_matrix(csr)
+    csr.sort_indices()
+    return _csr(
+        torch.as_tensor(csr.indptr, dtype=torch.int64, device=device),
+        torch.as_tensor(csr.indices, dtype=torch.int64, device=device),
+        torch.as_tensor(csr.data, dtype=dtype, device=device),
+        csr.shape,
+    )
+
+
+def _pointwise_loss(link, pred, target):
+    if link == "identity":
+        return ((pred - target) ** 2).sum()
+    return torch.nn.functional.binary_cross_entropy_with_logits(pred, target, reduction="sum")
+
+
+class CMF(MultiModalTransformer):
+    """Collective matrix factorization over any schema of relations between entity types.
+
+    Every matrix ``X_m`` of the collection relates a row entity type ``r`` to a column
+    entity type ``c`` and is approximated as ``f_m(U_r U_c^T + mu_m + b_m 1^T + 1 c_m^T)``:
+    one factor matrix per entity type, shared by every relation that involves it (this
+    is what makes the factorization *collective*), optional per-relation biases, a link
+    ``f_m`` (identity for real values, sigmoid for binary relations) and a weight. The
+    loss runs over the observed entries only (NaN in a dense view, or the unstored
+    entries of a sparse view with ``missing="unobserved"``), plus ``alpha`` times the
+    squared norm of every factor and bias.
+
+    With identity links the fit is alternating least squares: each entity type's factor
+    is the exact minimiser with all others fixed, all its rows solved at once by a
+    batched Cholesky factorization in torch (CPU or CUDA). With a sigmoid link the
+    whole objective is minimised by full-batch L-BFGS.
+
+    Parameters
+    ----------
+    n_components : int, default=10
+        Dimension of every entity type's factor (the embedding width).
+    relations : None, list or dict, default=None
+        The schema: for each view (and each matrix in ``X.shared``) its
+        ``(row_entity, col_entity)`` pair. ``None``: every view relates the samples to a
+        column entity of its own.
+    sample_entity : str, default=None
+        Name of the entity type of the rows of every view (default ``"sample"``, or the
+        row entity the schema gives the views).
+    alpha : float, default=1.0
+        L2 penalty on every factor row and bias.
+    weights : None, list or dict, default=None
+        Weight of each relation's loss (default 1 each); a list in the order of
+        ``relations`` or a dict by relation name.
+    link : {"identity", "sigmoid"} or list or dict, default="identity"
+        Link of each relation (one for all, a list, or a dict by name). The sigmoid link
+        fits binary (0/1) relations with the logistic loss.
+    fit_intercept : bool, default=True
+        Learn a global mean and row/column biases for every relation between two distinct
+        entity types (the biased model of rating matrices).
+    missing : {"unobserved", "zero"}, default="unobserved"
+        What an unstored entry of a sparse view means.
+    solver : {"auto", "als", "lbfgs"}, default="auto"
+        ``"als"`` needs identity links; ``"auto"`` uses it whenever it can.
+    dtype : {"float32", "float64"}, default="float32"
+        Precision of the computation; ``transform`` returns this dtype.
+    max_iter : int, default=30
+        Maximum number of sweeps (ALS) or L-BFGS iterations.
+    tol : float, default=1e-4
+        Stop when the objective decreases by less than ``tol`` (relative) in a sweep.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the initial factors.
+    devices : None, str, list or dict, default=None
+        Where each view's data and computation live (see the user guide); an entity
+        type's factor lives on the device of the first view that involves it.
+    verbose : int, default=0
+        Show a progress bar.
+
+    Attributes
+    ----------
+    factors_ : dict of str -> ndarray of shape (n_entities, n_components)
+        The learned factor of each entity type (the sample entity's for the training
+        rows).
+    biases_ : dict of str -> dict
+        Per relation: ``"mean"``, ``"row"`` and ``"col"`` biases (when fitted).
+    relations_ : list of tuple
+        The resolved ``(name, row_entity, col_entity)`` of every relation.
+    sample_entity_ : str
+        The entity type of the samples.
+    devices_ : list of torch.device
+        One device per view.
+    loss_curve_ : list of float
+        Objective after every sweep.
+    loss_terms_ : dict of str -> list of float
+        Unweighted loss of each relation and the penalty, after every sweep.
+    n_iter_ : int
+        Number of sweeps run.
+    n_features_in_ : int
+        Number of views seen in ``fit``.
+
+    See Also
+    --------
+    DFMF : Non-negative tri-factorization of a relation collection.
+    HyperLearn : Factorization of higher-order tensors with graph convolutions.
+
+    References
+    ----------
+    A. P. Singh and G. J. Gordon. Relational learning via collective matrix factorization.
+    KDD 2008.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from mmfactor import CMF, MultiModal
+    >>> rng = np.random.RandomState(0)
+    >>> X = MultiModal(rng.rand(20, 6), rng.rand(20, 4))
+    >>> emb = CMF(n_components=3, random_state=0).fit_transform(X)
+    >>> emb.shape
+    (20, 3)
+    """
+
+    _parameter_constraints = {
+        "n_components": [Interval(numbers.Integral, 1, None, closed="left")],
+        "relations": [None, list, tuple, dict],
+        "sample_entity": [None, str],
+        "alpha": [Interval(numbers.Real, 0, None, closed="left")],
+        "weights": [None, list, tuple, dict],
+        "link": [StrOptions({"identity", "sigmoid"}), list, tuple, dict],
+        "fit_intercept": ["boolean"],
+        "missing": [StrOptions({"unobserved", "zero"})],
+        "solver": [StrOptions({"auto", "als", "lbfgs"})],
+        "dtype": [StrOptions({"float32", "float64"})],
+        "max_iter": [Interval(numbers.Integral, 1, None, closed="left")],
+        "tol": [Interval(numbers.Real, 0, None, closed="left")],
+        "random_state": ["random_state"],
+        "devices": [None, str, list, tuple, dict],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(
+        self,
+        n_components=10,
+        *,
+        relations=None,
+        sample_entity=None,
+        alpha=1.0,
+        weights=None,
+        link="identity",
+        fit_intercept=True,
+        missing="unobserved",
+        solver="auto",
+        dtype="float32",
+        max_iter=30,
+        tol=1e-4,
+        random_state=None,
+        devices=None,
+        verbose=0,
+    ):
+        self.n_components = n_components
+        self.relations = relations
+        self.sample_entity = sample_entity
+        self.alpha = alpha
+        self.weights = weights
+        self.link = link
+        self.fit_intercept = fit_intercept
+        self.missing = missing
+        self.solver = solver
+        self.dtype = dtype
+        self.max_iter = max_iter
+        self.tol = tol
+        self.random_state = random_state
+        self.devices = devices
+        self.verbose = verbose
+
+    # ---- input ---------------------------------------------------------------------
+
+    def _per_relation(self, value, names, what, default):
+        if value is None:
+            return [default] * len(names)
+        if isinstance(value, dict):
+            unknown = [k for k in value if k not in names]
+            if unknown:
+                raise ValueError(f"{what} names unknown relations {unknown}; known: {names}.")
+            return [value.get(n, default) for n in names]
+        if isinstance(value, list | tuple):
+            if len(value) != len(names):
+                raise ValueError(
+                    f"{what} has {len(value)} entries; expected one per relation "
+                    f"({len(names)}: {names})."
+                )
+            return list(value)
+        return [value] * len(names)
+
+    def _prepare(self, X):
+        """Validate X and the schema; return (mm, views, specs, sample, entities)."""
+        mm, views = check_views(X, missing=self.missing, min_samples=2, max_ndim=2)
+        specs, sample, entities = resolve_relations(
+            self.relations, mm, sample_entity=self.sample_entity
+        )
+        names = [s.name for s in specs]
+        links = self._per_relation(self.link, names, "link", "identity")
+        for n, lk in zip(names, links, strict=True):
+            if lk not in ("identity", "sigmoid"):
+                raise ValueError(f"link of relation {n!r} is {lk!r}; expected 'identity' or "
+                                 "'sigmoid'.")
+        weights = self._per_relation(self.weights, names, "weights", 1.0)
+        for n, w in zip(names, weights, strict=True):
+            if not isinstance(w, numbers.Real) or not np.isfinite(w) or w < 0:
+                raise ValueError(f"weight of relation {n!r} is {w!r}; expected a finite "
+                                 "number >= 0.")
+        data = []
+        for s in specs:
+            if s.source == "view":
+                data.append(views[s.index])
+            else:
+                data.append(check_view(f"shared[{s.name!r}]", mm.shared[s.name],
+                                       missing=self.missing, max_ndim=2))
+        # every entity type must have one size across the relations that mention it
+        sizes = {}
+        for s, v in zip(specs, data, strict=True):
+            for ent, n in ((s.row, v.shape[0]), (s.col, v.shape[1])):
+                if sizes.setdefault(ent, (n, s.name))[0] != n:
+                    raise ValueError(
+                        f"Entity type {ent!r} has {sizes[ent][0]} members in relation "
+                        f"{sizes[ent][1]!r} but {n} in relation {s.name!r} (shape "
+                        f"{v.shape}); relations sharing an entity type must agree on its size."
+                    )
+        for s, v, lk in zip(specs, data, links, strict=True):
+            if lk == "sigmoid":
+                vals = v.data.data if v.kind == "sparse" else as_numpy(v.data)
+                vals = vals[~np.isnan(vals)]
+                if ((vals != 0) & (vals != 1)).any():
+                    raise ValueError(
+                        f"Relation {s.name!r} has link='sigmoid' but values other than 0 "
+                        "and 1; the sigmoid link fits binary relations."
+                    )
+        solver = self.solver
+        if solver == "auto":
+            solver = "als" if all(lk == "identity" for lk in links) else "lbfgs"
+        if solver == "als" and any(lk != "identity" for lk in links):
+            raise ValueError("solver='als' needs identity links; use solver='lbfgs' (or "
+                             "'auto') with link='sigmoid'.")
+        return mm, data, specs, sample, entities, links, weights, sizes, solver
+
+    # ---- fitting -------------------------------------------------------------------
+
+    def fit(self, X, y=None):
+        """Fit the factorization.
+
+        Parameters
+        ----------
+        X : MultiModal, list of array-like or array-like
+            The views (rows = samples), plus shared matrices named in ``relations``.
+        y : Ignored
+            Not used, present for API consistency.
+
+        Returns
+        -------
+        self : CMF
+            The fitted estimator.
+        """
+        self.fit_transform(X)
+        return self
+
+    def fit_transform(self, X, y=None):
+        """Fit the factorization and return the samples' factor.
+
+        Parameters
+        ----------
+        X : MultiModal, list of array-like or array-like
+            The views (rows = samples).
+        y : Ignored
+            Not used, present for API consistency.
+
+        Returns
+        -------
+        embedding : ndarray of shape (n_samples, n_components)
+            The sample entity's factor.
+        """
+        self._validate_params()
+        mm, data, specs, sample, entities, links, weights, sizes, solver = self._prepare(X)
+        self.devices_ = resolve_devices(self.devices, mm.names)
+        dtype = _DTYPES[self.dtype]
+        view_dev = dict(zip(mm.names, self.devices_, strict=True))
+        ent_dev = {}
+        for s in specs:
+            if s.source == "view":
+                for e in (s.row, s.col):
+                    ent_dev.setdefault(e, view_dev[s.name])
+        for e in entities:
+            ent_dev.setdefault(e, torch.device("cpu"))
+        rels = []
+        for s, v, lk, w in zip(specs, data, links, weights, strict=True):
+            dev = view_dev[s.name] if s.source == "view" else ent_dev[s.row]
+            rels.append(_Relation(s, v.data, weight=w, link=lk, biased=self.fit_intercept,
+                                  device=dev, dtype=dtype, missing=self.missing))
+        gen, _ = torch_generator(self.random_state)
+        k = self.n_components
+        U = {
+            e: (0.1 * torch.randn(sizes[e][0], k, generator=gen, dtype=torch.float64))
+            .to(dtype).to(ent_dev[e])
+            for e in entities
+        }
+        bias = {}
+        for r in rels:
+            if r.biased:
+                mu = r.mean() if r.link == "identity" else 0.0
+                bias[r.name] = {
+                    "mean": mu,
+                    "row": torch.zeros(r.shape[0], dtype=dtype, device=ent_dev[r.row]),
+                    "col": torch.zeros(r.shape[1], dtype=dtype, device=ent_dev[r.col]),
+                }
+        self._rels, self._U, self._bias, self._ent_dev = rels, U, bias, ent_dev
+        self.sample_entity_ = sample
+        self.relations_ = [(r.name, r.row, r.col) for r in rels]
+        self._links = dict(zip([s.name for s in specs], links, strict=True))
+        self._weights = dict(zip([s.name for s in specs], weights, strict=True))
+        self._solver = solver
+        self._view_names = list(mm.names)
+        step = self._als_sweep if solver == "als" else self._lbfgs_step(list(entities))
+        hist = fit_loop(step, max_iter=self.max_iter, tol=self.tol, verbose=self.verbose,
+                        desc="CMF", estimator="CMF")
+        self.loss_curve_ = hist.loss
+        self.loss_terms_ = hist.terms
+        self.n_iter_ = hist.n_iter
+        self.factors_ = {e: as_numpy(u) for e, u in U.items()}
+        self.biases_ = {
+            n: {"mean": b["mean"], "row": as_numpy(b["row"]), "col": as_numpy(b["col"])}
+            for n, b in bias.items()
+        }
+        self.n_features_in_ = len(mm.views)
+        self._n_features_out = k
+        if solver == "lbfgs":
+            for p in self._lbfgs_params:
+                p.requires_grad_(False)
+            del self._lbfgs_params
+        del self._rels, self._U, self._bias  # the training data is not kept in the model
+        return self.factors_[sample].copy()
+
+    # the augmented factors: Ua = [U, mean + row bias, 1], Va = [V, 1, col bias]
+    def _augmented(self, rel, U, bias, dev):
+        Ur, Uc = U[rel.row].to(dev), U[rel.col].to(dev)
+        if not rel.biased:
+            return Ur, Uc
+        b = bias[rel.name]
+        one_r = torch.ones_like(b["row"]).to(dev)[:, None]
+        one_c = torch.ones_like(b["col"]).to(dev)[:, None]
+        Ua = torch.cat([Ur, (b["row"].to(dev) + b["mean"])[:, None], one_r], 1)
+        Va = torch.cat([Uc, one_c, b["col"].to(dev)[:, None]], 1)
+        return Ua, Va
+
+    def _objective(self, rels, U, bias):
+        terms, total = {}, 0.0
+        for r in rels:
+            Ua, Va = self._augmented(r, U, bias, r.device)
+            val = float(r.loss(Ua, Va))
+            terms[r.name] = val
+            total += r.weight * val
+        pen = sum(float((u.double() ** 2).sum()) for u in U.values())
+        pen += sum(float((b["row"].double() ** 2).sum() + (b["col"].double() ** 2).sum())
+                   for b in bias.values())
+        terms["penalty"] = self.alpha * pen
+        terms["loss"] = total + self.alpha * pen
+        return terms
+
+    def _solve_entity(self, e, rels, U, bias, n_rows):
+        """Exact least-squares update of entity type ``e``'s factor (and its biases)."""
+        k = self.n_components
+        dev = self._ent_dev[e]
+        dtype = _DTYPES[self.dtype]
+        parts = []  # (relation, side) pairs involving e, with their bias slot
+        for r in rels:
+            if r.row == e:
+                parts.append((r, "row"))
+            if r.col == e and r.row != e:
+                parts.append((r, "col"))
+        slots = {id(r): k + i for i, (r, _) in enumerate(p for p in parts if p[0].biased)}
+        D = k + len(slots)
+        A = torch.zeros(n_rows, D, D, dtype=dtype, device=dev)
+        b = torch.zeros(n_rows, D, dtype=dtype, device=dev)
+        for r, side in parts:
+            other = r.col if side == "row" else r.row
+            W = U[other].to(r.device)
+            Z = torch.zeros(W.shape[0], D, dtype=dtype, device=r.device)
+            Z[:, :k] = W
+            offset = torch.zeros(W.shape[0], dtype=dtype, device=r.device)
+            if r.biased:
+                Z[:, slots[id(r)]] = 1.0
+                bb = bias[r.name]
+                offset = offset + bb["mean"] + bb["col" if side == "row" else "row"].to(r.device)
+            Ar, br = r.normal_equations(side, Z, offset)
+            A += Ar.to(dev)
+            b += br.to(dev)
+        A += self.alpha * torch.eye(D, dtype=dtype, device=dev)
+        L, info = torch.linalg.cholesky_ex(A)
+        if bool((info != 0).any()):
+            theta = torch.linalg.lstsq(A, b[..., None]).solution[..., 0]
+        else:
+            theta = torch.cholesky_solve(b[..., None], L)[..., 0]
+        new_bias = {}
+        for r, side in parts:
+            if r.biased:
+                new_bias[(r.name, side)] = theta[:, slots[id(r)]]
+        return theta[:, :k].contiguous(), new_bias
+
+    def _als_sweep(self, epoch):
+        U, bias, rels = self._U, self._bias, self._rels
+        for e in U:
+            U[e], nb = self._solve_entity(e, rels, U, bias, U[e].shape[0])
+            for (name, side), v in nb.items():
+                bias[name][side] = v.to(bias[name][side].device)
+        return self._objective(rels, U, bias)
+
+    def _lbfgs_step(self, trainable, bias_sides=("row", "col")):
+        """Full-batch L-BFGS over the factors of ``trainable`` entity types and the biases."""
+        U, bias, rels = self._U, self._bias, self._rels
+        params = [U[e].requires_grad_(True) for e in trainable]
+        params += [b[side].requires_grad_(True) for b in bias.values() for side in bias_sides]
+        opt = torch.optim.LBFGS(params, lr=1, max_iter=20, history_size=10,
+                                line_search_fn="strong_wolfe")
+        dev = params[0].device
+
+        def closure():
+            opt.zero_grad()
+            total = 0
+            for r in rels:
+                Ua, Va = self._augmented(r, U, bias, r.device)
+                total = total + r.weight * r.loss(Ua, Va).to(dev)
+            total = total + self.alpha * sum((p**2).sum().to(dev) for p in params)
+            total.backward()
+            return total
+
+        def step(epoch):
+            opt.step(closure)
+            with torch.no_grad():
+                return self._objective(rels, U, bias)
+
+        self._lbfgs_params = params
+        return step
+
+    # ---- out of sample ---------------------------------------------------------------
+
+    def _fold_in(self, X):
+        """Factors (and per-relation row biases) of new samples, all else frozen."""
+        check_is_fitted(self)
+        mm, views = check_views(X, missing=self.missing, max_ndim=2,
+                                n_views=self.n_features_in_, names=self._view_names)
+        dtype = _DTYPES[self.dtype]
+        sample, n = self.sample_entity_, len(mm)
+        dev = self._ent_dev[sample]
+        U = {e: torch.as_tensor(f, device=self._ent_dev[e]) for e, f in self.factors_.items()}
+        rels = []
+        for (name, row, col), v in zip(self.relations_, views, strict=False):
+            exp = self.factors_[col].shape[0]
+            if v.shape[1] != exp:
+                raise ValueError(
+                    f"View {v.name!r} has {v.shape[1]} columns but the model was fitted with "
+                    f"{exp} members of entity type {col!r}."
+                )
+            spec = RelationSpec(name, row, col, "view")
+            rels.append(_Relation(spec, v.data, weight=self._weights[name],
+                                  link=self._links[name], biased=name in self.biases_,
+                                  device=self._ent_dev[col], dtype=dtype, missing=self.missing))
+        bias = {
+            name: {"mean": b["mean"], "row": torch.zeros(n, dtype=dtype, device=dev),
+                   "col": torch.as_tensor(b["col"], device=self._ent_dev[col])}
+            for (name, _, col) in self.relations_ if name in self.biases_
+            for b in [self.biases_[name]]
+        }
+        U[sample] = torch.zeros(n, self.n_components, dtype=dtype, device=dev)
+        if self._solver == "als":
+            U[sample], nb = self._solve_entity(sample, rels, U, bias, n)
+            for (name, side), v in nb.items():
+                bias[name][side] = v
+        else:
+            self._U, self._bias, self._rels = U, bias, rels
+            step = self._lbfgs_step([sample], bias_sides=("row",))
+            for t in range(self.max_iter):
+                step(t)
+            for p in self._lbfgs_params:
+                p.requires_grad_(False)
+            del self._U, self._bias, self._rels, self._lbfgs_params
+        return U, bias, rels
+
+    def _restore_devices(self):
+        view_dev = dict(zip(self._view_names, self.devices_, strict=True))
+        self._ent_dev = {e: torch.device("cpu") for e in self.factors_}
+        for name, row, col in reversed(self.relations_):
+            if name in view_dev:
+                self._ent_dev[row] = self._ent_dev[col] = view_dev[name]
+
+    def transform(self, X):
+        """Embed new samples: their factor, solved with every other factor frozen.
+
+        Parameters
+        ----------
+        X : MultiModal, list of array-like or array-like
+            Views of the new samples, with the columns seen in ``fit``.
+
+        Returns
+        -------
+        embedding : ndarray of shape (n_samples, n_components)
+        """
+        U, _, _ = self._fold_in(X)
+        return as_numpy(U[self.sample_entity_].detach())
+
+    def score(self, X, y=None):
+        """Negative mean reconstruction error of the views of ``X`` after folding it in.
+
+        Parameters
+        ----------
+        X : MultiModal, list of array-like or array-like
+            Views of samples (new or seen).
+        y : Ignored
+            Not used, present for API consistency.
+
+        Returns
+        -------
+        score : float
+            Minus the weighted mean loss per observed entry (higher is better).
+        """
+        U, bias, rels = self._fold_in(X)
+        total, count = 0.0, 0.0
+        with torch.no_grad():
+            for r in rels:
+                Ua, Va = self._augmented(r, U, bias, r.device)
+                total += r.weight * float(r.loss(Ua, Va))
+                count += r.weight * r.n_obs
+        return -total / max(count, 1e-12)
+
+    def predict_entries(self, coords, relation=0):
+        """Predicted values of the given (row, column) entries of a fitted relation.
+
+        Parameters
+        ----------
+        coords : array-like of shape (n_entries, 2)
+            Integer (row, column) indices into the relation as fitted (rows of a view are
+            the training samples).
+        relation : int or str, default=0
+            The relation, by position in ``relations_`` or by name.
+
+        Returns
+        -------
+        values : ndarray of shape (n_entries,)
+            Predictions on the scale of the data (probabilities for a sigmoid link).
+        """
+        check_is_fitted(self)
+        names = [r[0] for r in self.relations_]
+        if isinstance(relation, str):
+            if relation not in names:
+                raise ValueError(f"Unknown relation {relation!r}; fitted relations: {names}.")
+            idx = names.index(relation)
+        elif isinstance(relation, numbers.Integral) and -len(names) <= relation < len(names):
+            idx = int(relation)
+        else:
+            raise ValueError(f"relation={relation!r} is out of range; there are {len(names)} "
+                             f"relations: {names}.")
+        name, row, col = self.relations_[idx]
+        coords = np.asarray(coords)
+        if coords.ndim != 2 or coords.shape[1] != 2 or not np.issubdtype(coords.dtype,
+                                                                           np.integer):
+            raise ValueError(f"coords must be an integer array of shape (n_entries, 2); got "
+                             f"shape {coords.shape} and dtype {coords.dtype}.")
+        n_r, n_c = self.factors_[row].shape[0], self.factors_[col].shape[0]
+        if coords.size and (coords.min(0) < 0).any() or (coords[:, 0] >= n_r).any() or (
+            coords[:, 1] >= n_c
+        ).any():
+            raise ValueError(f"coords out of range for relation {name!r} of shape "
+                             f"({n_r}, {n_c}).")
+        r_idx, c_idx = coords[:, 0], coords[:, 1]
+        pred = (self.factors_[row][r_idx] * self.factors_[col][c_idx]).sum(1)
+        if name in self.biases_:
+            b = self.biases_[name]
+            pred = pred + b["mean"] + b["row"][r_idx] + b["col"][c_idx]
+        if self._links[name] == "sigmoid":
+            pred = 1 / (1 + np.exp(-pred))
+        return pred

@@ -1,0 +1,3 @@
+"""Neural models: autoencoder-based collective and multimodal representation learning."""
+
+__all__ = []
