@@ -193,7 +193,9 @@ class CMF(MultiModalTransformer):
         Name of the entity type of the rows of every view (default ``"sample"``, or the
         row entity the schema gives the views).
     alpha : float, default=1.0
-        L2 penalty on every factor row and bias.
+        L2 penalty on every factor row.
+    alpha_bias : float, default=None
+        L2 penalty on the biases (default: ``alpha``).
     weights : None, list or dict, default=None
         Weight of each relation's loss (default 1 each); a list in the order of
         ``relations`` or a dict by relation name.
@@ -269,6 +271,7 @@ class CMF(MultiModalTransformer):
         "relations": [None, list, tuple, dict],
         "sample_entity": [None, str],
         "alpha": [Interval(numbers.Real, 0, None, closed="left")],
+        "alpha_bias": [None, Interval(numbers.Real, 0, None, closed="left")],
         "weights": [None, list, tuple, dict],
         "link": [StrOptions({"identity", "sigmoid"}), list, tuple, dict],
         "fit_intercept": ["boolean"],
@@ -289,6 +292,7 @@ class CMF(MultiModalTransformer):
         relations=None,
         sample_entity=None,
         alpha=1.0,
+        alpha_bias=None,
         weights=None,
         link="identity",
         fit_intercept=True,
@@ -305,6 +309,7 @@ class CMF(MultiModalTransformer):
         self.relations = relations
         self.sample_entity = sample_entity
         self.alpha = alpha
+        self.alpha_bias = alpha_bias
         self.weights = weights
         self.link = link
         self.fit_intercept = fit_intercept
@@ -316,6 +321,10 @@ class CMF(MultiModalTransformer):
         self.random_state = random_state
         self.devices = devices
         self.verbose = verbose
+
+    @property
+    def _alpha_bias(self):
+        return float(self.alpha if self.alpha_bias is None else self.alpha_bias)
 
     # ---- input ---------------------------------------------------------------------
 
@@ -502,10 +511,10 @@ class CMF(MultiModalTransformer):
             terms[r.name] = val
             total += r.weight * val
         pen = sum(float((u.double() ** 2).sum()) for u in U.values())
-        pen += sum(float((b["row"].double() ** 2).sum() + (b["col"].double() ** 2).sum())
-                   for b in bias.values())
-        terms["penalty"] = self.alpha * pen
-        terms["loss"] = total + self.alpha * pen
+        pen_b = sum(float((b["row"].double() ** 2).sum() + (b["col"].double() ** 2).sum())
+                    for b in bias.values())
+        terms["penalty"] = self.alpha * pen + self._alpha_bias * pen_b
+        terms["loss"] = total + terms["penalty"]
         return terms
 
     def _solve_entity(self, e, rels, U, bias, n_rows):
@@ -536,7 +545,9 @@ class CMF(MultiModalTransformer):
             Ar, br = r.normal_equations(side, Z, offset)
             A += Ar.to(dev)
             b += br.to(dev)
-        A += self.alpha * torch.eye(D, dtype=dtype, device=dev)
+        reg = torch.full((D,), float(self.alpha), dtype=dtype, device=dev)
+        reg[k:] = self._alpha_bias
+        A += torch.diag(reg)
         L, info = torch.linalg.cholesky_ex(A)
         if bool((info != 0).any()):
             theta = torch.linalg.lstsq(A, b[..., None]).solution[..., 0]
@@ -560,8 +571,8 @@ class CMF(MultiModalTransformer):
         """Full-batch L-BFGS over the factors of ``trainable`` entity types and the biases."""
         U, bias, rels = self._U, self._bias, self._rels
         params = [U[e].requires_grad_(True) for e in trainable]
-        params += [b[side].requires_grad_(True) for b in bias.values() for side in bias_sides]
-        opt = torch.optim.LBFGS(params, lr=1, max_iter=20, history_size=10,
+        biases = [b[side].requires_grad_(True) for b in bias.values() for side in bias_sides]
+        opt = torch.optim.LBFGS(params + biases, lr=1, max_iter=20, history_size=10,
                                 line_search_fn="strong_wolfe")
         dev = params[0].device
 
@@ -572,6 +583,7 @@ class CMF(MultiModalTransformer):
                 Ua, Va = self._augmented(r, U, bias, r.device)
                 total = total + r.weight * r.loss(Ua, Va).to(dev)
             total = total + self.alpha * sum((p**2).sum().to(dev) for p in params)
+            total = total + self._alpha_bias * sum((p**2).sum().to(dev) for p in biases)
             total.backward()
             return total
 
@@ -580,7 +592,7 @@ class CMF(MultiModalTransformer):
             with torch.no_grad():
                 return self._objective(rels, U, bias)
 
-        self._lbfgs_params = params
+        self._lbfgs_params = params + biases
         return step
 
     # ---- out of sample ---------------------------------------------------------------
