@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 
 from ._device import state_to_cpu
@@ -43,6 +44,38 @@ class MultiModalTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, B
                 for d in devices
             ]
             self._restore_devices()
+
+    def _set_input_signature(self, mm, views):
+        """Record the views seen in ``fit``: their names and per-sample shapes.
+
+        ``n_features_in_`` is the total number of features over the views (a view of
+        shape ``(n, C, H, W)`` counts ``C * H * W``), which for a single 2-D array is
+        ``X.shape[1]`` as scikit-learn expects.
+        """
+        self.view_names_ = list(mm.names)
+        self._view_shapes = [tuple(v.shape[1:]) for v in views]
+        self.n_features_in_ = int(sum(np.prod(s) for s in self._view_shapes))
+
+    def _check_input_signature(self, mm, views):
+        """Check that ``transform``-time views match those seen in ``fit``."""
+        shapes = [tuple(v.shape[1:]) for v in views]
+        if shapes == self._view_shapes:
+            return
+        total = int(sum(np.prod(s) for s in shapes))
+        name = type(self).__name__
+        if len(shapes) != len(self._view_shapes):
+            detail = (f"got {len(shapes)} view(s) {list(mm.names)}, fitted on "
+                      f"{len(self._view_shapes)} view(s) {self.view_names_}")
+        else:
+            bad = next(i for i, (a, b) in enumerate(zip(shapes, self._view_shapes,
+                                                         strict=True)) if a != b)
+            detail = (f"view {mm.names[bad]!r} has shape (n_samples, "
+                      f"{', '.join(map(str, shapes[bad]))}) but the model was fitted on "
+                      f"(n_samples, {', '.join(map(str, self._view_shapes[bad]))})")
+        raise ValueError(
+            f"X has {total} features, but {name} is expecting {self.n_features_in_} "
+            f"features as input: {detail}."
+        )
 
     def _restore_devices(self):
         """Move fitted tensors back to ``devices_`` after unpickling (no-op by default)."""

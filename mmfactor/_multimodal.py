@@ -24,6 +24,8 @@ __all__ = ["MultiModal", "View", "check_views", "resolve_relations", "RelationSp
 
 
 def _n_rows(view):
+    if hasattr(view, "__array__") and not isinstance(view, np.ndarray | torch.Tensor):
+        view = np.asarray(view)
     if sp.issparse(view) or isinstance(view, np.ndarray | torch.Tensor):
         return view.shape[0] if view.ndim >= 1 else None
     return len(view)
@@ -229,6 +231,11 @@ def as_multimodal(X):
     if isinstance(X, list | tuple):
         if len(X) == 0:
             raise ValueError("Expected at least one view; got an empty list.")
+        if all(isinstance(x, list | tuple) or (isinstance(x, np.ndarray) and x.ndim == 1)
+               for x in X) and all(np.ndim(x) == 1 for x in X):
+            # a nested list of numbers is one 2-D array (rows = samples), as in
+            # scikit-learn; a list of views holds arrays of order >= 2
+            return MultiModal(np.asarray(X))
         return MultiModal(*X)
     if X is None:
         raise ValueError("Expected a MultiModal, a list of views or an array; got None.")
@@ -236,12 +243,11 @@ def as_multimodal(X):
 
 
 def _check_numeric_dtype(name, dtype):
-    if dtype == object:
-        raise TypeError(
-            f"View {name!r} has dtype object; expected a numeric (float or integer) array."
-        )
     if np.issubdtype(dtype, np.complexfloating):
-        raise TypeError(f"View {name!r} has a complex dtype ({dtype}); expected real numbers.")
+        raise ValueError(
+            f"Complex data not supported: view {name!r} has dtype {dtype}; expected real "
+            "numbers."
+        )
     if not (np.issubdtype(dtype, np.number) or np.issubdtype(dtype, np.bool_)):
         raise TypeError(f"View {name!r} has dtype {dtype}; expected a numeric array.")
 
@@ -288,6 +294,14 @@ def check_view(name, view, *, missing="unobserved", allow_nan=True, min_ndim=2, 
             "with mmfactor.text.Word2VecMean."
         )
     arr = np.asarray(view)
+    if arr.dtype == object:
+        try:
+            arr = arr.astype(np.float64)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(
+                f"View {name!r} has dtype object with entries that are not numbers ({exc}); "
+                "expected a numeric array."
+            ) from None
     _check_numeric_dtype(name, arr.dtype)
     if arr.dtype.kind != "f":
         arr = arr.astype(np.float64)
@@ -312,7 +326,8 @@ def _check_shape(name, shape, min_ndim, max_ndim):
     if len(shape) < min_ndim:
         raise ValueError(
             f"View {name!r} has shape {shape}; expected at least {min_ndim} dimensions "
-            "(n_samples, n_features, ...). Reshape a single feature with x.reshape(-1, 1)."
+            "(n_samples, n_features, ...). Reshape your data: x.reshape(-1, 1) for a single "
+            "feature, x.reshape(1, -1) for a single sample."
         )
     if max_ndim is not None and len(shape) > max_ndim:
         raise ValueError(
@@ -320,7 +335,10 @@ def _check_shape(name, shape, min_ndim, max_ndim):
             "dimensions."
         )
     if any(s == 0 for s in shape[1:]):
-        raise ValueError(f"View {name!r} has shape {shape}; it has no features.")
+        raise ValueError(
+            f"View {name!r} has shape {shape}: 0 feature(s) (shape={shape}) while a minimum "
+            "of 1 is required."
+        )
 
 
 def check_views(

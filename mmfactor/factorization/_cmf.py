@@ -60,7 +60,7 @@ class _Relation:
                 self._set_observed(coo, device, dtype)
             else:
                 self.mode = "full"
-                self.X = torch.as_tensor(arr, dtype=dtype, device=device)
+                self.X = torch.tensor(arr, dtype=dtype, device=device)
                 self.XT = self.X.T
                 self.n_obs = arr.size
                 self.sum_sq = float((arr.astype(np.float64) ** 2).sum())
@@ -470,7 +470,6 @@ class CMF(MultiModalTransformer):
         self._links = dict(zip([s.name for s in specs], links, strict=True))
         self._weights = dict(zip([s.name for s in specs], weights, strict=True))
         self._solver = solver
-        self._view_names = list(mm.names)
         step = self._als_sweep if solver == "als" else self._lbfgs_step(list(entities))
         hist = fit_loop(step, max_iter=self.max_iter, tol=self.tol, verbose=self.verbose,
                         desc="CMF", estimator="CMF")
@@ -482,7 +481,7 @@ class CMF(MultiModalTransformer):
             n: {"mean": b["mean"], "row": as_numpy(b["row"]), "col": as_numpy(b["col"])}
             for n, b in bias.items()
         }
-        self.n_features_in_ = len(mm.views)
+        self._set_input_signature(mm, data[: len(mm.views)])
         self._n_features_out = k
         if solver == "lbfgs":
             for p in self._lbfgs_params:
@@ -600,20 +599,14 @@ class CMF(MultiModalTransformer):
     def _fold_in(self, X):
         """Factors (and per-relation row biases) of new samples, all else frozen."""
         check_is_fitted(self)
-        mm, views = check_views(X, missing=self.missing, max_ndim=2,
-                                n_views=self.n_features_in_, names=self._view_names)
+        mm, views = check_views(X, missing=self.missing, max_ndim=2)
+        self._check_input_signature(mm, views)
         dtype = _DTYPES[self.dtype]
         sample, n = self.sample_entity_, len(mm)
         dev = self._ent_dev[sample]
         U = {e: torch.as_tensor(f, device=self._ent_dev[e]) for e, f in self.factors_.items()}
         rels = []
         for (name, row, col), v in zip(self.relations_, views, strict=False):
-            exp = self.factors_[col].shape[0]
-            if v.shape[1] != exp:
-                raise ValueError(
-                    f"View {v.name!r} has {v.shape[1]} columns but the model was fitted with "
-                    f"{exp} members of entity type {col!r}."
-                )
             spec = RelationSpec(name, row, col, "view")
             rels.append(_Relation(spec, v.data, weight=self._weights[name],
                                   link=self._links[name], biased=name in self.biases_,
@@ -640,7 +633,7 @@ class CMF(MultiModalTransformer):
         return U, bias, rels
 
     def _restore_devices(self):
-        view_dev = dict(zip(self._view_names, self.devices_, strict=True))
+        view_dev = dict(zip(self.view_names_, self.devices_, strict=True))
         self._ent_dev = {e: torch.device("cpu") for e in self.factors_}
         for name, row, col in reversed(self.relations_):
             if name in view_dev:
