@@ -560,7 +560,10 @@ class CMF(MultiModalTransformer):
 
     def _als_sweep(self, epoch):
         U, bias, rels = self._U, self._bias, self._rels
-        for e in U:
+        # the sample entity last: its fitted factor is then exactly what transform gives
+        # for the training rows (a fold-in against the final factors of everything else)
+        order = [e for e in U if e != self.sample_entity_] + [self.sample_entity_]
+        for e in order:
             U[e], nb = self._solve_entity(e, rels, U, bias, U[e].shape[0])
             for (name, side), v in nb.items():
                 bias[name][side] = v.to(bias[name][side].device)
