@@ -529,7 +529,8 @@ class CMF(MultiModalTransformer):
                 parts.append((r, "col"))
         slots = {id(r): k + i for i, (r, _) in enumerate(p for p in parts if p[0].biased)}
         D = k + len(slots)
-        A = torch.zeros(n_rows, D, D, dtype=dtype, device=dev)
+        A_shared = torch.zeros(D, D, dtype=dtype, device=dev)  # identical for every row
+        A_rows = None  # per-row Gram matrices, only when some relation has missing entries
         b = torch.zeros(n_rows, D, dtype=dtype, device=dev)
         for r, side in parts:
             other = r.col if side == "row" else r.row
@@ -542,16 +543,28 @@ class CMF(MultiModalTransformer):
                 bb = bias[r.name]
                 offset = offset + bb["mean"] + bb["col" if side == "row" else "row"].to(r.device)
             Ar, br = r.normal_equations(side, Z, offset)
-            A += Ar.to(dev)
+            if Ar.dim() == 2:
+                A_shared += Ar.to(dev)
+            else:
+                A_rows = Ar.to(dev) if A_rows is None else A_rows + Ar.to(dev)
             b += br.to(dev)
         reg = torch.full((D,), float(self.alpha), dtype=dtype, device=dev)
         reg[k:] = self._alpha_bias
-        A += torch.diag(reg)
-        L, info = torch.linalg.cholesky_ex(A)
-        if bool((info != 0).any()):
-            theta = torch.linalg.lstsq(A, b[..., None]).solution[..., 0]
+        A_shared += torch.diag(reg)
+        if A_rows is None:
+            # one factorization serves every row
+            L, info = torch.linalg.cholesky_ex(A_shared)
+            if int(info) != 0:
+                theta = torch.linalg.lstsq(A_shared, b.T).solution.T
+            else:
+                theta = torch.cholesky_solve(b.T, L).T
         else:
-            theta = torch.cholesky_solve(b[..., None], L)[..., 0]
+            A = A_rows + A_shared
+            L, info = torch.linalg.cholesky_ex(A)
+            if bool((info != 0).any()):
+                theta = torch.linalg.lstsq(A, b[..., None]).solution[..., 0]
+            else:
+                theta = torch.cholesky_solve(b[..., None], L)[..., 0]
         new_bias = {}
         for r, side in parts:
             if r.biased:
