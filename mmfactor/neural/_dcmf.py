@@ -1,0 +1,856 @@
+"""Deep collective matrix factorization (Mariappan & Rajan, Machine Learning 2019)."""
+
+from __future__ import annotations
+
+import copy
+import math
+import numbers
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
+from torch import nn
+
+from .._base import MultiModalTransformer
+from .._device import as_numpy, resolve_devices, torch_generator
+from .._multimodal import check_view, check_views, resolve_relations
+from .._training import fit_loop
+from ._modules import ACTIVATIONS, build_module, mlp
+
+__all__ = ["DCMF"]
+
+_ENCODE_ROWS = 1024  # rows per chunk when encoding without gradients
+_DENSE_BATCH = 1 << 22  # a sparse batch of at most this many cells is densified
+
+
+# --------------------------------------------------------------------------------------
+# Data: one matrix of the collection, standardized, and its row blocks
+# --------------------------------------------------------------------------------------
+
+
+class _Matrix:
+    """One relation on the host, standardized with the statistics of its observed entries.
+
+    ``kind`` is ``"observed"`` (a CSR whose stored entries are the observed ones, explicit
+    zeros included), ``"zero"`` (a CSR whose unstored entries are zeros that count) or
+    ``"dense"`` (a complete array). Values are ``(x - mean) / std``; a missing entry is 0
+    in the autoencoders' input and absent from every loss.
+    """
+
+    def __init__(self, view, *, missing, scale=None):
+        data = view.data
+        if view.kind == "sparse" and missing == "zero":
+            self.kind, csr = "zero", sp.csr_matrix(data, dtype=np.float64, copy=True)
+            n = csr.shape[0] * csr.shape[1]
+            stats = (0.0, math.sqrt(float((csr.data**2).sum()) / max(n, 1)))
+        elif view.kind == "sparse":
+            self.kind, csr = "observed", sp.csr_matrix(data, dtype=np.float64, copy=True)
+            stats = (float(csr.data.mean()) if csr.nnz else 0.0,
+                     float(csr.data.std()) if csr.nnz else 1.0)
+        else:
+            arr = as_numpy(data).astype(np.float64)
+            nan = np.isnan(arr)
+            if nan.any():
+                rows, cols = np.nonzero(~nan)
+                self.kind = "observed"
+                csr = sp.csr_matrix((arr[rows, cols], (rows, cols)), shape=arr.shape)
+            else:
+                self.kind, csr = "dense", arr
+            obs = arr[~nan]
+            stats = (float(obs.mean()), float(obs.std()))
+        self.mean, self.std = scale if scale is not None else (stats[0], stats[1] or 1.0)
+        self.shape = tuple(data.shape)
+        if self.kind == "dense":
+            self.X = ((csr - self.mean) / self.std).astype(np.float32)
+        else:
+            csr.sum_duplicates()
+            if self.kind == "observed":
+                csr.data = csr.data - self.mean
+            csr.data = (csr.data / self.std).astype(np.float32)
+            self.X = csr.astype(np.float32)
+
+    def coo(self):
+        """Observed entries as (rows, cols, standardized values)."""
+        if self.kind == "dense":
+            r, c = np.indices(self.shape).reshape(2, -1)
+            return r, c, self.X.ravel()
+        coo = self.X.tocoo()
+        return coo.row.astype(np.int64), coo.col.astype(np.int64), coo.data
+
+    def hold_out(self, fraction, rng):
+        """Move ``fraction`` of the observed entries out of the matrix; return them."""
+        rows, cols, vals = self.coo()
+        val = rng.rand(len(vals)) < fraction
+        self.kind = "observed"
+        self.X = sp.csr_matrix((vals[~val], (rows[~val], cols[~val])), shape=self.shape,
+                               dtype=np.float32)
+        return rows[val], cols[val], vals[val]
+
+
+class _Part:
+    """A batch of rows of one block, on a device, in one of two layouts.
+
+    Dense (``rows is None``): ``X`` is ``(batch, width)`` with zeros at missing entries
+    and ``M`` its 0/1 observation mask (``None`` when every entry counts). Sparse:
+    the observed entries as ``rows``, ``cols``, ``vals`` plus the ``offsets`` of each row
+    (used when a dense batch would be too large). ``count`` is the number of entries
+    that enter the loss.
+    """
+
+    def __init__(self, X=None, M=None, rows=None, cols=None, vals=None, offsets=None,
+                 count=0):
+        self.X, self.M = X, M
+        self.rows, self.cols, self.vals, self.offsets = rows, cols, vals, offsets
+        self.count = count
+
+    def sse(self, pred):
+        """Sum of squared errors of ``pred`` (laid out like this part) over its entries."""
+        if self.rows is not None:
+            return ((pred - self.vals) ** 2).sum()
+        err = (pred - self.X) ** 2
+        return (err * self.M).sum() if self.M is not None else err.sum()
+
+
+class _Block:
+    """The part of an entity's autoencoder input that one relation contributes.
+
+    ``X`` has the entity's members as rows (the relation itself, or its transpose when the
+    entity is the relation's column type); ``offset`` is its first column in the
+    concatenated input and ``slot`` the code unit holding this relation's bias.
+    """
+
+    def __init__(self, rel, other, X, kind, offset, slot):
+        self.rel, self.other, self.X, self.kind = rel, other, X, kind
+        self.offset, self.slot = offset, slot
+        self.width = X.shape[1]
+
+    def batch(self, idx, device):
+        """Rows ``idx`` as a :class:`_Part` on ``device`` (only this batch is densified)."""
+        as_t = lambda a, dt=torch.float32: torch.as_tensor(a, dtype=dt, device=device)  # noqa: E731
+        if self.kind == "dense":
+            return _Part(X=as_t(self.X[idx]), count=len(idx) * self.width)
+        sub = self.X[idx]
+        if self.kind == "zero":  # every entry counts
+            return _Part(X=as_t(sub.toarray()), count=len(idx) * self.width)
+        if len(idx) * self.width <= _DENSE_BATCH:
+            mask = sp.csr_matrix((np.ones(sub.nnz, np.float32), sub.indices, sub.indptr),
+                                 shape=sub.shape)
+            return _Part(X=as_t(sub.toarray()), M=as_t(mask.toarray()), count=sub.nnz)
+        counts = np.diff(sub.indptr)
+        return _Part(rows=as_t(np.repeat(np.arange(len(counts)), counts), torch.int64),
+                     cols=as_t(sub.indices, torch.int64), vals=as_t(sub.data),
+                     offsets=as_t(sub.indptr[:-1], torch.int64), count=sub.nnz)
+
+
+def _row_blocks(matrices, specs, entity, codes_width):
+    """The blocks of ``entity``'s input, in relation order, with offsets and bias slots."""
+    blocks, offset = [], 0
+    for m, (spec, mat) in enumerate(zip(specs, matrices, strict=True)):
+        for side in ("row", "col"):
+            if getattr(spec, side) != entity or (side == "col" and spec.row == spec.col):
+                continue
+            X = mat.X if side == "row" else mat.X.T
+            if sp.issparse(X):
+                X = sp.csr_matrix(X)
+            other = spec.col if side == "row" else spec.row
+            blocks.append(_Block(m, other, X, mat.kind, offset, codes_width + len(blocks)))
+            offset += X.shape[1]
+    return blocks
+
+
+# --------------------------------------------------------------------------------------
+# The per-entity autoencoder
+# --------------------------------------------------------------------------------------
+
+
+class _EntityAutoencoder(nn.Module):
+    """An autoencoder whose first and last layers read and write sparse rows sparsely.
+
+    For a sparse batch, the first layer is an ``embedding_bag`` over the observed entries
+    and the last layer is evaluated at the observed entries only, so a batch costs
+    ``O(nnz * width)`` rather than ``O(batch * n_features * width)``.
+    """
+
+    def __init__(self, n_features, hidden_layer_sizes, n_code, activation):
+        super().__init__()
+        hidden = [int(h) for h in hidden_layer_sizes]
+        self.inp = nn.Linear(n_features, hidden[0] if hidden else n_code)
+        self.act = ACTIVATIONS[activation]() if hidden else nn.Identity()
+        self.encoder = mlp([*hidden, n_code], activation) if hidden else nn.Identity()
+        self.decoder = (mlp([n_code, *hidden[::-1]], activation, activation) if hidden
+                        else nn.Identity())
+        self.out = nn.Linear(hidden[0] if hidden else n_code, n_features)
+
+    def encode(self, parts, blocks):
+        h = self.inp.bias
+        for part, b in zip(parts, blocks, strict=True):
+            W = self.inp.weight[:, b.offset : b.offset + b.width]
+            if part.rows is None:
+                h = h + part.X @ W.T
+            else:
+                h = h + nn.functional.embedding_bag(part.cols, W.T.contiguous(), part.offsets,
+                                                    mode="sum", per_sample_weights=part.vals)
+        return self.encoder(self.act(h))
+
+    def decode(self, code, parts, blocks):
+        """The reconstruction of each block, laid out like its part (``None``: dense)."""
+        H = self.decoder(code)
+        out = []
+        for part, b in zip(parts, blocks, strict=True):
+            W = self.out.weight[b.offset : b.offset + b.width]
+            bias = self.out.bias[b.offset : b.offset + b.width]
+            if part is None or part.rows is None:
+                out.append(H @ W.T + bias)
+            else:
+                out.append((H[part.rows] * W[part.cols]).sum(1) + bias[part.cols])
+        return out
+
+
+def _bilinear(code, other, part, k, slots):
+    """``U_e U_o^T`` (+ both biases) laid out like ``part`` (dense, or at its entries)."""
+    U, V = code[:, :k], other[:, :k]
+    if part.rows is None:
+        pred = U @ V.T
+        if slots is not None:
+            pred = pred + code[:, slots[0], None] + other[None, :, slots[1]]
+        return pred
+    rows, cols = part.rows, part.cols
+    pred = (U[rows] * V[cols]).sum(1)
+    if slots is not None:
+        pred = pred + code[rows, slots[0]] + other[cols, slots[1]]
+    return pred
+
+
+# --------------------------------------------------------------------------------------
+# The estimator
+# --------------------------------------------------------------------------------------
+
+
+class DCMF(MultiModalTransformer):
+    """Deep collective matrix factorization: one autoencoder per entity type.
+
+    Every matrix ``X_m`` of the collection relates a row entity type ``r`` to a column
+    entity type ``c``. For each entity type ``e``, the matrices in which it appears are
+    concatenated (transposed where ``e`` is the column type; a relation between ``e``
+    and itself enters once, by rows) into ``C_e``, and an autoencoder reads each member's
+    row of ``C_e``; its bottleneck is the member's representation ``U_e``. The loss is::
+
+        sum_e  reconstruction_weight * mse(C_e, decoder_e(U_e))
+      + sum_m  w_m * mse(X_m, U_r U_c^T + b_r^m + b_c^m)      (observed entries only)
+      + alpha / 2 * ||network weights||^2
+
+    Every matrix is standardized by the mean and standard deviation of its observed
+    entries; a missing entry is 0 in the autoencoder's input and absent from every loss.
+    With ``fit_intercept``, each encoder emits, next to ``U_e``, one bias unit per
+    relation of ``e`` (the ``b^m`` above), so biases too are available for new samples.
+
+    **Mini-batches cover every block.** The authors' code pairs the ``i``-th batch of
+    rows with the ``i``-th batch of columns, so the off-diagonal blocks of every matrix
+    never enter the factorization loss. Here an epoch visits every entity type's
+    members once, in shuffled batches interleaved across types; a batch of ``e`` is
+    encoded with gradients and its factorization loss runs over its *whole* row (or
+    column) block of every matrix of ``e``, against the other types' current codes
+    (kept in a table refreshed as their own batches are encoded; no gradient flows into
+    the other encoder from that batch, its own batches carry it). So every entry of
+    every matrix enters each epoch's gradient, twice (once per side), and each member is
+    encoded once per epoch: a block-coordinate stochastic descent of the same
+    objective. Sparse matrices stay sparse: the first layer multiplies a sparse batch,
+    the last is evaluated at observed entries only (a batch costs ``O(nnz x width)``),
+    and only a batch of a ``missing="zero"`` sparse matrix is ever densified.
+
+    Parameters
+    ----------
+    n_components : int, default=10
+        Width of every entity type's representation (the bottleneck).
+    relations : None, list or dict, default=None
+        The schema: for each view (and each matrix in ``X.shared``) its
+        ``(row_entity, col_entity)`` pair. ``None``: every view relates the samples to a
+        column entity of its own. A shared matrix may not involve the sample entity.
+    sample_entity : str, default=None
+        Name of the entity type of the rows of every view (default ``"sample"``, or the
+        row entity the schema gives the views).
+    hidden_layer_sizes : array-like of int, default=(64,)
+        Hidden widths of every encoder (the decoders mirror them); ``()`` gives linear
+        autoencoders.
+    activation : {"relu", "tanh", "sigmoid", "elu", "identity"}, default="relu"
+        Activation of the hidden layers (the code and the output are linear).
+    alpha : float, default=1e-4
+        L2 penalty on the networks' weight matrices.
+    weights : None, list or dict, default=None
+        Weight ``w_m`` of each relation's factorization loss (default 1 each); a list in
+        the order of the relations or a dict by relation name.
+    reconstruction_weight : float, default=1.0
+        Weight of the autoencoders' reconstruction losses.
+    fit_intercept : bool, default=True
+        Let each encoder emit a bias per relation of its entity type.
+    missing : {"unobserved", "zero"}, default="unobserved"
+        What an unstored entry of a sparse view means.
+    batch_size : int or "auto", default="auto"
+        Members of an entity type per mini-batch; ``"auto"`` is ``min(256, n)``.
+    learning_rate_init : float, default=1e-3
+        Adam's learning rate.
+    max_iter : int, default=200
+        Maximum number of epochs.
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the observed entries of every matrix (except
+        ``missing="zero"`` sparse ones), stop when their factorization loss stops
+        improving and keep the best networks.
+    validation_fraction : float, default=0.1
+        Fraction of observed entries held out when ``early_stopping``.
+    n_iter_no_change : int, default=10
+        Epochs without an improvement larger than ``tol`` before stopping.
+    tol : float, default=1e-4
+        Relative improvement that counts; ``0`` runs all ``max_iter`` epochs.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the initial weights, the batches and the held-out entries (through a
+        :class:`torch.Generator`; the global seed is never touched).
+    devices : None, str, list or dict, default=None
+        Where each entity type's autoencoder, data and codes live: one device, a list in
+        the order of ``entities_``, or a dict by entity type. Only codes cross devices.
+    verbose : int, default=0
+        Show a progress bar.
+
+    Attributes
+    ----------
+    factors_ : dict of str -> ndarray of shape (n_members, n_components)
+        Every entity type's representation (the sample entity's for the training rows).
+    biases_ : dict of str -> dict
+        Per relation, the ``"row"`` and ``"col"`` biases (when ``fit_intercept``).
+    autoencoders_ : dict of str -> torch.nn.Module
+        Every entity type's autoencoder.
+    scaling_ : dict of str -> tuple of float
+        Per relation, the ``(mean, std)`` used to standardize it.
+    relations_ : list of tuple
+        The resolved ``(name, row_entity, col_entity)`` of every relation.
+    entities_ : list of str
+        The entity types, the sample entity first.
+    sample_entity_ : str
+        The entity type of the samples.
+    devices_ : list of torch.device
+        One device per entity type, in the order of ``entities_``.
+    loss_curve_ : list of float
+        Objective after every epoch.
+    loss_terms_ : dict of str -> list of float
+        Per epoch: ``"ae[<entity>]"`` (reconstruction mse), each relation's mse,
+        ``"penalty"``, and ``"validation"`` with early stopping.
+    best_validation_score_ : float or None
+        Best held-out factorization loss (early stopping), else None.
+    n_iter_ : int
+        Number of epochs run.
+    n_features_in_ : int
+        Number of views seen in ``fit``.
+
+    See Also
+    --------
+    CMF : The linear collective matrix factorization.
+    MMEDA : Multimodal autoencoders for views of any order.
+
+    Notes
+    -----
+    Computation is in float32; ``transform`` returns float32.
+
+    References
+    ----------
+    R. Mariappan and V. Rajan. Deep collective matrix factorization for augmented
+    multi-view learning. Machine Learning 108, 1395-1420 (2019).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from mmfactor import DCMF, MultiModal
+    >>> rng = np.random.RandomState(0)
+    >>> X = MultiModal(rng.rand(30, 6), rng.rand(30, 4))
+    >>> dcmf = DCMF(n_components=3, hidden_layer_sizes=(8,), max_iter=5, tol=0,
+    ...             random_state=0)
+    >>> dcmf.fit_transform(X).shape
+    (30, 3)
+    >>> sorted(dcmf.factors_), dcmf.factors_["view0_col"].shape
+    (['sample', 'view0_col', 'view1_col'], (6, 3))
+    """
+
+    _parameter_constraints = {
+        "n_components": [Interval(numbers.Integral, 1, None, closed="left")],
+        "relations": [None, list, tuple, dict],
+        "sample_entity": [None, str],
+        "hidden_layer_sizes": ["array-like"],
+        "activation": [StrOptions(set(ACTIVATIONS))],
+        "alpha": [Interval(numbers.Real, 0, None, closed="left")],
+        "weights": [None, list, tuple, dict],
+        "reconstruction_weight": [Interval(numbers.Real, 0, None, closed="left")],
+        "fit_intercept": ["boolean"],
+        "missing": [StrOptions({"unobserved", "zero"})],
+        "batch_size": [StrOptions({"auto"}), Interval(numbers.Integral, 1, None, closed="left")],
+        "learning_rate_init": [Interval(numbers.Real, 0, None, closed="neither")],
+        "max_iter": [Interval(numbers.Integral, 1, None, closed="left")],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(numbers.Real, 0, 1, closed="neither")],
+        "n_iter_no_change": [Interval(numbers.Integral, 1, None, closed="left")],
+        "tol": [Interval(numbers.Real, 0, None, closed="left")],
+        "random_state": ["random_state"],
+        "devices": [None, str, list, tuple, dict],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(
+        self,
+        n_components=10,
+        *,
+        relations=None,
+        sample_entity=None,
+        hidden_layer_sizes=(64,),
+        activation="relu",
+        alpha=1e-4,
+        weights=None,
+        reconstruction_weight=1.0,
+        fit_intercept=True,
+        missing="unobserved",
+        batch_size="auto",
+        learning_rate_init=1e-3,
+        max_iter=200,
+        early_stopping=False,
+        validation_fraction=0.1,
+        n_iter_no_change=10,
+        tol=1e-4,
+        random_state=None,
+        devices=None,
+        verbose=0,
+    ):
+        self.n_components = n_components
+        self.relations = relations
+        self.sample_entity = sample_entity
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.alpha = alpha
+        self.weights = weights
+        self.reconstruction_weight = reconstruction_weight
+        self.fit_intercept = fit_intercept
+        self.missing = missing
+        self.batch_size = batch_size
+        self.learning_rate_init = learning_rate_init
+        self.max_iter = max_iter
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.tol = tol
+        self.random_state = random_state
+        self.devices = devices
+        self.verbose = verbose
+
+    # ---- input ---------------------------------------------------------------------
+
+    def _check_hidden(self):
+        sizes = np.asarray(self.hidden_layer_sizes, dtype=object).ravel().tolist()
+        if not all(isinstance(h, numbers.Integral) and not isinstance(h, bool) and h > 0
+                   for h in sizes):
+            raise ValueError(f"hidden_layer_sizes must be positive integers; got "
+                             f"{self.hidden_layer_sizes!r}.")
+        return [int(h) for h in sizes]
+
+    def _prepare(self, X):
+        """Validate X and the schema, before anything is built."""
+        mm, views = check_views(X, missing=self.missing, min_samples=2, max_ndim=2)
+        specs, sample, entities = resolve_relations(self.relations, mm,
+                                                    sample_entity=self.sample_entity)
+        data = []
+        for s in specs:
+            if s.source == "view":
+                data.append(views[s.index])
+                continue
+            if sample in (s.row, s.col):
+                raise ValueError(
+                    f"Shared matrix {s.name!r} relates the sample entity {sample!r} "
+                    f"({s.row!r} x {s.col!r}); only views may involve the samples (their rows "
+                    "are split across folds and encoded for new samples). Pass it as a view, "
+                    "transposed if the samples are its columns."
+                )
+            data.append(check_view(f"shared[{s.name!r}]", mm.shared[s.name],
+                                   missing=self.missing, max_ndim=2))
+        sizes = {}
+        for s, v in zip(specs, data, strict=True):
+            for ent, n in ((s.row, v.shape[0]), (s.col, v.shape[1])):
+                known, where = sizes.setdefault(ent, (n, s.name))
+                if known != n:
+                    raise ValueError(
+                        f"Entity type {ent!r} has {known} members in relation {where!r} but "
+                        f"{n} in relation {s.name!r} of shape {v.shape}; relations sharing an "
+                        "entity type must agree on its size."
+                    )
+        names = [s.name for s in specs]
+        w = self.weights
+        if isinstance(w, dict):
+            unknown = sorted(set(w) - set(names))
+            if unknown:
+                raise ValueError(f"weights names unknown relations {unknown}; the relations "
+                                 f"are {names}.")
+            w = [w.get(n, 1.0) for n in names]
+        elif w is None:
+            w = [1.0] * len(names)
+        elif len(w) != len(names):
+            raise ValueError(f"weights has {len(w)} entries; expected one per relation "
+                             f"({len(names)}: {names}).")
+        for n, wi in zip(names, w, strict=True):
+            if not isinstance(wi, numbers.Real) or not np.isfinite(wi) or wi < 0:
+                raise ValueError(f"weight of relation {n!r} is {wi!r}; expected a finite "
+                                 "number >= 0.")
+        return mm, specs, data, sample, entities, {n: sizes[n][0] for n in sizes}, list(w)
+
+    # ---- fitting -------------------------------------------------------------------
+
+    def fit(self, X, y=None):
+        """Fit the autoencoders and factorizations.
+
+        Parameters
+        ----------
+        X : MultiModal, list of array-like or array-like
+            The views (rows = samples), plus shared matrices named in ``relations``.
+        y : Ignored
+            Not used, present for API consistency.
+
+        Returns
+        -------
+        self : DCMF
+            The fitted estimator.
+        """
+        self.fit_transform(X)
+        return self
+
+    def fit_transform(self, X, y=None):
+        """Fit the model and return the samples' representation.
+
+        Parameters
+        ----------
+        X : MultiModal, list of array-like or array-like
+            The views (rows = samples), plus shared matrices named in ``relations``.
+        y : Ignored
+            Not used, present for API consistency.
+
+        Returns
+        -------
+        embedding : ndarray of shape (n_samples, n_components), float32
+            The sample entity's representation.
+        """
+        self._validate_params()
+        hidden = self._check_hidden()
+        mm, specs, data, sample, entities, sizes, weights = self._prepare(X)
+        self.devices_ = resolve_devices(self.devices, entities)
+        dev = dict(zip(entities, self.devices_, strict=True))
+        gen, rng = torch_generator(self.random_state)
+        k = self.n_components
+        mats = [_Matrix(v, missing=self.missing) for v in data]
+        held = {}
+        if self.early_stopping:
+            held = {m: mat.hold_out(self.validation_fraction, rng)
+                    for m, mat in enumerate(mats) if mat.kind != "zero"}
+            if not any(len(h[0]) for h in held.values()):
+                raise ValueError(
+                    "early_stopping=True holds out observed entries of the relations, but no "
+                    f"relation has any to hold out with validation_fraction="
+                    f"{self.validation_fraction} (sparse views with missing='zero' have "
+                    "none); raise validation_fraction or set early_stopping=False."
+                )
+        blocks = {e: _row_blocks(mats, specs, e, k) for e in entities}
+        n_code = {e: k + (len(blocks[e]) if self.fit_intercept else 0) for e in entities}
+        nets = {}
+        for e in entities:
+            width = sum(b.width for b in blocks[e])
+            nets[e] = build_module(
+                lambda w=width, c=n_code[e]: _EntityAutoencoder(w, hidden, c, self.activation),
+                gen, dev[e])
+        slot = {(e, b.rel): b.slot for e in entities for b in blocks[e]}
+        self._k, self._slot, self._specs = k, slot, specs
+        self._weights = dict(zip([s.name for s in specs], weights, strict=True))
+        codes = {e: self._encode_all(nets[e], blocks[e], sizes[e], dev[e]) for e in entities}
+        opts = {e: torch.optim.Adam(nets[e].parameters(), lr=self.learning_rate_init)
+                for e in entities}
+        size = 256 if self.batch_size == "auto" else self.batch_size
+        bs = {e: min(size, sizes[e]) for e in entities}
+
+        def step(epoch):
+            plan = []
+            for i, e in enumerate(entities):
+                perm = torch.randperm(sizes[e], generator=gen).numpy()
+                nb = math.ceil(sizes[e] / bs[e])
+                plan += [((j + 0.5) / nb, i, perm[j * bs[e] : (j + 1) * bs[e]])
+                         for j in range(nb)]
+            plan.sort(key=lambda t: (t[0], t[1]))
+            sums = {}
+            for _, i, idx in plan:
+                e = entities[i]
+                self._train_batch(e, idx, nets[e], opts[e], blocks[e], codes, dev[e], sums)
+            terms = {f"ae[{e}]": sums[f"ae[{e}]"][0] / max(sums[f"ae[{e}]"][1], 1)
+                     for e in entities}
+            for s in specs:
+                sse, n = sums.get(s.name, (0.0, 0))
+                terms[s.name] = sse / max(n, 1)
+            pen = 0.5 * self.alpha * sum(self._sq_weights(net).item() for net in nets.values())
+            terms["penalty"] = pen
+            terms["loss"] = (self.reconstruction_weight * sum(terms[f"ae[{e}]"] for e in entities)
+                             + sum(self._weights[s.name] * terms[s.name] for s in specs) + pen)
+            return terms
+
+        held_t = {}
+        for m, (r, c, v) in held.items():
+            if len(v):
+                d = dev[specs[m].row]
+                held_t[m] = (torch.as_tensor(r, device=d), torch.as_tensor(c, device=d),
+                             torch.as_tensor(v, device=d))
+
+        def validation():
+            total = 0.0
+            with torch.no_grad():
+                for m, (r, c, v) in held_t.items():
+                    s = specs[m]
+                    part = _Part(rows=r, cols=c, vals=v, count=len(v))
+                    pred = _bilinear(codes[s.row], codes[s.col].to(dev[s.row]), part, k,
+                                     self._slots(s, m))
+                    total += weights[m] * float(part.sse(pred)) / part.count
+            return total
+
+        best = {}
+
+        def keep_best():
+            best.update({e: copy.deepcopy(net.state_dict()) for e, net in nets.items()})
+
+        hist = fit_loop(step, max_iter=self.max_iter, tol=self.tol,
+                        n_iter_no_change=self.n_iter_no_change, verbose=self.verbose,
+                        desc="DCMF", estimator="DCMF",
+                        validation=validation if self.early_stopping else None,
+                        on_improvement=keep_best if self.early_stopping else None)
+        if best:
+            for e, net in nets.items():
+                net.load_state_dict(best[e])
+        for net in nets.values():
+            net.eval()
+            net.requires_grad_(False)
+        codes = {e: self._encode_all(nets[e], blocks[e], sizes[e], dev[e]) for e in entities}
+        self.autoencoders_ = nets
+        self._codes = {e: as_numpy(c) for e, c in codes.items()}
+        self.factors_ = {e: c[:, :k].copy() for e, c in self._codes.items()}
+        self.biases_ = {}
+        if self.fit_intercept:
+            for m, s in enumerate(specs):
+                rs, cs = self._slots(s, m)
+                self.biases_[s.name] = {"row": self._codes[s.row][:, rs].copy(),
+                                        "col": self._codes[s.col][:, cs].copy()}
+        self.scaling_ = {s.name: (mat.mean, mat.std) for s, mat in zip(specs, mats, strict=True)}
+        self.relations_ = [(s.name, s.row, s.col) for s in specs]
+        self.entities_ = list(entities)
+        self.sample_entity_ = sample
+        self._view_names = list(mm.names)
+        self._widths = [mats[s.index].shape[1] for s in specs if s.source == "view"]
+        self.loss_curve_ = hist.loss
+        self.loss_terms_ = hist.terms
+        self.best_validation_score_ = (min(hist.terms["validation"])
+                                       if self.early_stopping else None)
+        self.n_iter_ = hist.n_iter
+        self.n_features_in_ = len(mm.views)
+        self._n_features_out = k
+        return self.factors_[sample].copy()
+
+    def _slots(self, spec, m):
+        """The code units holding relation ``m``'s row and column biases (or None)."""
+        if not self.fit_intercept:
+            return None
+        return self._slot[(spec.row, m)], self._slot[(spec.col, m)]
+
+    @staticmethod
+    def _sq_weights(net):
+        return sum((p**2).sum() for name, p in net.named_parameters() if name.endswith("weight"))
+
+    def _encode_all(self, net, blocks, n, device):
+        """Every member's code, in chunks, without gradients."""
+        with torch.no_grad():
+            out = []
+            for s in range(0, n, _ENCODE_ROWS):
+                idx = np.arange(s, min(s + _ENCODE_ROWS, n))
+                out.append(net.encode([b.batch(idx, device) for b in blocks], blocks))
+            return torch.cat(out)
+
+    def _train_batch(self, e, idx, net, opt, blocks, codes, device, sums):
+        """One Adam step of entity type ``e`` on the members ``idx``."""
+        k = self._k
+        parts = [b.batch(idx, device) for b in blocks]
+        code = net.encode(parts, blocks)
+        recon = net.decode(code, parts, blocks)
+        ae_sse = sum(p.sse(r) for r, p in zip(recon, parts, strict=True))
+        ae_n = sum(p.count for p in parts)
+        loss = self.reconstruction_weight * ae_sse / max(ae_n, 1)
+        rel = []
+        for part, b in zip(parts, blocks, strict=True):
+            s = self._specs[b.rel]
+            slots = self._slots(s, b.rel)
+            if slots is not None and s.row != e:
+                slots = slots[::-1]
+            sse = part.sse(_bilinear(code, codes[b.other].to(device), part, k, slots))
+            if part.count:
+                loss = loss + self._weights[s.name] * sse / part.count
+            if s.row == e:  # recorded once per relation, from its row side
+                rel.append((s.name, sse, part.count))
+        loss = loss + 0.5 * self.alpha * self._sq_weights(net)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        codes[e][torch.as_tensor(idx, device=device)] = code.detach()
+        for name, sse, n in [(f"ae[{e}]", ae_sse, ae_n), *rel]:
+            old = sums.get(name, (0.0, 0))
+            sums[name] = (old[0] + float(sse.detach()), old[1] + n)
+
+    # ---- out of sample ---------------------------------------------------------------
+
+    def _sample_blocks(self, X):
+        """Validate new samples' views; return their blocks, the encoder and its device."""
+        check_is_fitted(self)
+        mm, views = check_views(X, missing=self.missing, max_ndim=2,
+                                n_views=self.n_features_in_, names=self._view_names)
+        mats = {}
+        for s, v, width in zip(self._specs, views, self._widths, strict=False):
+            if v.shape[1] != width:
+                raise ValueError(
+                    f"View {v.name!r} has shape {v.shape}; the model was fitted with {width} "
+                    f"columns (members of entity type {s.col!r})."
+                )
+            mats[s.index] = _Matrix(v, missing=self.missing, scale=self.scaling_[s.name])
+        matrices = [mats.get(m) for m in range(len(self._specs))]
+        blocks = _row_blocks(matrices, self._specs, self.sample_entity_, self._k)
+        device = self.devices_[self.entities_.index(self.sample_entity_)]
+        return blocks, self.autoencoders_[self.sample_entity_], device, len(mm)
+
+    def _chunks(self, X):
+        """Yield ``(parts, code, blocks)`` for chunks of the new samples, no gradients."""
+        blocks, net, device, n = self._sample_blocks(X)
+        with torch.no_grad():
+            for s in range(0, n, _ENCODE_ROWS):
+                idx = np.arange(s, min(s + _ENCODE_ROWS, n))
+                parts = [b.batch(idx, device) for b in blocks]
+                yield parts, net.encode(parts, blocks), blocks, net, device
+
+    def transform(self, X):
+        """Encode samples (new or seen) with the sample entity's encoder.
+
+        Parameters
+        ----------
+        X : MultiModal, list of array-like or array-like
+            Views of the samples, with the columns seen in ``fit``; missing entries as in
+            ``fit`` (NaN, or unstored sparse entries).
+
+        Returns
+        -------
+        embedding : ndarray of shape (n_samples, n_components), float32
+        """
+        check_is_fitted(self)
+        return np.concatenate([as_numpy(code[:, : self._k]) for _, code, *_ in self._chunks(X)])
+
+    def reconstruct(self, X):
+        """The autoencoder's reconstruction of every view of ``X``, on the data's scale.
+
+        Parameters
+        ----------
+        X : MultiModal, list of array-like or array-like
+            Views of the samples.
+
+        Returns
+        -------
+        views : list of ndarray of shape (n_samples, n_columns)
+            One dense reconstruction per view, in the order of the views.
+        """
+        out = []
+        for parts, code, blocks, net, _ in self._chunks(X):
+            out.append([as_numpy(r) for r in net.decode(code, [None] * len(parts), blocks)])
+        names = [self._specs[b.rel].name for b in blocks]
+        return [np.concatenate([o[i] for o in out]) * self.scaling_[n][1] + self.scaling_[n][0]
+                for i, n in enumerate(names)]
+
+    def score(self, X, y=None):
+        """Minus the model's loss on the views of ``X`` (standardized scale, per entry).
+
+        The samples are encoded; the loss is the reconstruction error of their
+        autoencoder plus each view's factorization error against the fitted codes of its
+        column entity, weighted as in training (penalty excluded). Higher is better.
+
+        Parameters
+        ----------
+        X : MultiModal, list of array-like or array-like
+            Views of samples (new or seen).
+        y : Ignored
+            Not used, present for API consistency.
+
+        Returns
+        -------
+        score : float
+        """
+        ae, rel = [0.0, 0], {}
+        for parts, code, blocks, net, device in self._chunks(X):
+            recon = net.decode(code, parts, blocks)
+            for part, r, b in zip(parts, recon, blocks, strict=True):
+                s = self._specs[b.rel]
+                ae[0] += float(part.sse(r))
+                ae[1] += part.count
+                other = torch.as_tensor(self._codes[b.other], device=device)
+                pred = _bilinear(code, other, part, self._k, self._slots(s, b.rel))
+                old = rel.get(s.name, (0.0, 0))
+                rel[s.name] = (old[0] + float(part.sse(pred)), old[1] + part.count)
+        loss = self.reconstruction_weight * ae[0] / max(ae[1], 1)
+        loss += sum(self._weights[n] * sse / max(c, 1) for n, (sse, c) in rel.items())
+        return -loss
+
+    def predict_entries(self, coords, relation=0):
+        """Predicted values ``U_r U_c^T + b_r + b_c`` of entries of a fitted relation.
+
+        Parameters
+        ----------
+        coords : array-like of shape (n_entries, 2)
+            Integer (row, column) indices into the relation as fitted (rows of a view are
+            the training samples).
+        relation : int or str, default=0
+            The relation, by position in ``relations_`` or by name.
+
+        Returns
+        -------
+        values : ndarray of shape (n_entries,)
+            Predictions on the scale of the data.
+        """
+        check_is_fitted(self)
+        names = [r[0] for r in self.relations_]
+        if isinstance(relation, str) and relation in names:
+            m = names.index(relation)
+        elif (isinstance(relation, numbers.Integral) and not isinstance(relation, bool)
+              and -len(names) <= relation < len(names)):
+            m = int(relation) % len(names)
+        else:
+            raise ValueError(f"relation={relation!r} is neither the name nor the position of "
+                             f"a fitted relation; the relations are {names}.")
+        coords = np.asarray(coords)
+        if coords.ndim != 2 or coords.shape[1] != 2 or not np.issubdtype(coords.dtype,
+                                                                           np.integer):
+            raise ValueError(f"coords must be an integer array of shape (n_entries, 2); got "
+                             f"shape {coords.shape} and dtype {coords.dtype}.")
+        name, row, col = self.relations_[m]
+        shape = (len(self._codes[row]), len(self._codes[col]))
+        if coords.size and ((coords < 0).any() or (coords.max(0) >= shape).any()):
+            raise ValueError(f"coords out of range for relation {name!r} of shape {shape}.")
+        part = _Part(rows=torch.as_tensor(coords[:, 0]), cols=torch.as_tensor(coords[:, 1]))
+        with torch.no_grad():
+            pred = _bilinear(torch.as_tensor(self._codes[row]),
+                             torch.as_tensor(self._codes[col]), part, self._k,
+                             self._slots(self._specs[m], m))
+        mean, std = self.scaling_[name]
+        return as_numpy(pred).astype(np.float64) * std + mean
+
+    # ---- persistence -----------------------------------------------------------------
+
+    def __getstate__(self):
+        # CPU copies of the networks, leaving the fitted model's own ones where they are
+        nets = self.__dict__.get("autoencoders_")
+        if nets is None:
+            return super().__getstate__()
+        self.autoencoders_ = {e: copy.deepcopy(net).cpu() for e, net in nets.items()}
+        try:
+            return super().__getstate__()
+        finally:
+            self.autoencoders_ = nets
+
+    def _restore_devices(self):
+        for e, d in zip(self.entities_, self.devices_, strict=True):
+            self.autoencoders_[e].to(d)
