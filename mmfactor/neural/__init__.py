@@ -1,3 +1,5 @@
 """Neural models: autoencoder-based collective and multimodal representation learning."""
 
-__all__ = []
+from ._dcmf import DCMF
+
+__all__ = ["DCMF"]
