@@ -4,11 +4,15 @@ Collective matrix/tensor factorization and multimodal autoencoders that learn on
 per entity from several views of the same entities, in torch (CPU or CUDA).
 """
 
+from ._graph import knn_graph, normalized_laplacian
 from ._multimodal import MultiModal
-from .factorization import CMF
-from .neural import DCMF
+from .factorization import CMF, DFMF
+from .neural import DCMF, MMEDA
+from .factorization import HyperLearn, SparseTensor
 
 __version__ = "0.1.0.dev0"
 
-__all__ = ["CMF", "MultiModal", "__version__"]
+__all__ = ["CMF", "DFMF", "MultiModal", "__version__"]
+__all__ += ["HyperLearn", "SparseTensor", "knn_graph", "normalized_laplacian"]
+__all__ += ["MMEDA"]
 __all__ += ["DCMF"]

@@ -55,7 +55,7 @@ def _registry(n_components, device, seed):
 
     models = {
         "PCA (reference)": (lambda: _PCAConcat(n_components), _standardize),
-        "CMF": (lambda: mmfactor.CMF(n_components, alpha=1.0, max_iter=30,
+        "CMF": (lambda: mmfactor.CMF(n_components, alpha=30.0, max_iter=30,
                                      random_state=seed, devices=device), _standardize),
     }
     return models

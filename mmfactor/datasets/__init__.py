@@ -2,15 +2,19 @@
 
 from ._base import clear_data_home, get_data_home
 from ._dicty import fetch_dicty
+from ._goodreads import fetch_goodreads_books
 from ._mfeat import load_mfeat
 from ._movielens import fetch_movielens_100k
+from ._hypergraph import make_hypergraph
 from ._samples_generator import make_collective
 
 __all__ = [
     "clear_data_home",
     "fetch_dicty",
+    "fetch_goodreads_books",
     "fetch_movielens_100k",
     "get_data_home",
     "load_mfeat",
     "make_collective",
+    "make_hypergraph",
 ]

@@ -1,5 +1,9 @@
 """Factorization models: collective matrix factorization and its relatives."""
 
 from ._cmf import CMF
+from ._dfmf import DFMF
+from ._cp import SparseTensor
+from ._hyperlearn import HyperLearn
 
-__all__ = ["CMF"]
+__all__ = ["CMF", "DFMF"]
+__all__ += ["HyperLearn", "SparseTensor"]

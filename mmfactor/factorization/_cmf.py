@@ -476,6 +476,14 @@ class CMF(MultiModalTransformer):
         self.loss_curve_ = hist.loss
         self.loss_terms_ = hist.terms
         self.n_iter_ = hist.n_iter
+        # The objective is unchanged by one orthogonal rotation R of every factor
+        # (U_r R R^T U_c^T = U_r U_c^T, ||U R|| = ||U||): pick the rotation that makes the
+        # samples' components uncorrelated and ordered by variance, as PCA's are.
+        Us = U[sample].double()
+        evals, Q = torch.linalg.eigh(Us.T @ Us)
+        Q = Q[:, torch.argsort(evals, descending=True)]
+        Q = Q * torch.where(Q.sum(0) < 0, -1.0, 1.0).to(Q)  # a deterministic sign
+        U = {e: (u.double() @ Q.to(u.device)).to(dtype) for e, u in U.items()}
         self.factors_ = {e: as_numpy(u) for e, u in U.items()}
         self.biases_ = {
             n: {"mean": b["mean"], "row": as_numpy(b["row"]), "col": as_numpy(b["col"])}
