@@ -1,0 +1,133 @@
+import hashlib
+import json
+import zipfile
+
+import numpy as np
+import pytest
+
+from mmfactor import MultiModal
+from mmfactor.datasets import fetch_movielens_100k, get_data_home, load_mfeat, make_collective
+from mmfactor.datasets import _base
+from mmfactor.datasets._base import RemoteFile, fetch_file, safe_extract  # noqa: I001
+
+
+def test_load_mfeat_views_labels_and_image_orientation():
+    data = load_mfeat()
+    X, y = data.X, data.y
+    assert isinstance(X, MultiModal) and len(X) == 2000
+    assert X.names == ["pix", "fou", "fac", "kar", "zer", "mor"]
+    assert [v.shape[1:] for v in X.views] == [(1, 16, 15), (76,), (216,), (64,), (47,), (6,)]
+    assert np.bincount(y).tolist() == [200] * 10
+    pix = X.pix[:, 0]
+    assert pix.min() == 0 and pix.max() == 6
+    # upright digits: a "1" (class 1) is a tall stroke, so its ink spans more rows than
+    # columns; the image must not be transposed or flipped sideways
+    ones = pix[y == 1].mean(0) > 1
+    rows, cols = np.nonzero(ones)
+    assert np.ptp(rows) > np.ptp(cols)
+    X2, y2 = load_mfeat(views=["fou", "pix"], image=False, return_X_y=True)
+    assert X2.views[1].shape == (2000, 240) and np.array_equal(y2, y)
+    with pytest.raises(ValueError, match="Unknown mfeat views \\['abc'\\]"):
+        load_mfeat(views=["abc"])
+
+
+def test_fetch_movielens_100k_from_cache(data_home):
+    d = fetch_movielens_100k(data_home, download_if_missing=False)
+    assert d.ratings.shape == (943, 1682) and d.ratings.nnz == 100_000
+    assert d.train.nnz == 80_000 and d.test.nnz == 20_000
+    assert not (d.train_mask & d.test_mask).any()
+    for g, n in ((d.user_graph, 943), (d.movie_graph, 1682)):
+        assert g.shape == (n, n) and (g != g.T).nnz == 0
+    assert d.user_occupation.shape == (943, 21) and (d.user_occupation.sum(1) == 1).all()
+    assert d.movie_genres.shape == (1682, 19) and len(d.genres) == 19
+    assert d.user_age.min() > 0 and set(np.unique(d.user_sex)) == {0, 1}
+    assert set(np.unique(d.ratings.data)) == {1.0, 2.0, 3.0, 4.0, 5.0}
+
+
+def test_make_collective_known_factors():
+    data = make_collective(30, (5, 4), 2, missing_rate=0.2, random_state=0)
+    U, V = data.factors["sample"], data.factors["view0_col"]
+    np.testing.assert_allclose(data.complete[0], U @ V.T)
+    obs = ~np.isnan(data.X.views[0])
+    np.testing.assert_allclose(data.X.views[0][obs], data.complete[0][obs])
+    assert 0.1 < (~obs).mean() < 0.3
+
+
+def test_data_home_env(monkeypatch, tmp_path):
+    monkeypatch.setenv("MMFACTOR_DATA", str(tmp_path / "cache"))
+    assert get_data_home() == tmp_path / "cache" and (tmp_path / "cache").is_dir()
+    assert get_data_home(tmp_path / "x") == tmp_path / "x"
+
+
+def _serve(monkeypatch, payload):
+    """Make downloads return ``payload`` (no network in tests)."""
+
+    class Resp:
+        def __init__(self):
+            self.data = payload
+            self.headers = {"Content-Length": str(len(payload))}
+
+        def read(self, n):
+            out, self.data = self.data[:n], self.data[n:]
+            return out
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *a):
+            return False
+
+    monkeypatch.setattr(_base.urllib.request, "urlopen", lambda url, timeout: Resp())
+
+
+def test_fetch_file_checks_sha256_and_leaves_no_partial_file(monkeypatch, tmp_path):
+    payload = b"hello data"
+    good = RemoteFile("d/f.bin", "https://example.invalid/f", hashlib.sha256(payload).hexdigest())
+    _serve(monkeypatch, payload)
+    path = fetch_file(good, tmp_path, progress=False)
+    assert path.read_bytes() == payload
+    # offline from a populated cache
+    monkeypatch.setattr(_base.urllib.request, "urlopen", lambda *a, **k: 1 / 0)
+    assert fetch_file(good, tmp_path, progress=False) == path
+    bad = RemoteFile("d/g.bin", "https://example.invalid/g", "0" * 64)
+    _serve(monkeypatch, payload)
+    with pytest.raises(ValueError, match="Checksum mismatch"):
+        fetch_file(bad, tmp_path, progress=False)
+    assert not (tmp_path / "d" / "g.bin").exists()
+    assert not [p for p in (tmp_path / "d").iterdir() if p.name.startswith(".part-")]
+    with pytest.raises(OSError, match="not in the cache and download_if_missing=False"):
+        fetch_file(RemoteFile("d/h.bin", "u", "0" * 64), tmp_path, download_if_missing=False)
+
+
+def test_interrupted_download_leaves_nothing(monkeypatch, tmp_path):
+    def broken(url, timeout):
+        raise ConnectionResetError("network went away")
+
+    monkeypatch.setattr(_base.urllib.request, "urlopen", broken)
+    with pytest.raises(ConnectionResetError):
+        fetch_file(RemoteFile("d/f.bin", "u", "0" * 64), tmp_path, progress=False)
+    assert list((tmp_path / "d").iterdir()) == []
+
+
+def test_archive_extraction_refuses_escaping_paths(tmp_path):
+    archive = tmp_path / "evil.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("ok/file.txt", "fine")
+        zf.writestr("../../escape.txt", "evil")
+    (tmp_path / "cache").mkdir()
+    with pytest.raises(ValueError, match="outside the cache"):
+        safe_extract(archive, "ok/file.txt", tmp_path / "cache", tmp_path / "cache" / "f.txt")
+    assert not (tmp_path / "escape.txt").exists()
+
+
+def test_main_job_writes_table_and_plot(tmp_path):
+    from mmfactor.__main__ import main
+
+    assert main(["--models", "CMF", "--views", "fou", "kar", "--n-components", "10",
+                 "--output", str(tmp_path), "--quiet"]) == 0
+    result = json.loads((tmp_path / "results.json").read_text())
+    rows = {r["model"]: r for r in result["results"]}
+    assert set(rows) == {"PCA (reference)", "CMF"}
+    assert rows["CMF"]["macro_f1"] > 0.5  # ten classes: chance is 0.1
+    assert (tmp_path / "results.png").stat().st_size > 1000
+    assert (tmp_path / "results.csv").read_text().startswith("model,macro_f1,accuracy,fit_s")
