@@ -1,0 +1,812 @@
+"""Data fusion by matrix tri-factorization (Zitnik & Zupan, TPAMI 2015): DFMF and DFMC."""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
+
+from .._base import MultiModalTransformer
+from .._device import as_numpy, resolve_devices, torch_generator
+from .._multimodal import MultiModal, check_view, check_views, resolve_relations
+from .._training import fit_loop
+from ._cmf import _csr, _torch_csr
+
+__all__ = ["DFMF"]
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+_CHUNK = 1 << 20  # observed entries per chunk when evaluating the approximation at them
+
+
+def _pos(A):
+    return A.clamp_min(0)
+
+
+def _neg(A):
+    return (-A).clamp_min(0)
+
+
+def _mm(A, W):
+    """``A @ W`` for a dense or a torch CSR ``A``."""
+    return torch.sparse.mm(A, W) if A.layout == torch.sparse_csr else A @ W
+
+
+class _Relation:
+    """One relation ``R ~ G_r S G_c^T`` on its device, in the form the updates need.
+
+    The updates only ever need ``R~ W`` and ``R~^T W`` for thin matrices ``W``, where
+    ``R~`` is the relation with its missing entries filled by the current approximation
+    (the completion step of DFMC). With ``E`` the residual at the observed entries,
+    ``R~ = E + G_r S G_c^T``, so ``R~ W = E W + G_r (S (G_c^T W))``: the filled matrix is
+    never formed, and a sparse relation costs O(nnz k) per product.
+
+    Modes: ``"dense"`` (complete dense), ``"sparse"`` (sparse, unstored entries are
+    zeros), ``"masked"`` (dense with NaN = missing) and ``"observed"`` (sparse, unstored
+    entries are missing).
+    """
+
+    def __init__(self, name, row, col, view, *, missing, device, dtype):
+        self.name, self.row, self.col = name, row, col
+        self.device, self.dtype = device, dtype
+        data = view.data
+        self.shape = tuple(data.shape)
+        self.E = None
+        self.stale = True
+        if view.kind == "sparse":
+            csr = sp.csr_matrix(data)
+            if missing == "zero":
+                self.mode = "sparse"
+                self.R = _torch_csr(csr, device, dtype)
+                self.RT = _torch_csr(csr.T.tocsr(), device, dtype)
+                self.sum_sq = float((csr.data.astype(np.float64) ** 2).sum())
+                self.n_obs = self.shape[0] * self.shape[1]
+            else:
+                self._set_observed(csr.tocoo(), device, dtype)
+        else:
+            t = torch.as_tensor(as_numpy(data)).to(device=device, dtype=dtype)
+            nan = torch.isnan(t)
+            if bool(nan.any()):
+                self.mode = "masked"
+                self.mask = ~nan
+                self.R = torch.where(self.mask, t, torch.zeros((), dtype=dtype, device=device))
+                self.n_obs = int(self.mask.sum())
+            else:
+                self.mode = "dense"
+                self.R = t
+                self.n_obs = t.numel()
+
+    def _set_observed(self, coo, device, dtype):
+        self.mode = "observed"
+        order = np.lexsort((coo.col, coo.row))
+        rows, cols, vals = coo.row[order], coo.col[order], coo.data[order]
+        perm = np.lexsort((rows, cols))  # row-major -> column-major order
+
+        def as_t(a, dt=torch.int64):
+            return torch.as_tensor(np.ascontiguousarray(a), dtype=dt, device=device)
+
+        n_r, n_c = self.shape
+        self.rows, self.cols, self.vals, self.perm = as_t(rows), as_t(cols), as_t(vals, dtype), \
+            as_t(perm)
+        self.crow_r = as_t(np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=n_r))]))
+        self.crow_c = as_t(np.concatenate([[0], np.cumsum(np.bincount(cols, minlength=n_c))]))
+        self.rows_c = self.rows[self.perm]
+        self.n_obs = len(vals)
+
+    @property
+    def needs_fill(self):
+        return self.mode in ("masked", "observed")
+
+    def zero_filled(self):
+        """The relation with missing entries as zeros, on the CPU in float64 (for the
+        initialization): a NumPy array, or a CSR matrix for the sparse modes."""
+        if self.mode in ("dense", "masked"):
+            return self.R.cpu().double().numpy()
+        if self.mode == "sparse":
+            R = self.R.cpu()
+            return sp.csr_matrix((R.values().double().numpy(), R.col_indices().numpy(),
+                                  R.crow_indices().numpy()), shape=self.shape)
+        return sp.csr_matrix((self.vals.cpu().double().numpy(),
+                              (self.rows.cpu().numpy(), self.cols.cpu().numpy())),
+                             shape=self.shape)
+
+    def refresh(self, Gr, S, Gc):
+        """Squared error over the observed entries; stores the residual for ``apply``."""
+        if self.mode == "dense":
+            return float(((self.R - Gr @ (S @ Gc.T)) ** 2).sum())
+        if self.mode == "masked":
+            E = torch.where(self.mask, self.R - Gr @ (S @ Gc.T), torch.zeros((), dtype=self.dtype,
+                                                                           device=self.device))
+            self.E, self.stale = E, False
+            return float((E**2).sum())
+        if self.mode == "sparse":
+            # ||R - P||^2 = ||R||^2 - 2 <R G_c, G_r S> + <G_r'G_r S, S G_c'G_c>, P never formed
+            inner = (torch.sparse.mm(self.R, Gc) * (Gr @ S)).sum()
+            quad = ((Gr.T @ Gr @ S) * (S @ (Gc.T @ Gc))).sum()
+            return self.sum_sq - 2 * float(inner) + float(quad)
+        GrS = Gr @ S
+        e = torch.empty_like(self.vals)
+        for s in range(0, self.n_obs, _CHUNK):
+            r, c = self.rows[s : s + _CHUNK], self.cols[s : s + _CHUNK]
+            e[s : s + _CHUNK] = self.vals[s : s + _CHUNK] - (GrS[r] * Gc[c]).sum(1)
+        self.E, self.stale = e, False
+        return float((e**2).sum())
+
+    def apply(self, side, W, Gr, S, Gc):
+        """``R~ W`` (``side="row"``) or ``R~^T W`` (``side="col"``)."""
+        if self.mode in ("dense", "sparse"):
+            if side == "row":
+                return _mm(self.R, W)
+            return self.R.T @ W if self.mode == "dense" else torch.sparse.mm(self.RT, W)
+        if self.stale:
+            self.refresh(Gr, S, Gc)
+        if self.mode == "masked":
+            E = self.E if side == "row" else self.E.T
+        elif side == "row":
+            E = _csr(self.crow_r, self.cols, self.E, self.shape)
+        else:
+            E = _csr(self.crow_c, self.rows_c, self.E[self.perm], self.shape[::-1])
+        low = Gr @ (S @ (Gc.T @ W)) if side == "row" else Gc @ (S.T @ (Gr.T @ W))
+        return _mm(E, W) + low
+
+
+class DFMF(MultiModalTransformer):
+    """Data fusion by non-negative matrix tri-factorization (DFMF, with DFMC completion).
+
+    Every relation ``R_ij`` between entity types ``i`` and ``j`` is approximated as
+    ``G_i S_ij G_j^T``: one non-negative factor ``G_i`` per entity type, shared by every
+    relation that involves the type (its rank may differ per type), and one unconstrained
+    backbone ``S_ij`` per relation. Constraint matrices ``Theta_i`` (negative entries:
+    must-link, positive: cannot-link) add ``tr(G_i^T Theta_i G_i)`` to the objective
+
+    ``J = sum_ij ||M_ij * (R_ij - G_i S_ij G_j^T)||^2 + sum_i tr(G_i^T Theta_i G_i)``,
+
+    where ``M_ij`` masks the observed entries (NaN in a dense view, the unstored entries
+    of a sparse view with ``missing="unobserved"``): the completion variant DFMC, whose
+    missing entries are then predicted by :meth:`predict_entries`.
+
+    Each sweep solves every backbone in closed form (``S_ij = (G_i^T G_i)^+ G_i^T R~_ij
+    G_j (G_j^T G_j)^+``) and then applies the paper's multiplicative rule
+    ``G_i <- G_i * sqrt((A^+ + G_i B^- + Theta_i^- G_i) / (A^- + G_i B^+ + Theta_i^+ G_i))``
+    (``X^+``, ``X^-``: positive and negative parts) to one entity type after the other.
+    ``R~`` is the relation with its missing entries filled by the current approximation
+    (the paper's completion step), applied implicitly so that no dense filled matrix is
+    formed. All rows of a type are updated by a few matrix products in torch (CPU or
+    CUDA), so a sweep costs a few calls per relation, not per row.
+
+    Parameters
+    ----------
+    n_components : int or dict, default=10
+        Rank of every entity type's factor, or a dict ``{entity_type: rank}`` naming every
+        type of the schema.
+    relations : None, list or dict, default=None
+        The schema: for each view (and each matrix in ``X.shared`` it names) the
+        ``(row_entity, col_entity)`` pair. ``None``: every view relates the samples to a
+        column entity type of its own. Views named in ``constraints`` are not relations.
+    sample_entity : str, default=None
+        Entity type of the rows of every view (default ``"sample"`` or the schema's).
+    constraints : None or dict, default=None
+        ``{entity_type: Theta}`` with ``Theta`` a square (n_entities x n_entities) array or
+        sparse matrix, the name of a view of ``X`` (for the sample entity: an
+        n_samples x n_samples view, used by ``transform`` among the new rows too) or of a
+        matrix in ``X.shared``, or a list of these (summed). Only the symmetric part of
+        ``Theta`` enters ``tr(G^T Theta G)``, so ``Theta`` is symmetrized.
+    init : {"random_c", "random", "svd"}, default="random_c"
+        ``"random"``: uniform [0, 1) factors. ``"random_c"`` (the paper's): each column of
+        ``G_i`` averages a random 20% of the 50% longest columns of each relation of
+        type ``i``. ``"svd"``: NNDSVD of the type's relations side by side, zeros
+        replaced by a small value so that the multiplicative rule can move them.
+    missing : {"unobserved", "zero"}, default="unobserved"
+        What an unstored entry of a sparse view means.
+    dtype : {"float32", "float64"}, default="float32"
+        Precision of the computation and of ``transform``'s output.
+    max_iter : int, default=200
+        Maximum number of sweeps (also of the fold-in iterations of ``transform``).
+    tol : float, default=1e-5
+        Stop when the objective decreases by less than ``tol`` (relative) in a sweep.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the initialization (through a ``torch.Generator``).
+    devices : None, str, list or dict, default=None
+        Where each view's data and computation live; an entity type's factor lives on
+        the device of the first view that involves it.
+    verbose : int, default=0
+        Show a progress bar.
+
+    Attributes
+    ----------
+    factors_ : dict of str -> ndarray of shape (n_entities, n_components_[type])
+        The non-negative factor ``G`` of each entity type (the training rows' for the
+        sample entity).
+    backbones_ : dict of str -> ndarray of shape (n_components_[row], n_components_[col])
+        The backbone ``S`` of each relation.
+    n_components_ : dict of str -> int
+        The rank of each entity type.
+    relations_ : list of tuple
+        ``(name, row_entity, col_entity)`` of every relation.
+    constraints_ : list of str
+        The entity types that carry a constraint matrix.
+    sample_entity_ : str
+        The entity type of the samples.
+    devices_ : list of torch.device
+        One device per view.
+    loss_curve_ : list of float
+        Objective ``J`` after every sweep (non-increasing up to rounding).
+    loss_terms_ : dict of str -> list of float
+        After every sweep: the squared error of each relation (by name) and
+        ``"constraint:<type>"``, the value of ``tr(G^T Theta G)`` of each constrained type.
+    n_iter_ : int
+        Number of sweeps run.
+    n_features_in_ : int
+        Number of views seen in ``fit``.
+
+    See Also
+    --------
+    CMF : Collective factorization with one factor per entity type and L2 penalties.
+
+    Notes
+    -----
+    The paper updates every ``G_i`` at once from the same old factors; here each type's
+    update uses the newest factors of the others (block coordinate descent). Each step
+    is then the auxiliary-function step of Ding, Li & Jordan (2010) for one factor with
+    the rest fixed, so the objective never increases (the simultaneous update does not
+    have that guarantee), at the same cost per sweep. With missing entries each step
+    first refills them from the current approximation, a majorize-minimize step of the
+    masked objective, which therefore never increases either.
+
+    ``J`` is not bounded below when a must-link constraint is not balanced by a positive
+    diagonal: scaling ``G_i`` up and ``S`` down keeps the fit and lowers
+    ``tr(G_i^T Theta_i G_i)``. Pass a Laplacian-like ``Theta`` (``D - W``) for a bounded
+    objective, or keep ``max_iter`` moderate, as the paper does.
+
+    References
+    ----------
+    M. Zitnik and B. Zupan. Data fusion by matrix factorization. IEEE TPAMI 37(1), 2015.
+    C. Ding, T. Li and M. I. Jordan. Convex and semi-nonnegative matrix factorizations.
+    IEEE TPAMI 32(1), 2010.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from mmfactor import DFMF, MultiModal
+    >>> rng = np.random.RandomState(0)
+    >>> X = MultiModal(genes_go=rng.rand(30, 8), genes_expr=rng.rand(30, 5))
+    >>> model = DFMF(n_components={"gene": 4, "go": 3, "cond": 2},
+    ...              relations={"genes_go": ("gene", "go"), "genes_expr": ("gene", "cond")},
+    ...              max_iter=50, random_state=0)
+    >>> emb = model.fit_transform(X)
+    >>> emb.shape, bool((emb >= 0).all())
+    ((30, 4), True)
+    >>> model.backbones_["genes_go"].shape
+    (4, 3)
+    >>> model.transform(X[:5]).shape
+    (5, 4)
+    """
+
+    _parameter_constraints = {
+        "n_components": [Interval(numbers.Integral, 1, None, closed="left"), dict],
+        "relations": [None, list, tuple, dict],
+        "sample_entity": [None, str],
+        "constraints": [None, dict],
+        "constraint_form": [StrOptions({"laplacian", "raw"})],
+        "init": [StrOptions({"random_c", "random", "svd"})],
+        "missing": [StrOptions({"unobserved", "zero"})],
+        "dtype": [StrOptions({"float32", "float64"})],
+        "max_iter": [Interval(numbers.Integral, 1, None, closed="left")],
+        "tol": [Interval(numbers.Real, 0, None, closed="left")],
+        "random_state": ["random_state"],
+        "devices": [None, str, list, tuple, dict],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(
+        self,
+        n_components=10,
+        *,
+        relations=None,
+        sample_entity=None,
+        constraints=None,
+        constraint_form="laplacian",
+        init="random_c",
+        missing="unobserved",
+        dtype="float32",
+        max_iter=200,
+        tol=1e-5,
+        random_state=None,
+        devices=None,
+        verbose=0,
+    ):
+        self.n_components = n_components
+        self.relations = relations
+        self.sample_entity = sample_entity
+        self.constraints = constraints
+        self.constraint_form = constraint_form
+        self.init = init
+        self.missing = missing
+        self.dtype = dtype
+        self.max_iter = max_iter
+        self.tol = tol
+        self.random_state = random_state
+        self.devices = devices
+        self.verbose = verbose
+
+    # ---- input ---------------------------------------------------------------------
+
+    def _constraint_view_names(self, mm):
+        """Names of the views of ``mm`` that ``constraints`` uses as constraint matrices."""
+        names = []
+        for spec in (self.constraints or {}).values():
+            for s in spec if isinstance(spec, list | tuple) else [spec]:
+                if isinstance(s, str) and s in mm.names:
+                    names.append(s)
+        return names
+
+    def _prepare(self, X):
+        """Validate X, the schema, the ranks and the constraints before any training."""
+        mm, views = check_views(X, missing=self.missing, min_samples=2, max_ndim=2)
+        con_views = self._constraint_view_names(mm)
+        rel_mm = mm
+        if con_views:
+            kept = [(n, v) for n, v in zip(mm.names, mm.views, strict=True)
+                    if n not in con_views]
+            if not kept:
+                raise ValueError(f"Every view of X {mm.names} is a constraint matrix; DFMF "
+                                 "needs at least one view that is a relation.")
+            rel_mm = MultiModal(**dict(kept), shared=mm.shared)
+        specs, sample, entities = resolve_relations(
+            self.relations, rel_mm, sample_entity=self.sample_entity
+        )
+        by_name = dict(zip(mm.names, views, strict=True))
+        data = []
+        for s in specs:
+            if s.row == s.col:
+                raise ValueError(
+                    f"Relation {s.name!r} relates entity type {s.row!r} to itself; DFMF "
+                    "takes such a matrix as a constraint: pass constraints={"
+                    f"{s.row!r}: {s.name!r}}} instead."
+                )
+            if s.source == "view":
+                data.append(by_name[s.name])
+            else:
+                data.append(check_view(f"shared[{s.name!r}]", mm.shared[s.name],
+                                       missing=self.missing, max_ndim=2))
+        sizes = {}
+        for s, v in zip(specs, data, strict=True):
+            for ent, n in ((s.row, v.shape[0]), (s.col, v.shape[1])):
+                if sizes.setdefault(ent, (n, s.name))[0] != n:
+                    raise ValueError(
+                        f"Entity type {ent!r} has {sizes[ent][0]} members in relation "
+                        f"{sizes[ent][1]!r} but {n} in relation {s.name!r} (shape "
+                        f"{v.shape}); relations sharing an entity type must agree on its size."
+                    )
+        ranks = self._ranks(entities)
+        thetas = {}
+        for ent, spec in (self.constraints or {}).items():
+            if ent not in entities:
+                raise ValueError(f"constraints names entity type {ent!r}, which no relation "
+                                 f"involves; the entity types are {entities}.")
+            thetas[ent] = self._theta(ent, spec, mm, by_name, sizes[ent][0],
+                                      self.constraint_form)
+        return mm, data, specs, sample, entities, ranks, thetas
+
+    def _ranks(self, entities):
+        k = self.n_components
+        if not isinstance(k, dict):
+            return {e: int(k) for e in entities}
+        unknown = [e for e in k if e not in entities]
+        if unknown:
+            raise ValueError(f"n_components names entity types {unknown} that no relation "
+                             f"involves; the entity types are {entities}.")
+        missing = [e for e in entities if e not in k]
+        if missing:
+            raise ValueError(f"n_components gives no rank for entity types {missing}; give "
+                             "one for every type or pass an int.")
+        for e, r in k.items():
+            if not isinstance(r, numbers.Integral) or isinstance(r, bool) or r < 1:
+                raise ValueError(f"n_components[{e!r}] = {r!r}; expected an integer >= 1.")
+        return {e: int(k[e]) for e in entities}
+
+    @staticmethod
+    def _theta(ent, spec, mm, by_name, n, form):
+        """The constraint matrix of ``ent``: symmetrized, Laplacian-balanced by ``form``."""
+        total = None
+        for i, s in enumerate(spec if isinstance(spec, list | tuple) else [spec]):
+            where = f"constraints[{ent!r}]" + (f"[{i}]" if isinstance(spec, list | tuple) else "")
+            if isinstance(s, str):
+                if s in by_name:
+                    v = by_name[s]
+                elif s in mm.shared:
+                    v = check_view(f"shared[{s!r}]", mm.shared[s], allow_nan=False, max_ndim=2)
+                else:
+                    raise ValueError(f"{where} = {s!r} names neither a view {mm.names} nor a "
+                                     f"shared matrix {sorted(mm.shared)} of X.")
+            else:
+                v = check_view(where, s, allow_nan=False, max_ndim=2)
+            if v.has_nan:
+                raise ValueError(f"Constraint matrix {where} has NaN values; a constraint "
+                                 "matrix must be complete (0 = no constraint).")
+            if v.shape != (n, n):
+                raise ValueError(
+                    f"Constraint matrix {where} has shape {v.shape}; entity type {ent!r} has "
+                    f"{n} members, so it must be ({n}, {n})."
+                )
+            m = v.data if v.kind == "sparse" else sp.csr_matrix(as_numpy(v.data))
+            total = m if total is None else total + m
+        theta = sp.csr_matrix((total + total.T) * 0.5, dtype=np.float64)
+        if form == "laplacian":
+            # must-link part -W becomes D - W: tr(G^T (D - W) G) = 1/2 sum w_ab |g_a - g_b|^2
+            must = (-theta).maximum(0)
+            off = theta - sp.diags(theta.diagonal())
+            theta = off + sp.diags(theta.diagonal() + np.asarray(must.sum(1)).ravel()
+                                   - must.diagonal())
+            theta = sp.csr_matrix(theta)
+        theta.eliminate_zeros()
+        return theta
+
+    # ---- fitting -------------------------------------------------------------------
+
+    def fit(self, X, y=None):
+        """Fit the factorization.
+
+        Parameters
+        ----------
+        X : MultiModal, list of array-like or array-like
+            The views (rows = samples), plus shared matrices named in ``relations`` or
+            ``constraints``.
+        y : Ignored
+            Not used, present for API consistency.
+
+        Returns
+        -------
+        self : DFMF
+            The fitted estimator.
+        """
+        self.fit_transform(X)
+        return self
+
+    def fit_transform(self, X, y=None):
+        """Fit the factorization and return the samples' factor.
+
+        Parameters
+        ----------
+        X : MultiModal, list of array-like or array-like
+            The views (rows = samples).
+        y : Ignored
+            Not used, present for API consistency.
+
+        Returns
+        -------
+        embedding : ndarray of shape (n_samples, n_components_[sample_entity])
+            The sample entity's non-negative factor.
+        """
+        self._validate_params()
+        mm, data, specs, sample, entities, ranks, thetas = self._prepare(X)
+        self.devices_ = resolve_devices(self.devices, mm.names)
+        dtype = _DTYPES[self.dtype]
+        view_dev = dict(zip(mm.names, self.devices_, strict=True))
+        ent_dev = {}
+        for s in specs:
+            if s.source == "view":
+                for e in (s.row, s.col):
+                    ent_dev.setdefault(e, view_dev[s.name])
+        for e in entities:
+            ent_dev.setdefault(e, torch.device("cpu"))
+        rels = [
+            _Relation(s.name, s.row, s.col, v, missing=self.missing, dtype=dtype,
+                      device=view_dev[s.name] if s.source == "view" else ent_dev[s.row])
+            for s, v in zip(specs, data, strict=True)
+        ]
+        theta_t = {e: self._theta_parts(t, ent_dev[e], dtype) for e, t in thetas.items()}
+        gen, _ = torch_generator(self.random_state)
+        G = self._init_factors(entities, ranks, rels, gen, dtype, ent_dev)
+        S = {r.name: torch.zeros(ranks[r.row], ranks[r.col], dtype=dtype, device=r.device)
+             for r in rels}
+        for r in rels:  # a first backbone from the initial factors (missing entries as zeros)
+            r.stale = True
+        self._ent_dev = ent_dev
+
+        def step(epoch):
+            self._update_backbones(rels, G, S, first=epoch == 0)
+            for e in entities:
+                self._update_factor(e, rels, G, S, theta_t.get(e))
+            return self._objective(rels, G, S, theta_t)
+
+        hist = fit_loop(step, max_iter=self.max_iter, tol=self.tol, verbose=self.verbose,
+                        desc="DFMF", estimator="DFMF")
+        self.loss_curve_ = hist.loss
+        self.loss_terms_ = hist.terms
+        self.n_iter_ = hist.n_iter
+        self.factors_ = {e: as_numpy(g) for e, g in G.items()}
+        self.backbones_ = {n: as_numpy(s) for n, s in S.items()}
+        self.n_components_ = dict(ranks)
+        self.relations_ = [(r.name, r.row, r.col) for r in rels]
+        self.constraints_ = sorted(thetas)
+        self.sample_entity_ = sample
+        self.n_features_in_ = len(mm.views)
+        self._view_names = list(mm.names)
+        self._constraint_views = {
+            e: s for e, s in (self.constraints or {}).items()
+            if isinstance(s, str) and s in mm.names
+        }
+        self._n_features_out = ranks[sample]
+        return self.factors_[sample].copy()
+
+    @staticmethod
+    def _theta_parts(theta, device, dtype):
+        """``(Theta^+, Theta^-)`` as torch CSR matrices (both non-negative, symmetric)."""
+        pos = theta.maximum(0).tocsr()
+        neg = (-theta).maximum(0).tocsr()
+        return (_torch_csr(pos, device, dtype), _torch_csr(neg, device, dtype))
+
+    def _init_factors(self, entities, ranks, rels, gen, dtype, ent_dev):
+        """Initial non-negative factors of ``entities`` (float64 on the CPU, then moved)."""
+        G = {}
+        for e in entities:
+            blocks = [r.zero_filled() if r.row == e else r.zero_filled().T
+                      for r in rels if e in (r.row, r.col)]
+            n, k = blocks[0].shape[0], ranks[e]
+            if self.init == "random":
+                g = torch.rand(n, k, generator=gen, dtype=torch.float64)
+            elif self.init == "random_c":
+                g = torch.full((n, k), 1e-5, dtype=torch.float64)
+                for B in blocks:
+                    m = B.shape[1]
+                    p_c, l_c = max(int(0.2 * m), 1), max(int(0.5 * m), 1)
+                    sq = B.multiply(B).sum(0) if sp.issparse(B) else (B**2).sum(0)
+                    norms = torch.as_tensor(np.asarray(sq).ravel())
+                    top = torch.argsort(norms, descending=True, stable=True)[:l_c]
+                    # each component averages a random p_c of the l_c longest columns
+                    pick = torch.argsort(torch.rand(k, l_c, generator=gen, dtype=torch.float64),
+                                         dim=1)[:, :p_c]
+                    sel = np.zeros((m, k))
+                    sel[top[pick].T.numpy(), np.arange(k)[None, :]] = 1.0 / pick.shape[1]
+                    g += torch.as_tensor(np.abs(np.asarray(B @ sel)))
+            else:
+                M = np.hstack([B.toarray() if sp.issparse(B) else B for B in blocks])
+                g = self._nndsvd(torch.as_tensor(M), k, gen)
+            G[e] = g.to(dtype).to(ent_dev[e])
+        return G
+
+    @staticmethod
+    def _nndsvd(M, k, gen):
+        """Left factor of NNDSVD (Boutsidis & Gallopoulos 2008), zeros filled (NNDSVDa-like)."""
+        U, s, Vh = torch.linalg.svd(M, full_matrices=False)
+        n = M.shape[0]
+        g = torch.zeros(n, k, dtype=torch.float64)
+        q = min(k, len(s))
+        for j in range(q):
+            u, v = U[:, j], Vh[j]
+            up, un, vp, vn = _pos(u), _neg(u), _pos(v), _neg(v)
+            mp = torch.linalg.vector_norm(up) * torch.linalg.vector_norm(vp)
+            mn = torch.linalg.vector_norm(un) * torch.linalg.vector_norm(vn)
+            x, nx = (up, torch.linalg.vector_norm(up)) if mp >= mn else (
+                un, torch.linalg.vector_norm(un))
+            sigma = mp if mp >= mn else mn
+            if nx > 0:
+                g[:, j] = torch.sqrt(s[j] * sigma) * x / nx
+        fill = float(g[:, :q].mean()) if q and float(g[:, :q].mean()) > 0 else 1.0
+        if q < k:
+            g[:, q:] = fill * torch.rand(n, k - q, generator=gen, dtype=torch.float64)
+        g[g == 0] = 1e-2 * fill
+        return g
+
+    # ---- the update rules ------------------------------------------------------------
+
+    @staticmethod
+    def _on(G, rel):
+        return G[rel.row].to(rel.device), G[rel.col].to(rel.device)
+
+    def _update_backbones(self, rels, G, S, first=False):
+        """Closed-form least-squares backbones given the factors (missing entries filled)."""
+        pinv = {e: torch.linalg.pinv(g.T @ g, hermitian=True) for e, g in G.items()}
+        for r in rels:
+            Gr, Gc = self._on(G, r)
+            if first and r.needs_fill:
+                # the paper's DFMC starts with the missing entries at zero
+                r.E = (r.R if r.mode == "masked" else r.vals).clone()
+                r.stale = False
+            core = Gr.T @ r.apply("row", Gc, Gr, S[r.name], Gc)
+            S[r.name] = pinv[r.row].to(r.device) @ core @ pinv[r.col].to(r.device)
+            r.stale = True
+
+    def _update_factor(self, e, rels, G, S, theta):
+        """The multiplicative update of entity type ``e``'s factor, all else fixed."""
+        Ge = G[e]
+        dev = Ge.device
+        num = torch.zeros_like(Ge)
+        den = torch.zeros_like(Ge)
+        touched = []
+        for r in rels:
+            if e not in (r.row, r.col):
+                continue
+            Gr, Gc = self._on(G, r)
+            Sr = S[r.name]
+            if r.row == e:
+                A = r.apply("row", Gc @ Sr.T, Gr, Sr, Gc)
+                B = Sr @ (Gc.T @ Gc) @ Sr.T
+            else:
+                A = r.apply("col", Gr @ Sr, Gr, Sr, Gc)
+                B = Sr.T @ (Gr.T @ Gr) @ Sr
+            A, B = A.to(dev), B.to(dev)
+            num += _pos(A) + Ge @ _neg(B)
+            den += _neg(A) + Ge @ _pos(B)
+            touched.append(r)
+        if theta is not None:
+            pos, neg = theta
+            num += torch.sparse.mm(neg, Ge)
+            den += torch.sparse.mm(pos, Ge)
+        eps = torch.finfo(Ge.dtype).eps
+        G[e] = Ge * torch.sqrt(num / den.clamp_min(eps))
+        for r in touched:
+            r.stale = True
+
+    def _objective(self, rels, G, S, theta_t):
+        terms, total = {}, 0.0
+        for r in rels:
+            Gr, Gc = self._on(G, r)
+            terms[r.name] = r.refresh(Gr, S[r.name], Gc)
+            total += terms[r.name]
+        for e, (pos, neg) in theta_t.items():
+            Ge = G[e]
+            val = float((Ge * (torch.sparse.mm(pos, Ge) - torch.sparse.mm(neg, Ge))).sum())
+            terms[f"constraint:{e}"] = val
+            total += val
+        terms["loss"] = total
+        return terms
+
+    # ---- out of sample ---------------------------------------------------------------
+
+    def _restore_devices(self):
+        view_dev = dict(zip(self._view_names, self.devices_, strict=True))
+        self._ent_dev = {e: torch.device("cpu") for e in self.factors_}
+        for name, row, col in reversed(self.relations_):
+            if name in view_dev:
+                self._ent_dev[row] = self._ent_dev[col] = view_dev[name]
+
+    def _fold_in(self, X):
+        """The factor of new samples, every other factor and backbone frozen."""
+        check_is_fitted(self)
+        mm, views = check_views(X, missing=self.missing, max_ndim=2,
+                                n_views=self.n_features_in_, names=self._view_names)
+        dtype = _DTYPES[self.dtype]
+        sample = self.sample_entity_
+        by_name = dict(zip(mm.names, views, strict=True))
+        fitted_names = dict(zip(mm.names, self._view_names, strict=True))
+        dev = self._ent_dev[sample]
+        rels = []
+        for name, row, col in self.relations_:
+            if row != sample or name not in self._view_names:
+                continue
+            v = by_name[mm.names[self._view_names.index(name)]]
+            exp = self.factors_[col].shape[0]
+            if v.shape[1] != exp:
+                raise ValueError(
+                    f"View {v.name!r} has {v.shape[1]} columns but the model was fitted with "
+                    f"{exp} members of entity type {col!r}."
+                )
+            rels.append(_Relation(name, row, col, v, missing=self.missing,
+                                  device=self._ent_dev[col], dtype=dtype))
+        G = {e: torch.as_tensor(f, device=self._ent_dev[e]).to(dtype)
+             for e, f in self.factors_.items()}
+        S = {n: torch.as_tensor(self.backbones_[n], device=self._ent_dev[c]).to(dtype)
+             for n, _, c in self.relations_}
+        theta = None
+        if sample in self._constraint_views:
+            name = self._constraint_views[sample]
+            view_name = [k for k, v in fitted_names.items() if v == name][0]
+            t = self._theta(sample, view_name, mm, by_name, len(mm), self.constraint_form)
+            theta = self._theta_parts(t, dev, dtype)
+        gen, _ = torch_generator(self.random_state)
+        G[sample] = self._init_factors([sample], self.n_components_, rels, gen, dtype,
+                                       self._ent_dev)[sample]
+        theta_t = {sample: theta} if theta is not None else {}
+
+        def step(epoch):
+            self._update_factor(sample, rels, G, S, theta)
+            return self._objective(rels, G, S, theta_t)
+
+        fit_loop(step, max_iter=self.max_iter, tol=self.tol, desc="DFMF.transform",
+                 estimator="DFMF.transform")
+        return G, S, rels
+
+    def transform(self, X):
+        """Embed new samples: their non-negative factor, everything else frozen.
+
+        The rows' factor is fitted by the same multiplicative rule on the views of ``X``
+        (and, for a constraint view of the sample entity, the constraints among the new
+        rows), with the other factors and the backbones fixed, so non-negativity holds.
+
+        Parameters
+        ----------
+        X : MultiModal, list of array-like or array-like
+            Views of the new samples, with the columns seen in ``fit`` (NaN = missing).
+
+        Returns
+        -------
+        embedding : ndarray of shape (n_samples, n_components_[sample_entity])
+        """
+        G, _, _ = self._fold_in(X)
+        return as_numpy(G[self.sample_entity_]).copy()
+
+    def score(self, X, y=None):
+        """Negative mean squared reconstruction error of the views of ``X``, folded in.
+
+        Parameters
+        ----------
+        X : MultiModal, list of array-like or array-like
+            Views of samples (new or seen).
+        y : Ignored
+            Not used, present for API consistency.
+
+        Returns
+        -------
+        score : float
+            Minus the squared error per observed entry (higher is better).
+        """
+        G, S, rels = self._fold_in(X)
+        total = 0.0
+        for r in rels:
+            Gr, Gc = self._on(G, r)
+            total += r.refresh(Gr, S[r.name], Gc)
+        count = sum(r.n_obs for r in rels)
+        return -total / max(count, 1)
+
+    def reconstruct(self, X):
+        """The views of ``X`` as the model approximates them, after folding ``X`` in.
+
+        Parameters
+        ----------
+        X : MultiModal, list of array-like or array-like
+            Views of samples.
+
+        Returns
+        -------
+        views : dict of str -> ndarray
+            ``G_new S G_col^T`` for every view that is a relation, by name.
+        """
+        G, S, rels = self._fold_in(X)
+        return {r.name: as_numpy(G[r.row].to(r.device) @ S[r.name] @ G[r.col].to(r.device).T)
+                for r in rels}
+
+    def predict_entries(self, coords, relation=0):
+        """Predicted values ``(G_r S G_c^T)[i, j]`` of entries of a fitted relation.
+
+        Parameters
+        ----------
+        coords : array-like of shape (n_entries, 2)
+            Integer (row, column) indices into the relation as fitted (the rows of a view
+            are the training samples); typically its missing entries.
+        relation : int or str, default=0
+            The relation, by position in ``relations_`` or by name.
+
+        Returns
+        -------
+        values : ndarray of shape (n_entries,)
+        """
+        check_is_fitted(self)
+        names = [r[0] for r in self.relations_]
+        if isinstance(relation, str):
+            if relation not in names:
+                raise ValueError(f"Unknown relation {relation!r}; fitted relations: {names}.")
+            idx = names.index(relation)
+        elif (isinstance(relation, numbers.Integral) and not isinstance(relation, bool)
+              and -len(names) <= relation < len(names)):
+            idx = int(relation)
+        else:
+            raise ValueError(f"relation={relation!r} is out of range; there are {len(names)} "
+                             f"relations: {names}.")
+        name, row, col = self.relations_[idx]
+        coords = np.asarray(coords)
+        if coords.ndim != 2 or coords.shape[1] != 2 or not np.issubdtype(coords.dtype,
+                                                                           np.integer):
+            raise ValueError(f"coords must be an integer array of shape (n_entries, 2); got "
+                             f"shape {coords.shape} and dtype {coords.dtype}.")
+        n_r, n_c = self.factors_[row].shape[0], self.factors_[col].shape[0]
+        if coords.size and ((coords < 0).any() or (coords[:, 0] >= n_r).any()
+                            or (coords[:, 1] >= n_c).any()):
+            raise ValueError(f"coords out of range for relation {name!r} of shape "
+                             f"({n_r}, {n_c}).")
+        left = self.factors_[row][coords[:, 0]] @ self.backbones_[name]
+        return (left * self.factors_[col][coords[:, 1]]).sum(1).astype(np.float64)
