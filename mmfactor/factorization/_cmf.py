@@ -209,6 +209,10 @@ class CMF(MultiModalTransformer):
         What an unstored entry of a sparse view means.
     solver : {"auto", "als", "lbfgs"}, default="auto"
         ``"als"`` needs identity links; ``"auto"`` uses it whenever it can.
+    update : {"gauss-seidel", "jacobi"}, default="gauss-seidel"
+        ALS order: each entity type from the factors just updated (monotone descent), or
+        every entity type from the previous sweep's factors (independent solves that can
+        run in parallel, on several devices or processes).
     dtype : {"float32", "float64"}, default="float32"
         Precision of the computation; ``transform`` returns this dtype.
     max_iter : int, default=30
@@ -277,6 +281,7 @@ class CMF(MultiModalTransformer):
         "fit_intercept": ["boolean"],
         "missing": [StrOptions({"unobserved", "zero"})],
         "solver": [StrOptions({"auto", "als", "lbfgs"})],
+        "update": [StrOptions({"gauss-seidel", "jacobi"})],
         "dtype": [StrOptions({"float32", "float64"})],
         "max_iter": [Interval(numbers.Integral, 1, None, closed="left")],
         "tol": [Interval(numbers.Real, 0, None, closed="left")],
@@ -298,6 +303,7 @@ class CMF(MultiModalTransformer):
         fit_intercept=True,
         missing="unobserved",
         solver="auto",
+        update="gauss-seidel",
         dtype="float32",
         max_iter=30,
         tol=1e-4,
@@ -315,6 +321,7 @@ class CMF(MultiModalTransformer):
         self.fit_intercept = fit_intercept
         self.missing = missing
         self.solver = solver
+        self.update = update
         self.dtype = dtype
         self.max_iter = max_iter
         self.tol = tol
@@ -584,8 +591,20 @@ class CMF(MultiModalTransformer):
         # the sample entity last: its fitted factor is then exactly what transform gives
         # for the training rows (a fold-in against the final factors of everything else)
         order = [e for e in U if e != self.sample_entity_] + [self.sample_entity_]
-        for e in order:
-            U[e], nb = self._solve_entity(e, rels, U, bias, U[e].shape[0])
+        if self.update == "jacobi":
+            # every entity type from the previous sweep's factors: the solves are
+            # independent, so they can run in parallel (see mmfactor.distributed)
+            solved = [self._solve_entity(e, rels, U, bias, U[e].shape[0]) for e in order]
+        for i, e in enumerate(order):
+            if self.update == "jacobi":
+                # damped: the two halves of an undamped bilinear Jacobi iteration are two
+                # interleaved Gauss-Seidel chains that need not meet; averaging couples them
+                new, nb = solved[i]
+                U[e] = 0.5 * (U[e] + new)
+                nb = {key: 0.5 * (bias[key[0]][key[1]] + v.to(bias[key[0]][key[1]].device))
+                      for key, v in nb.items()}
+            else:
+                U[e], nb = self._solve_entity(e, rels, U, bias, U[e].shape[0])
             for (name, side), v in nb.items():
                 bias[name][side] = v.to(bias[name][side].device)
         return self._objective(rels, U, bias)
