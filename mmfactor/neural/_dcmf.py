@@ -117,12 +117,12 @@ class _Block:
     """The part of an entity's autoencoder input that one relation contributes.
 
     ``X`` has the entity's members as rows (the relation itself, or its transpose when the
-    entity is the relation's column type); ``offset`` is its first column in the
+    entity is the relation's column type: ``side="col"``); ``offset`` is its first column in the
     concatenated input and ``slot`` the code unit holding this relation's bias.
     """
 
-    def __init__(self, rel, other, X, kind, offset, slot):
-        self.rel, self.other, self.X, self.kind = rel, other, X, kind
+    def __init__(self, rel, side, other, X, kind, offset, slot):
+        self.rel, self.side, self.other, self.X, self.kind = rel, side, other, X, kind
         self.offset, self.slot = offset, slot
         self.width = X.shape[1]
 
@@ -155,7 +155,7 @@ def _row_blocks(matrices, specs, entity, codes_width):
             if sp.issparse(X):
                 X = sp.csr_matrix(X)
             other = spec.col if side == "row" else spec.row
-            blocks.append(_Block(m, other, X, mat.kind, offset, codes_width + len(blocks)))
+            blocks.append(_Block(m, side, other, X, mat.kind, offset, codes_width + len(blocks)))
             offset += X.shape[1]
     return blocks
 
@@ -340,7 +340,9 @@ class DCMF(MultiModalTransformer):
     n_iter_ : int
         Number of epochs run.
     n_features_in_ : int
-        Number of views seen in ``fit``.
+        Total number of features over the views seen in ``fit``.
+    view_names_ : list of str
+        Names of the views seen in ``fit``.
 
     See Also
     --------
@@ -638,14 +640,12 @@ class DCMF(MultiModalTransformer):
         self.relations_ = [(s.name, s.row, s.col) for s in specs]
         self.entities_ = list(entities)
         self.sample_entity_ = sample
-        self._view_names = list(mm.names)
-        self._widths = [mats[s.index].shape[1] for s in specs if s.source == "view"]
         self.loss_curve_ = hist.loss
         self.loss_terms_ = hist.terms
         self.best_validation_score_ = (min(hist.terms["validation"])
                                        if self.early_stopping else None)
         self.n_iter_ = hist.n_iter
-        self.n_features_in_ = len(mm.views)
+        self._set_input_signature(mm, data[: len(mm.views)])
         self._n_features_out = k
         return self.factors_[sample].copy()
 
@@ -702,16 +702,10 @@ class DCMF(MultiModalTransformer):
     def _sample_blocks(self, X):
         """Validate new samples' views; return their blocks, the encoder and its device."""
         check_is_fitted(self)
-        mm, views = check_views(X, missing=self.missing, max_ndim=2,
-                                n_views=self.n_features_in_, names=self._view_names)
-        mats = {}
-        for s, v, width in zip(self._specs, views, self._widths, strict=False):
-            if v.shape[1] != width:
-                raise ValueError(
-                    f"View {v.name!r} has shape {v.shape}; the model was fitted with {width} "
-                    f"columns (members of entity type {s.col!r})."
-                )
-            mats[s.index] = _Matrix(v, missing=self.missing, scale=self.scaling_[s.name])
+        mm, views = check_views(X, missing=self.missing, max_ndim=2)
+        self._check_input_signature(mm, views)
+        mats = {s.index: _Matrix(v, missing=self.missing, scale=self.scaling_[s.name])
+                for s, v in zip(self._specs, views, strict=False)}
         matrices = [mats.get(m) for m in range(len(self._specs))]
         blocks = _row_blocks(matrices, self._specs, self.sample_entity_, self._k)
         device = self.devices_[self.entities_.index(self.sample_entity_)]

@@ -1,0 +1,410 @@
+"""DCMF: deep collective matrix factorization on the common contract."""
+
+import pickle
+import warnings
+
+import joblib
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import Pipeline
+from sklearn.utils._param_validation import InvalidParameterError
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+import mmfactor.neural._dcmf as dcmf_module
+from mmfactor import CMF, DCMF, MultiModal
+from mmfactor._training import NonFiniteLossError
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+FAST = dict(hidden_layer_sizes=(8,), max_iter=3, tol=0, random_state=0)
+
+
+def _views(n=30, seed=0, nan=0.0):
+    rng = np.random.RandomState(seed)
+    A = rng.rand(n, 6)
+    if nan:
+        A[rng.rand(n, 6) < nan] = np.nan
+    return MultiModal(a=A, b=rng.rand(n, 4))
+
+
+def _collective(seed=0):
+    """users x items (sparse, 'ratings'), users x tags (dense), items x genres (shared)."""
+    rng = np.random.RandomState(seed)
+    R = sp.random(40, 25, density=0.3, random_state=rng, format="csr")
+    R.data = 1 + 4 * R.data
+    X = MultiModal(ratings=R, tags=rng.rand(40, 5), shared={"genres": rng.rand(25, 3)})
+    rel = [("user", "item"), ("user", "tag"), ("item", "genre")]
+    return X, rel
+
+
+def _planted_nonlinear(n, seed):
+    """Two views that are non-linear functions of a 2-d latent variable."""
+    z = np.random.RandomState(seed).uniform(-1, 1, (n, 2))
+    A = 2 * np.random.RandomState(1).randn(2, 30)
+    B = 2 * np.random.RandomState(2).randn(2, 20)
+    return np.sin(z @ A), np.tanh(z @ B) ** 2
+
+
+# ---- the scikit-learn contract ------------------------------------------------------
+
+
+@parametrize_with_checks([DCMF(n_components=2, hidden_layer_sizes=(4,), max_iter=2, tol=0,
+                               random_state=0)])
+def test_sklearn_compatible(estimator, check):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        check(estimator)
+
+
+def test_fit_transform_shapes_dtype_and_attributes():
+    X = _views()
+    model = DCMF(n_components=3, **FAST)
+    emb = model.fit_transform(X)
+    assert emb.shape == (30, 3) and emb.dtype == np.float32
+    assert model.entities_ == ["sample", "a_col", "b_col"]
+    assert model.factors_["a_col"].shape == (6, 3) and model.factors_["b_col"].shape == (4, 3)
+    assert set(model.biases_) == {"a", "b"} and model.biases_["a"]["col"].shape == (6,)
+    assert len(model.loss_curve_) == model.n_iter_ == 3
+    assert {"ae[sample]", "ae[a_col]", "a", "b", "penalty"} <= set(model.loss_terms_)
+    assert list(model.get_feature_names_out()) == ["dcmf0", "dcmf1", "dcmf2"]
+    # the training rows through the encoder give the fitted factor
+    np.testing.assert_allclose(model.transform(X), emb, rtol=1e-5, atol=1e-6)
+    assert model.transform(X[:7]).shape == (7, 3)
+
+
+def test_same_random_state_is_bit_identical_and_global_seed_untouched():
+    X, rel = _collective()
+    torch.manual_seed(123)
+    before = torch.rand(1)
+    torch.manual_seed(123)
+    a = DCMF(n_components=3, relations=rel, **FAST).fit(X)
+    assert torch.rand(1) == before  # fitting drew nothing from torch's global generator
+    b = DCMF(n_components=3, relations=rel, **FAST).fit(X)
+    for e in a.factors_:
+        np.testing.assert_array_equal(a.factors_[e], b.factors_[e])
+    assert a.loss_curve_ == b.loss_curve_
+    c = DCMF(n_components=3, relations=rel, **{**FAST, "random_state": 1}).fit(X)
+    assert not np.array_equal(a.factors_["user"], c.factors_["user"])
+
+
+def test_input_not_modified():
+    X, rel = _collective()
+    X.views[1][0, 0] = np.nan
+    copies = [X.views[0].copy(), X.views[1].copy(), X.shared["genres"].copy()]
+    model = DCMF(n_components=2, relations=rel, early_stopping=True, **FAST).fit(X)
+    model.transform(X)
+    assert (X.views[0] != copies[0]).nnz == 0
+    np.testing.assert_array_equal(X.views[1], copies[1])
+    np.testing.assert_array_equal(X.shared["genres"], copies[2])
+
+
+# ---- the model --------------------------------------------------------------------------
+
+
+def test_loss_decreases_and_beats_linear_cmf_on_planted_nonlinear_structure():
+    X1, X2 = _planted_nonlinear(400, 0)
+    T1, T2 = _planted_nonlinear(200, 5)
+    mu1, mu2 = X1.mean(0), X2.mean(0)  # centred columns: no bias helps either model
+    train = MultiModal(X1 - mu1, X2 - mu2)
+    test = [T1 - mu1, T2 - mu2]
+    dcmf = DCMF(n_components=2, hidden_layer_sizes=(64,), max_iter=40, tol=0,
+                learning_rate_init=1e-2, batch_size=100, random_state=0).fit(train)
+    curve = dcmf.loss_curve_
+    assert curve[-1] < 0.5 * curve[0]
+    assert np.mean(np.diff(curve) < 0) > 0.8  # it goes down nearly every epoch
+    recon = dcmf.reconstruct(MultiModal(*test))
+    dcmf_err = np.mean([((r - t) ** 2).mean() for r, t in zip(recon, test, strict=True)])
+    cmf = CMF(n_components=2, fit_intercept=False, max_iter=100, random_state=0).fit(train)
+    U = cmf.transform(MultiModal(*test))
+    cmf_err = np.mean([((U @ cmf.factors_[f"view{i}_col"].T - t) ** 2).mean()
+                       for i, t in enumerate(test)])
+    # held-out rows reconstructed through a 2-d representation: the non-linear
+    # autoencoder must beat the best linear rank-2 model by a wide margin
+    assert dcmf_err < 0.6 * cmf_err, (dcmf_err, cmf_err)
+
+
+@pytest.mark.parametrize("dense_batch", [1 << 22, 0])
+def test_every_block_of_every_matrix_is_visited_each_epoch(monkeypatch, dense_batch):
+    """Each epoch, every observed entry enters the factorization loss from both sides."""
+    monkeypatch.setattr(dcmf_module, "_DENSE_BATCH", dense_batch)
+    X, rel = _collective()
+    seen = {}  # id(part) -> (block, idx)
+    covered = {}  # (relation, side) -> set of (row, col)
+    batch, bilinear = dcmf_module._Block.batch, dcmf_module._bilinear
+
+    def spy_batch(block, idx, device):
+        part = batch(block, idx, device)
+        seen[id(part)] = (block, np.asarray(idx))
+        return part
+
+    def spy_bilinear(code, other, part, k, slots):
+        block, idx = seen[id(part)]
+        if part.rows is None:
+            M = np.ones(part.X.shape, bool) if part.M is None else part.M.numpy() > 0
+            r, c = np.nonzero(M)
+        else:
+            r, c = part.rows.numpy(), part.cols.numpy()
+        pairs = zip(idx[r], c) if block.side == "row" else zip(c, idx[r])
+        covered.setdefault((block.rel, block.side), set()).update(pairs)
+        return bilinear(code, other, part, k, slots)
+
+    monkeypatch.setattr(dcmf_module._Block, "batch", spy_batch)
+    monkeypatch.setattr(dcmf_module, "_bilinear", spy_bilinear)
+    DCMF(n_components=2, relations=rel, batch_size=7, hidden_layer_sizes=(4,), max_iter=1,
+         tol=0, random_state=0).fit(X)
+    R = X.views[0].tocoo()
+    observed = {
+        0: set(zip(R.row.tolist(), R.col.tolist())),
+        1: {(i, j) for i in range(40) for j in range(5)},
+        2: {(i, j) for i in range(25) for j in range(3)},
+    }
+    for m in range(3):
+        for side in ("row", "col"):
+            got = {(int(i), int(j)) for i, j in covered[(m, side)]}
+            assert got == observed[m], (m, side)
+    # several batches per entity: the diagonal-blocks-only schedule would miss entries
+    assert 40 // 7 > 1 and 25 // 7 > 1
+
+
+def test_sparse_layout_matches_dense_layout(monkeypatch):
+    X, rel = _collective()
+    dense = DCMF(n_components=3, relations=rel, **FAST).fit(X)
+    monkeypatch.setattr(dcmf_module, "_DENSE_BATCH", 0)
+    sparse = DCMF(n_components=3, relations=rel, **FAST).fit(X)
+    for e in dense.factors_:
+        np.testing.assert_allclose(sparse.factors_[e], dense.factors_[e], rtol=1e-3, atol=1e-4)
+
+
+def test_sparse_matrix_never_densified_whole(monkeypatch):
+    X, rel = _collective()
+    shapes = []
+    toarray = sp.csr_matrix.toarray
+
+    def spy(self, *args, **kwargs):
+        shapes.append(self.shape)
+        return toarray(self, *args, **kwargs)
+
+    monkeypatch.setattr(sp.csr_matrix, "toarray", spy)
+    monkeypatch.setattr(dcmf_module, "_ENCODE_ROWS", 8)  # the chunks of gradient-free passes
+    model = DCMF(n_components=2, relations=rel, batch_size=8, **FAST).fit(X)
+    model.transform(X)
+    assert shapes and all(s[0] <= 8 for s in shapes)
+
+
+def test_missing_zero_differs_from_unobserved():
+    X, rel = _collective()
+    a = DCMF(n_components=2, relations=rel, missing="unobserved", **FAST).fit(X)
+    b = DCMF(n_components=2, relations=rel, missing="zero", **FAST).fit(X)
+    assert a.scaling_["ratings"][0] > 1 and b.scaling_["ratings"][0] == 0
+    assert not np.allclose(a.factors_["user"], b.factors_["user"])
+
+
+def test_nan_entries_are_masked():
+    X = _views(nan=0.3)
+    model = DCMF(n_components=2, **FAST).fit(X)
+    assert np.isfinite(model.transform(X)).all() and np.isfinite(model.score(X))
+    rows, cols = np.nonzero(~np.isnan(X.views[0]))
+    assert np.isclose(model.scaling_["a"][0], X.views[0][rows, cols].mean())
+
+
+def test_predict_entries_score_and_reconstruct():
+    X, rel = _collective()
+    model = DCMF(n_components=3, relations=rel, **FAST).fit(X)
+    coords = np.array([[0, 0], [39, 24], [5, 3]])
+    pred = model.predict_entries(coords, relation="ratings")
+    mean, std = model.scaling_["ratings"]
+    b = model.biases_["ratings"]
+    U, V = model.factors_["user"], model.factors_["item"]
+    expected = [(U[i] @ V[j] + b["row"][i] + b["col"][j]) * std + mean for i, j in coords]
+    np.testing.assert_allclose(pred, expected, rtol=1e-5)
+    np.testing.assert_allclose(model.predict_entries([[1, 2]], relation=2),
+                               model.predict_entries([[1, 2]], relation="genres"))
+    recon = model.reconstruct(X)
+    assert [r.shape for r in recon] == [(40, 25), (40, 5)]
+    assert model.score(X) < 0 and model.score(X[:10]) != model.score(X[10:])
+
+
+def test_square_relation_on_the_samples():
+    rng = np.random.RandomState(0)
+    G = rng.rand(20, 20)
+    X = MultiModal(graph=G, feats=rng.rand(20, 3))
+    model = DCMF(n_components=2, relations=[("s", "s"), ("s", "f")], **FAST).fit(X)
+    assert model.autoencoders_["s"].inp.in_features == 23  # the square one enters once
+    assert model.transform(X[:5]).shape == (5, 2)
+
+
+def test_early_stopping_keeps_the_best_networks():
+    X, rel = _collective()
+    model = DCMF(n_components=2, relations=rel, early_stopping=True, n_iter_no_change=2,
+                 hidden_layer_sizes=(8,), max_iter=50, learning_rate_init=0.05,
+                 random_state=0).fit(X)
+    val = model.loss_terms_["validation"]
+    assert model.n_iter_ < 50 and len(val) == model.n_iter_
+    assert model.best_validation_score_ == min(val)
+
+
+def test_convergence_warning_names_max_iter():
+    with pytest.warns(ConvergenceWarning, match="max_iter=2"):
+        DCMF(n_components=2, hidden_layer_sizes=(4,), max_iter=2, tol=1e-12,
+             random_state=0).fit(_views())
+
+
+def test_non_finite_loss_is_an_error():
+    X = _views()
+    with pytest.raises(NonFiniteLossError, match="non-finite"):
+        DCMF(n_components=2, learning_rate_init=1e12, alpha=0, max_iter=20, tol=0,
+             random_state=0).fit(MultiModal(X.a * 1e30, X.b))
+
+
+# ---- model selection and persistence ----------------------------------------------------
+
+
+def test_pipeline_and_grid_search_on_multimodal():
+    X = _views(60)
+    y = (np.nan_to_num(X.a[:, 0]) > 0.5).astype(int)
+    pipe = Pipeline([("emb", DCMF(**FAST)), ("clf", LogisticRegression())])
+    search = GridSearchCV(pipe, {"emb__n_components": [2, 3]}, cv=2).fit(X, y)
+    assert search.best_params_["emb__n_components"] in (2, 3)
+    assert search.predict(X[:5]).shape == (5,)
+    # unsupervised search on DCMF's own score
+    GridSearchCV(DCMF(**FAST), {"n_components": [1, 2]}, cv=2).fit(X)
+
+
+def test_pickle_round_trip():
+    X, rel = _collective()
+    model = DCMF(n_components=2, relations=rel, **FAST).fit(X)
+    loaded = pickle.loads(pickle.dumps(model))
+    np.testing.assert_array_equal(loaded.transform(X), model.transform(X))
+
+
+def test_devices_per_entity_type(tmp_path):
+    X, rel = _collective()
+    model = DCMF(n_components=2, relations=rel, devices={"item": "cpu"}, **FAST).fit(X)
+    assert [d.type for d in model.devices_] == ["cpu"] * 4
+    joblib.dump(model, tmp_path / "m.joblib")
+    np.testing.assert_array_equal(joblib.load(tmp_path / "m.joblib").transform(X),
+                                  model.transform(X))
+
+
+@pytest.mark.cuda
+@cuda
+def test_cuda_fit_loads_on_cpu(tmp_path):
+    X, rel = _collective()
+    model = DCMF(n_components=2, relations=rel, devices={"user": "cuda:0", "item": "cpu"},
+                 **FAST).fit(X)
+    assert next(model.autoencoders_["user"].parameters()).device.type == "cuda"
+    joblib.dump(model, tmp_path / "m.joblib")
+    assert next(model.autoencoders_["user"].parameters()).device.type == "cuda"
+    loaded = joblib.load(tmp_path / "m.joblib")
+    np.testing.assert_allclose(loaded.transform(X), model.transform(X), rtol=1e-4, atol=1e-5)
+    assert loaded.transform(X).dtype == np.float32
+
+
+def test_missing_cuda_device_is_an_error():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device")
+    with pytest.raises(ValueError, match="CUDA device"):
+        DCMF(devices="cuda:0", **FAST).fit(_views())
+
+
+# ---- errors -----------------------------------------------------------------------------
+
+
+def test_not_fitted():
+    with pytest.raises(NotFittedError):
+        DCMF().transform(_views())
+
+
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        ({"n_components": 0}, "n_components"),
+        ({"activation": "softplus"}, "activation"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"validation_fraction": 1.0}, "validation_fraction"),
+    ],
+)
+def test_invalid_parameters(params, match):
+    with pytest.raises(InvalidParameterError, match=match):
+        DCMF(**params).fit(_views())
+
+
+@pytest.mark.parametrize("sizes", [(0,), (4, -1), ("a",), (2.5,)])
+def test_bad_hidden_layer_sizes(sizes):
+    with pytest.raises(ValueError, match="hidden_layer_sizes must be positive integers"):
+        DCMF(hidden_layer_sizes=sizes).fit(_views())
+
+
+def test_shared_matrix_on_the_sample_entity_is_an_error():
+    X, _ = _collective()
+    X.shared["friends"] = np.ones((40, 40))
+    rel = {"ratings": ("user", "item"), "tags": ("user", "tag"), "friends": ("user", "user")}
+    with pytest.raises(ValueError, match="Shared matrix 'friends' relates the sample entity"):
+        DCMF(relations=rel, **FAST).fit(X)
+
+
+def test_entity_sizes_must_agree():
+    X, rel = _collective()
+    X.shared["genres"] = np.ones((24, 3))
+    with pytest.raises(ValueError, match=r"'item' has 25 members in relation 'ratings' but 24"):
+        DCMF(relations=rel, **FAST).fit(X)
+
+
+@pytest.mark.parametrize(
+    "weights, match",
+    [
+        ({"nope": 1.0}, r"weights names unknown relations \['nope'\]"),
+        ([1.0], "weights has 1 entries; expected one per relation"),
+        ({"a": -1.0}, "weight of relation 'a' is -1.0"),
+    ],
+)
+def test_bad_weights(weights, match):
+    with pytest.raises(ValueError, match=match):
+        DCMF(weights=weights, **FAST).fit(_views())
+
+
+def test_early_stopping_without_entries_to_hold_out():
+    X = MultiModal(sp.random(30, 10, density=0.3, format="csr", random_state=0))
+    with pytest.raises(ValueError, match="no relation has any to hold out"):
+        DCMF(missing="zero", early_stopping=True, **FAST).fit(X)
+
+
+def test_transform_checks_the_views():
+    model = DCMF(**FAST).fit(_views())
+    rng = np.random.RandomState(0)
+    with pytest.raises(ValueError, match=r"view 'b' has shape \(n_samples, 3\) but the model "
+                                         r"was fitted on \(n_samples, 4\)"):
+        model.transform(MultiModal(a=rng.rand(5, 6), b=rng.rand(5, 3)))
+    with pytest.raises(ValueError, match="fitted on 2 view"):
+        model.transform(MultiModal(a=rng.rand(5, 6)))
+    with pytest.raises(ValueError, match="has shape"):
+        model.transform(MultiModal(a=rng.rand(5), b=rng.rand(5, 4)))
+
+
+def test_fit_rejects_bad_views():
+    with pytest.raises(ValueError, match="infinite"):
+        DCMF(**FAST).fit(MultiModal(a=np.full((5, 2), np.inf)))
+    with pytest.raises(TypeError, match="dtype object"):
+        DCMF(**FAST).fit(MultiModal(a=np.array([[object()] * 2] * 5)))
+
+
+@pytest.mark.parametrize(
+    "coords, relation, match",
+    [
+        ([[0, 0]], "nope", r"relation='nope' is neither the name nor the position"),
+        ([[0, 0]], 5, "relation=5 is neither"),
+        ([0, 0], 0, r"coords must be an integer array of shape \(n_entries, 2\)"),
+        ([[0.5, 0]], 0, "coords must be an integer array"),
+        ([[30, 0]], 0, r"coords out of range for relation 'a' of shape \(30, 6\)"),
+        ([[-1, 0]], 0, "coords out of range"),
+    ],
+)
+def test_predict_entries_errors(coords, relation, match):
+    model = DCMF(**FAST).fit(_views())
+    with pytest.raises(ValueError, match=match):
+        model.predict_entries(coords, relation=relation)
