@@ -1,0 +1,376 @@
+"""Sparse CP (CANDECOMP/PARAFAC) kernels that never form the dense tensor.
+
+For a K-order tensor ``X`` held as coordinates (``nnz`` hyperedges) and a CP model
+``[[A_1, ..., A_K]]`` with factors ``A_t`` of shape ``(N_t, R)``:
+
+* ``<X, [[A]]> = sum_e x_e sum_r prod_t A_t[i_t(e), r]`` runs over the stored entries;
+* ``||[[A]]||^2 = sum(G_1 * G_2 * ... * G_K)``, ``G_t = A_t^T A_t`` (R x R Gram matrices);
+* so ``||X - [[A]]||^2 = ||X||^2 - 2 <X, [[A]]> + ||[[A]]||^2`` costs ``O(nnz K R +
+  sum_t N_t R^2)`` and the gradient with respect to ``A_t`` is
+  ``2 (A_t H_t - MTTKRP_t(X))``, ``H_t`` the Hadamard product of the other Grams and
+  ``MTTKRP_t(X) = X_(t) (A_K o ... o A_1)`` (skipping ``t``) computed entry by entry with
+  a scatter-add: the Khatri-Rao product is never formed either.
+
+When only some entries are observed (matrix or tensor completion) the loss runs over the
+observed coordinates: the residual at each coordinate, then the same scatter-add MTTKRP
+with the residuals as values. Both paths work in chunks of coordinates, so the extra
+memory is ``O(chunk R)`` on top of the data and the factors.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+__all__ = [
+    "SparseTensor",
+    "cp_norm_sq",
+    "cp_entries",
+    "mttkrp",
+    "TensorData",
+    "mode_loss_grad",
+]
+
+CHUNK = 1 << 18  # coordinates per chunk in the scatter/gather kernels
+
+
+class SparseTensor:
+    """A K-order sparse tensor in coordinate (COO) form: the hyperedges of a hypergraph.
+
+    Rows (mode 0) are the samples: ``len(T)`` is ``shape[0]`` and ``T[rows]`` (a slice,
+    a boolean mask or an index array) returns the sub-tensor of those mode-0 items, so a
+    ``SparseTensor`` works as a view of a :class:`~mmfactor.MultiModal` under
+    scikit-learn's splitters. Duplicate coordinates are summed; coordinates are kept
+    sorted by mode 0 so that row selection is cheap.
+
+    Parameters
+    ----------
+    indices : array-like of int, shape (nnz, K)
+        Coordinates of the stored entries (K >= 2).
+    values : array-like of float, shape (nnz,), default=None
+        Their values (default: ones, an unweighted hypergraph).
+    shape : tuple of int, default=None
+        Size of each mode (default: one more than the largest index of each mode).
+
+    Attributes
+    ----------
+    indices : ndarray of int64, shape (nnz, K)
+    values : ndarray of float64, shape (nnz,)
+    shape : tuple of int
+    nnz, ndim : int
+
+    Examples
+    --------
+    >>> from mmfactor import SparseTensor
+    >>> T = SparseTensor([[0, 1, 2], [1, 0, 0]], [1.0, 2.0], shape=(2, 2, 3))
+    >>> T.nnz, T.shape, T.to_dense()[1, 0, 0]
+    (2, (2, 2, 3), 2.0)
+    """
+
+    def __init__(self, indices, values=None, shape=None):
+        idx = np.asarray(indices)
+        if idx.ndim != 2 or idx.shape[1] < 2:
+            raise ValueError(
+                f"SparseTensor indices must have shape (nnz, K) with K >= 2; got shape "
+                f"{idx.shape}."
+            )
+        if idx.size and not np.issubdtype(idx.dtype, np.integer):
+            if not np.all(np.equal(np.mod(idx, 1), 0)):
+                raise TypeError(f"SparseTensor indices must be integers; got dtype {idx.dtype}.")
+        idx = idx.astype(np.int64, copy=True)
+        nnz, K = idx.shape
+        vals = np.ones(nnz) if values is None else np.asarray(values, dtype=np.float64).copy()
+        if vals.shape != (nnz,):
+            raise ValueError(
+                f"SparseTensor values have shape {vals.shape}; expected ({nnz},), one per "
+                "coordinate."
+            )
+        if not np.isfinite(vals).all():
+            raise ValueError("SparseTensor values have NaN or infinite entries.")
+        if (idx < 0).any():
+            raise ValueError("SparseTensor indices must be >= 0.")
+        if shape is None:
+            shape = tuple(int(m) + 1 for m in idx.max(0)) if nnz else None
+            if shape is None:
+                raise ValueError("SparseTensor with no entries needs an explicit shape.")
+        shape = tuple(int(s) for s in shape)
+        if len(shape) != K:
+            raise ValueError(
+                f"SparseTensor shape {shape} has {len(shape)} modes but indices have {K}."
+            )
+        if any(s < 1 for s in shape):
+            raise ValueError(f"SparseTensor shape {shape} has an empty mode.")
+        if nnz and (idx.max(0) >= np.asarray(shape)).any():
+            bad = int(np.flatnonzero(idx.max(0) >= np.asarray(shape))[0])
+            raise ValueError(
+                f"SparseTensor index {int(idx[:, bad].max())} in mode {bad} is out of range "
+                f"for shape {shape}."
+            )
+        # canonical form: sorted by (mode 0, mode 1, ...), duplicates summed
+        order = np.lexsort(idx.T[::-1])
+        idx, vals = idx[order], vals[order]
+        if nnz > 1:
+            new = np.ones(nnz, dtype=bool)
+            new[1:] = (idx[1:] != idx[:-1]).any(1)
+            if not new.all():
+                groups = np.cumsum(new) - 1
+                vals = np.bincount(groups, weights=vals)
+                idx = idx[new]
+        self.indices = idx
+        self.values = vals
+        self.shape = shape
+        self._indptr = None
+
+    @classmethod
+    def _trusted(cls, indices, values, shape):
+        out = object.__new__(cls)
+        out.indices, out.values, out.shape, out._indptr = indices, values, tuple(shape), None
+        return out
+
+    @classmethod
+    def from_dense(cls, array):
+        """The stored non-zeros of a dense array (NaN entries are left out)."""
+        arr = np.asarray(array, dtype=np.float64)
+        keep = (arr != 0) & ~np.isnan(arr)
+        idx = np.argwhere(keep)
+        return cls._trusted(idx.astype(np.int64), arr[keep], arr.shape)
+
+    @classmethod
+    def from_scipy(cls, matrix):
+        """The stored entries of a SciPy sparse matrix (a 2-mode tensor)."""
+        coo = sp.coo_matrix(matrix)
+        return cls(np.column_stack([coo.row, coo.col]), coo.data, coo.shape)
+
+    @staticmethod
+    def concatenate(parts):
+        """Stack sparse tensors along mode 0 (their other modes must agree)."""
+        parts = list(parts)
+        if not parts:
+            raise ValueError("Nothing to concatenate.")
+        rest = parts[0].shape[1:]
+        for p in parts:
+            if p.shape[1:] != rest:
+                raise ValueError(
+                    f"Cannot stack SparseTensors of shapes {parts[0].shape} and {p.shape}: "
+                    "modes other than 0 differ."
+                )
+        offsets = np.cumsum([0] + [p.shape[0] for p in parts])
+        idx = np.concatenate([p.indices + np.r_[o, np.zeros(len(rest), dtype=np.int64)]
+                              for p, o in zip(parts, offsets, strict=False)])
+        vals = np.concatenate([p.values for p in parts])
+        return SparseTensor._trusted(idx, vals, (int(offsets[-1]),) + rest)
+
+    @property
+    def nnz(self):
+        return len(self.values)
+
+    @property
+    def ndim(self):
+        return len(self.shape)
+
+    @property
+    def dtype(self):
+        return self.values.dtype
+
+    def __len__(self):
+        return self.shape[0]
+
+    def _rows_ptr(self):
+        if self._indptr is None:
+            counts = np.bincount(self.indices[:, 0], minlength=self.shape[0])
+            self._indptr = np.concatenate([[0], np.cumsum(counts)])
+        return self._indptr
+
+    def __getitem__(self, key):
+        if isinstance(key, tuple):
+            if len(key) == 2 and key[1] is Ellipsis:
+                key = key[0]
+            else:
+                raise IndexError("SparseTensor supports mode-0 indexing only: T[rows].")
+        n = self.shape[0]
+        if isinstance(key, numbers.Integral):
+            if not -n <= key < n:
+                raise IndexError(f"Row {key} out of range for {n} rows.")
+            rows = np.array([key % n])
+        elif isinstance(key, slice):
+            rows = np.arange(n)[key]
+        else:
+            rows = np.asarray(key)
+            if rows.dtype == bool:
+                if rows.shape != (n,):
+                    raise IndexError(f"Boolean mask of shape {rows.shape} does not match {n} rows.")
+                rows = np.flatnonzero(rows)
+            elif rows.size == 0:
+                rows = rows.astype(np.int64)
+            elif not np.issubdtype(rows.dtype, np.integer):
+                raise IndexError(f"Row indices must be integers or booleans; got {rows.dtype}.")
+            if rows.size and (rows.max() >= n or rows.min() < -n):
+                raise IndexError(f"Row index out of range for {n} rows.")
+            rows = rows % n
+        ptr = self._rows_ptr()
+        starts, stops = ptr[rows], ptr[rows + 1]
+        lengths = stops - starts
+        take = (np.repeat(starts - np.cumsum(np.r_[0, lengths[:-1]]), lengths)
+                + np.arange(lengths.sum()))
+        idx = self.indices[take].copy()
+        idx[:, 0] = np.repeat(np.arange(len(rows)), lengths)
+        return SparseTensor._trusted(idx, self.values[take].copy(), (len(rows),) + self.shape[1:])
+
+    def to_dense(self):
+        """The dense ndarray (only for small tensors: it has ``prod(shape)`` entries)."""
+        out = np.zeros(self.shape)
+        np.add.at(out, tuple(self.indices.T), self.values)
+        return out
+
+    def __repr__(self):
+        return f"SparseTensor(shape={self.shape}, nnz={self.nnz})"
+
+
+# --------------------------------------------------------------------------------------
+# Kernels on torch tensors (CPU or CUDA). ``indices`` is an int64 tensor (nnz, K).
+# --------------------------------------------------------------------------------------
+
+
+def _gather_prod(indices, factors, skip, sl):
+    """Row products ``prod_{s != skip} A_s[i_s]`` for the coordinates in slice ``sl``."""
+    out = None
+    for s, A in enumerate(factors):
+        if s == skip:
+            continue
+        rows = A[indices[sl, s]]
+        out = rows if out is None else out * rows
+    return out
+
+
+def cp_norm_sq(factors):
+    """``||[[A_1, ..., A_K]]||_F^2`` from the R x R Gram matrices (no dense tensor)."""
+    H = None
+    for A in factors:
+        G = A.T @ A
+        H = G if H is None else H * G
+    return H.sum()
+
+
+def cp_entries(indices, factors, chunk=CHUNK):
+    """Values of the CP model at the coordinates ``indices`` (nnz, K)."""
+    out = []
+    for s in range(0, indices.shape[0], chunk):
+        out.append(_gather_prod(indices, factors, None, slice(s, s + chunk)).sum(1))
+    if not out:
+        return factors[0].new_zeros(0)
+    return torch.cat(out)
+
+
+def mttkrp(indices, values, factors, mode, chunk=CHUNK):
+    """Sparse MTTKRP: ``X_(mode) (Khatri-Rao of the other factors)`` in ``O(nnz K R)``.
+
+    Parameters
+    ----------
+    indices : torch.Tensor of int64, shape (nnz, K)
+    values : torch.Tensor, shape (nnz,)
+    factors : list of torch.Tensor, each (N_t, R)
+        The factor of ``mode`` is only used for its shape.
+    mode : int
+
+    Returns
+    -------
+    torch.Tensor of shape (N_mode, R)
+    """
+    A = factors[mode]
+    out = A.new_zeros(A.shape)
+    for s in range(0, indices.shape[0], chunk):
+        sl = slice(s, s + chunk)
+        prod = _gather_prod(indices, factors, mode, sl)
+        out.index_add_(0, indices[sl, mode], prod * values[sl, None])
+    return out
+
+
+class TensorData:
+    """The data term of one mode's loss, on one device.
+
+    ``kind="full"``: every entry of the tensor counts and the unstored ones are zeros
+    (``||X - [[A]]||^2`` by the Gram identity); ``kind="observed"``: only the stored
+    coordinates count (``sum_e (x_e - [[A]]_e)^2``).
+    """
+
+    def __init__(self, indices, values, shape, kind, device, dtype):
+        self.indices = torch.as_tensor(indices, dtype=torch.int64).to(device)
+        self.values = torch.as_tensor(values).to(device=device, dtype=dtype)
+        self.shape = tuple(shape)
+        self.kind = kind
+        self.sum_sq = float(np.sum(np.square(np.asarray(values, dtype=np.float64))))
+        self.nnz = int(self.indices.shape[0])
+
+    def to(self, device):
+        if self.indices.device == torch.device(device):
+            return self
+        out = object.__new__(TensorData)
+        out.__dict__.update(self.__dict__)
+        out.indices, out.values = self.indices.to(device), self.values.to(device)
+        return out
+
+    @property
+    def n_entries(self):
+        """Entries the loss runs over."""
+        return float(np.prod(self.shape, dtype=np.float64)) if self.kind == "full" else self.nnz
+
+
+def mode_loss_grad(mode, factors, data, chunk=CHUNK):
+    """The data term ``||X - [[A]]||^2`` (over ``data``'s entries) and its gradient in ``A_mode``.
+
+    Parameters
+    ----------
+    mode : int
+    factors : list of torch.Tensor, each (N_t, R), on ``data``'s device
+    data : TensorData
+
+    Returns
+    -------
+    loss : torch.Tensor (0-d, float64)
+        Kept on the device (no synchronisation), so modes on several GPUs overlap.
+    grad : torch.Tensor of shape (N_mode, R)
+        ``2 (A H - MTTKRP(X))`` (full) or ``-2 MTTKRP(residual)`` (observed).
+    """
+    A = factors[mode]
+    idx, vals = data.indices, data.values
+    if data.kind == "full":
+        M = mttkrp(idx, vals, factors, mode, chunk=chunk)
+        H = None
+        for s, B in enumerate(factors):
+            if s != mode:
+                G = B.T @ B
+                H = G if H is None else H * G
+        AH = A @ H
+        inner = (M * A).sum().double()
+        norm = (AH * A).sum().double()
+        return data.sum_sq - 2 * inner + norm, 2 * (AH - M)
+    grad = A.new_zeros(A.shape)
+    loss = A.new_zeros((), dtype=torch.float64)
+    for s in range(0, idx.shape[0], chunk):
+        sl = slice(s, s + chunk)
+        prod = _gather_prod(idx, factors, mode, sl)
+        rows = idx[sl, mode]
+        res = vals[sl] - (A[rows] * prod).sum(1)
+        loss = loss + (res.double() ** 2).sum()
+        grad.index_add_(0, rows, prod * (-2 * res[:, None]))
+    return loss, grad
+
+
+def data_loss(factors, data, chunk=CHUNK):
+    """The data term ``||X - [[A]]||^2`` alone (over ``data``'s entries)."""
+    idx, vals = data.indices, data.values
+    if data.kind == "full":
+        inner = 0.0
+        for s in range(0, idx.shape[0], chunk):
+            sl = slice(s, s + chunk)
+            inner += float((_gather_prod(idx, factors, None, sl).sum(1) * vals[sl]).sum())
+        return data.sum_sq - 2 * inner + float(cp_norm_sq(factors))
+    loss = 0.0
+    for s in range(0, idx.shape[0], chunk):
+        sl = slice(s, s + chunk)
+        res = vals[sl] - _gather_prod(idx, factors, None, sl).sum(1)
+        loss += float((res.double() ** 2).sum())
+    return loss

@@ -1,0 +1,874 @@
+"""HyperLearn (Arya, Rudinac & Worring, 2019): hypergraph tensor factorization with graph
+convolutions, one pipeline per mode."""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
+
+from .._base import MultiModalTransformer
+from .._device import as_numpy, resolve_devices, torch_generator
+from .._graph import (
+    check_adjacency,
+    chebyshev_basis,
+    knn_graph,
+    normalized_laplacian,
+    rescaled_laplacian,
+    to_torch_sparse,
+)
+from .._multimodal import MultiModal, as_multimodal, check_view
+from .._training import fit_loop
+from ._cp import SparseTensor, TensorData, cp_entries, data_loss, mode_loss_grad, mttkrp
+
+__all__ = ["HyperLearn", "update_mode"]
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+# --------------------------------------------------------------------------------------
+# Input: one tensor (dense, SciPy sparse or SparseTensor) -> coordinates
+# --------------------------------------------------------------------------------------
+
+
+def _as_coordinates(view, name, missing):
+    """``(indices, values, shape, kind)`` of one tensor view, never densifying a sparse one.
+
+    ``kind`` is ``"full"`` (every entry counts; unstored = 0) or ``"observed"`` (only the
+    stored / non-NaN entries count).
+    """
+    if isinstance(view, list | tuple) and view and all(isinstance(v, SparseTensor)
+                                                       for v in view):
+        view = SparseTensor.concatenate(view)  # rows picked one by one by MultiModal
+    if isinstance(view, SparseTensor):
+        if view.ndim < 2:
+            raise ValueError(f"View {name!r} has shape {view.shape}; expected K >= 2 modes.")
+        kind = "full" if missing == "zero" else "observed"
+        return view.indices, view.values, view.shape, kind
+    v = check_view(name, view, missing=missing, min_ndim=2)
+    if v.kind == "sparse":
+        coo = v.data.tocoo()
+        idx = np.column_stack([coo.row, coo.col]).astype(np.int64)
+        kind = "full" if missing == "zero" else "observed"
+        return idx, np.asarray(coo.data, dtype=np.float64), v.shape, kind
+    arr = as_numpy(v.data).astype(np.float64, copy=False)
+    if v.has_nan:  # NaN = missing in a dense view, whatever `missing` says
+        keep = ~np.isnan(arr)
+        return np.argwhere(keep).astype(np.int64), arr[keep], arr.shape, "observed"
+    keep = arr != 0
+    return np.argwhere(keep).astype(np.int64), arr[keep], arr.shape, "full"
+
+
+def _split_input(X):
+    """``(mm, tensor_view, feature_views)``: view 0 is the tensor, the others describe mode 0."""
+    if isinstance(X, SparseTensor):
+        X = MultiModal(X)
+    mm = as_multimodal(X)
+    return mm, mm.views[0], mm.views[1:]
+
+
+# --------------------------------------------------------------------------------------
+# One mode's pipeline: base factor -> Chebyshev graph convolution -> LSTM diffusion
+# --------------------------------------------------------------------------------------
+
+
+class _Diffusion(torch.nn.Module):
+    """Monti et al. (2017)'s separable RGCNN on one factor.
+
+    ``diffusion_steps`` times: ``Z = relu(sum_j T_j(L~) A Theta_j)`` (a Chebyshev
+    convolution with ``cheb_order`` terms, ``R -> hidden`` channels), an LSTM cell on
+    ``Z`` and ``dA = tanh(h W_out)``, ``A <- A + dA``.
+    """
+
+    def __init__(self, rank, hidden, order, steps, device, dtype):
+        super().__init__()
+        kw = {"device": "meta", "dtype": dtype}  # no draw from torch's global generator
+        self.conv = torch.nn.Linear(order * rank, hidden, **kw)
+        self.lstm = torch.nn.LSTMCell(hidden, hidden, **kw)
+        self.out = torch.nn.Linear(hidden, rank, **kw)
+        self.order, self.steps, self.hidden = order, steps, hidden
+        self.to_empty(device=device)
+
+    def reset(self, gen):
+        """Uniform(+-1/sqrt(fan_in)) weights from ``gen``; the output layer starts small."""
+        with torch.no_grad():
+            for name, p in self.named_parameters():
+                fan_in = p.shape[-1] if p.ndim == 2 else self.hidden
+                bound = 1.0 / np.sqrt(fan_in)
+                if name.startswith("out."):
+                    bound *= 0.1
+                draw = torch.rand(p.shape, generator=gen, dtype=torch.float64)
+                p.copy_(((2 * draw - 1) * bound).to(p.dtype))
+
+    def forward(self, A, L_tilde):
+        n = A.shape[0]
+        h = A.new_zeros(n, self.hidden)
+        c = A.new_zeros(n, self.hidden)
+        for _ in range(self.steps):
+            feats = torch.cat(chebyshev_basis(L_tilde, A, self.order), 1)
+            z = torch.relu(self.conv(feats))
+            h, c = self.lstm(z, (h, c))
+            A = A + torch.tanh(self.out(h))
+        return A
+
+
+class _ModeState:
+    """What one mode's pipeline owns, all on its device: parameters, optimizer, data, graph.
+
+    ``factor()`` is the mode's augmented factor ``[A_t | fixed columns]`` (differentiable):
+    the first ``n_components`` columns are the diffused factor, then (with an intercept)
+    one column for the global mean (the mean on mode 0, ones elsewhere) and one per mode
+    (this mode's bias on its own column, ones on the others), so that the biased model
+    ``mu + sum_t b_t[i_t] + [[A]]`` is itself a CP model and every kernel applies as is.
+    """
+
+    def __init__(self, t, *, base, net, bias, aug, bias_col, L, L_tilde, data, lam, alpha,
+                 lr, device):
+        self.t, self.device = t, device
+        self.base, self.net, self.bias, self.aug, self.bias_col = base, net, bias, aug, bias_col
+        self.L, self.L_tilde, self.data = L, L_tilde, data
+        self.lam, self.alpha = lam, alpha
+        params = [base] + ([bias] if bias is not None else [])
+        params += list(net.parameters()) if net is not None else []
+        self.optimizer = torch.optim.Adam(params, lr=lr)
+
+    def core(self):
+        return self.net(self.base, self.L_tilde) if self.net is not None else self.base
+
+    def augment(self, core):
+        if self.aug is None:
+            return core
+        aug = self.aug
+        if self.bias is not None:
+            aug = torch.cat([aug[:, : self.bias_col], self.bias[:, None],
+                             aug[:, self.bias_col + 1:]], 1)
+        return torch.cat([core, aug], 1)
+
+    def factor(self):
+        return self.augment(self.core())
+
+    def regularizers(self, core):
+        """``1/2 tr(A^T L A)`` and ``alpha/2 (||A||^2 + ||b||^2)`` (differentiable)."""
+        graph = core.new_zeros(())
+        if self.L is not None:
+            graph = 0.5 * (core * torch.sparse.mm(self.L, core)).sum()
+        pen = (core**2).sum()
+        if self.bias is not None:
+            pen = pen + (self.bias**2).sum()
+        return graph, 0.5 * self.alpha * pen
+
+
+def update_mode(t, factors, state, n_steps=1):
+    """One alternating update of mode ``t``: the other factors frozen, ``n_steps`` Adam steps.
+
+    This is the unit of work of HyperLearn's per-mode pipelines: a function of the mode,
+    the current (augmented) factors of every mode and that mode's own state, returning
+    the mode's new factor. Only factors cross devices (or, distributed, ranks).
+
+    Parameters
+    ----------
+    t : int
+        The mode.
+    factors : list of torch.Tensor
+        The current augmented factor of every mode, on any device.
+    state : _ModeState
+        Mode ``t``'s parameters, optimizer, data and graph, on its device.
+    n_steps : int
+        Optimizer steps on ``loss_t = lam ||X_(t) - A_t Omega_t||^2 + 1/2 tr(A_t^T L_t
+        A_t) + alpha/2 ||A_t||^2`` (eq. 11 of the paper with the PSD Laplacian).
+
+    Returns
+    -------
+    factor : torch.Tensor
+        Mode ``t``'s new augmented factor (detached, on ``state.device``).
+    loss : torch.Tensor
+        ``loss_t`` before the last step (0-d, on ``state.device``).
+    """
+    facs = [f.detach().to(state.device) for f in factors]
+    loss = None
+    for _ in range(n_steps):
+        state.optimizer.zero_grad(set_to_none=True)
+        core = state.core()
+        A = state.augment(core)
+        facs[t] = A.detach()
+        # the data term and its gradient in A_t by the sparse kernels (MTTKRP), then
+        # back-propagated through the diffusion network: the tensor is never densified
+        dl, grad = mode_loss_grad(t, facs, state.data)
+        graph, pen = state.regularizers(core)
+        surrogate = state.lam * (A * grad).sum() + graph + pen
+        surrogate.backward()
+        state.optimizer.step()
+        loss = state.lam * dl + graph.detach().double() + pen.detach().double()
+    with torch.no_grad():
+        # a copy: with diffusion_steps=0 the factor *is* the parameter Adam updates in place
+        return state.factor().detach().clone(), loss
+
+
+# --------------------------------------------------------------------------------------
+# The estimator
+# --------------------------------------------------------------------------------------
+
+
+class HyperLearn(MultiModalTransformer):
+    """Hypergraph tensor factorization with graph convolutions (HyperLearn).
+
+    A K-order tensor ``X`` (the adjacency tensor of a K-partite hypergraph, or a
+    rating matrix for K = 2) is factorized as a CP model ``[[A_1, ..., A_K]]`` with one
+    factor ``A_t`` (``N_t x n_components``) per mode, while an intra-modal graph over the
+    items of each mode pulls neighbours' factors together. Each mode has its own
+    pipeline: a free base factor, ``diffusion_steps`` rounds of a Chebyshev graph
+    convolution on the mode's graph followed by an LSTM cell that predicts the
+    increment ``dA_t`` (the separable RGCNN of Monti et al. 2017), trained with Adam on
+    the mode's loss (eq. 11 of the paper)::
+
+        loss_t = lam ||X_(t) - A_t Omega_t^T||^2 + 1/2 tr(A_t^T L_t A_t) + alpha/2 ||A_t||^2
+
+    with ``Omega_t`` the Khatri-Rao product of the other factors and ``L_t = I - D^-1/2
+    W_t D^-1/2`` the positive semi-definite normalised Laplacian (the paper's eq. 5
+    writes ``D^-1/2 W D^-1/2``, which is not a Laplacian: minimising it would push
+    neighbours apart). Modes are updated in turn, all from the previous sweep's factors
+    (``update="jacobi"``, so that they can run in parallel, one per device) or each from
+    the freshest ones (``"gauss-seidel"``).
+
+    The data term never forms the dense tensor nor a Khatri-Rao product:
+    ``||X - [[A]]||^2 = ||X||^2 - 2 <X, [[A]]> + ||[[A]]||^2``, the inner product runs
+    over the stored entries and ``||[[A]]||^2`` is the sum of the Hadamard product of the
+    ``R x R`` Gram matrices; the gradient is a sparse MTTKRP. A sweep costs
+    ``O(nnz K R + sum_t N_t R^2)`` plus the graph convolutions ``O(nnz(L_t) R)``.
+
+    Parameters
+    ----------
+    n_components : int, default=10
+        Rank ``R`` of the CP model (width of every factor).
+    graphs : None or list, default=None
+        One intra-modal graph per mode: a symmetric non-negative adjacency (SciPy sparse
+        or dense, ``N_t x N_t``) or ``None`` (no graph for that mode). ``None`` takes
+        ``X.shared["graphs"]`` when ``X`` is a :class:`~mmfactor.MultiModal`; modes
+        without a graph there use ``X.shared["features"][t]`` (``N_t x d``) and, for
+        mode 0, the views after the first, to build k-nearest-neighbour graphs (see
+        :func:`~mmfactor.knn_graph`).
+    lam : float, default=1.0
+        Weight ``lambda`` of the data term.
+    alpha : float, default=0.0
+        L2 penalty on the factors (and biases).
+    cheb_order : int, default=5
+        Number of Chebyshev terms (degrees ``0 .. cheb_order - 1``) of the graph
+        convolution.
+    diffusion_steps : int, default=5
+        Rounds of convolution + LSTM diffusion; 0 trains the factors directly (plain
+        graph-regularised CP by Adam).
+    hidden_size : int, default=32
+        Channels of the graph convolution and of the LSTM.
+    update : {"jacobi", "gauss-seidel"}, default="jacobi"
+        Order of the alternating per-mode updates.
+    missing : {"zero", "unobserved"}, default="zero"
+        What an unstored entry of a sparse input means: ``"zero"`` (a hypergraph: every
+        entry counts) or ``"unobserved"`` (completion: the loss runs over the stored
+        entries only). NaN entries of a dense input are always unobserved.
+    fit_intercept : bool, default=False
+        Add a global mean and one bias vector per mode (``mu + sum_t b_t[i_t] + [[A]]``),
+        the biased model of rating data.
+    init : {"random", "svd"}, default="random"
+        Initial base factors: scaled Gaussian, or the leading singular vectors of each
+        mode's unfolding (of ``X - mu`` with an intercept).
+    n_inner_iter : int, default=3
+        Adam steps per mode in each sweep.
+    n_neighbors : int, default=10
+        Neighbours of the k-NN graphs built from features.
+    max_iter : int, default=200
+        Maximum number of sweeps.
+    learning_rate_init : float, default=0.01
+        Adam's learning rate.
+    tol : float, default=1e-4
+        Stop when the objective (or the validation error with ``early_stopping``)
+        improves by less than ``tol`` (relative) for ``n_iter_no_change`` sweeps.
+    n_iter_no_change : int, default=10
+        Patience of the stopping rule.
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the observed entries, stop when their error
+        stops improving and keep the factors of the best sweep (completion only).
+    validation_fraction : float, default=0.1
+        Share of observed entries held out with ``early_stopping``.
+    dtype : {"float32", "float64"}, default="float32"
+        Precision of the computation; ``transform`` returns this dtype.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the initial factors, the networks and the validation split.
+    devices : None, str or list, default=None
+        Where each mode's pipeline lives: one device for all or a list of K entries.
+        Only factors travel between devices.
+    verbose : int, default=0
+        Show a progress bar.
+
+    Attributes
+    ----------
+    factors_ : list of ndarray
+        ``factors_[t]`` of shape ``(N_t, n_components)``: the (diffused) factor of mode
+        ``t``; ``factors_[0]`` holds the training samples.
+    biases_ : dict or None
+        ``{"mean": float, "modes": [b_0, ..., b_{K-1}]}`` with ``fit_intercept``.
+    shape_ : tuple of int
+        Shape of the fitted tensor.
+    loss_curve_ : list of float
+        Objective (eq. 10 plus the L2 penalty) after every sweep.
+    loss_terms_ : dict of str -> list of float
+        ``"data"``, ``"graph"``, ``"penalty"``, each mode's ``loss_t`` (``"mode0"``, ...)
+        and ``"validation"`` (root mean squared error) with ``early_stopping``.
+    n_iter_ : int
+        Sweeps run.
+    devices_ : list of torch.device
+        One device per mode.
+    n_features_in_ : int
+        Number of views seen in ``fit``.
+
+    See Also
+    --------
+    CMF : Collective matrix factorization (closed-form ALS).
+    SparseTensor : Coordinates of a K-order sparse tensor.
+    knn_graph : k-nearest-neighbour graphs from per-mode features.
+
+    Notes
+    -----
+    ``transform`` folds new mode-0 items in by least squares from their entries with
+    every other factor frozen (the diffusion network acts on the fitted graph, which
+    the new items are not part of); ``transform`` of the training tensor therefore
+    returns the least-squares factors, close to but not equal to ``factors_[0]``.
+
+    References
+    ----------
+    D. Arya, S. Rudinac and M. Worring. HyperLearn: a distributed approach for
+    representation learning in datasets with many modalities. ACM Multimedia 2019.
+    F. Monti, M. Bronstein and X. Bresson. Geometric matrix completion with recurrent
+    multi-graph neural networks. NeurIPS 2017.
+
+    Examples
+    --------
+    >>> from mmfactor import HyperLearn
+    >>> from mmfactor.datasets import make_hypergraph
+    >>> data = make_hypergraph((30, 20, 10), n_communities=3, n_hyperedges=600,
+    ...                        random_state=0)
+    >>> model = HyperLearn(n_components=3, graphs=data.graphs, diffusion_steps=2,
+    ...                    max_iter=20, tol=0, random_state=0)
+    >>> emb = model.fit_transform(data.X)
+    >>> emb.shape, [f.shape for f in model.factors_]
+    ((30, 3), [(30, 3), (20, 3), (10, 3)])
+    """
+
+    _parameter_constraints = {
+        "n_components": [Interval(numbers.Integral, 1, None, closed="left")],
+        "graphs": [None, list, tuple],
+        "lam": [Interval(numbers.Real, 0, None, closed="neither")],
+        "alpha": [Interval(numbers.Real, 0, None, closed="left")],
+        "cheb_order": [Interval(numbers.Integral, 1, None, closed="left")],
+        "diffusion_steps": [Interval(numbers.Integral, 0, None, closed="left")],
+        "hidden_size": [Interval(numbers.Integral, 1, None, closed="left")],
+        "update": [StrOptions({"jacobi", "gauss-seidel"})],
+        "missing": [StrOptions({"zero", "unobserved"})],
+        "fit_intercept": ["boolean"],
+        "init": [StrOptions({"random", "svd"})],
+        "n_inner_iter": [Interval(numbers.Integral, 1, None, closed="left")],
+        "n_neighbors": [Interval(numbers.Integral, 1, None, closed="left")],
+        "max_iter": [Interval(numbers.Integral, 1, None, closed="left")],
+        "learning_rate_init": [Interval(numbers.Real, 0, None, closed="neither")],
+        "tol": [Interval(numbers.Real, 0, None, closed="left")],
+        "n_iter_no_change": [Interval(numbers.Integral, 1, None, closed="left")],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(numbers.Real, 0, 1, closed="neither")],
+        "dtype": [StrOptions({"float32", "float64"})],
+        "random_state": ["random_state"],
+        "devices": [None, str, list, tuple],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(
+        self,
+        n_components=10,
+        *,
+        graphs=None,
+        lam=1.0,
+        alpha=0.0,
+        cheb_order=5,
+        diffusion_steps=5,
+        hidden_size=32,
+        update="jacobi",
+        missing="zero",
+        fit_intercept=False,
+        init="random",
+        n_inner_iter=3,
+        n_neighbors=10,
+        max_iter=200,
+        learning_rate_init=0.01,
+        tol=1e-4,
+        n_iter_no_change=10,
+        early_stopping=False,
+        validation_fraction=0.1,
+        dtype="float32",
+        random_state=None,
+        devices=None,
+        verbose=0,
+    ):
+        self.n_components = n_components
+        self.graphs = graphs
+        self.lam = lam
+        self.alpha = alpha
+        self.cheb_order = cheb_order
+        self.diffusion_steps = diffusion_steps
+        self.hidden_size = hidden_size
+        self.update = update
+        self.missing = missing
+        self.fit_intercept = fit_intercept
+        self.init = init
+        self.n_inner_iter = n_inner_iter
+        self.n_neighbors = n_neighbors
+        self.max_iter = max_iter
+        self.learning_rate_init = learning_rate_init
+        self.tol = tol
+        self.n_iter_no_change = n_iter_no_change
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.dtype = dtype
+        self.random_state = random_state
+        self.devices = devices
+        self.verbose = verbose
+
+    # ---- input ---------------------------------------------------------------------
+
+    def _graph_specs(self, mm, feature_views, shape):
+        """One adjacency (CSR) or None per mode, validated against the tensor's shape."""
+        K = len(shape)
+        graphs = self.graphs
+        source = "graphs"
+        if graphs is None:
+            graphs = mm.shared.get("graphs")
+            source = "X.shared['graphs']"
+        if graphs is None:
+            graphs = [None] * K
+        if not isinstance(graphs, list | tuple):
+            raise TypeError(f"{source} must be a list with one graph (or None) per mode; got "
+                            f"{type(graphs).__name__}.")
+        if len(graphs) != K:
+            raise ValueError(
+                f"{source} has {len(graphs)} entries; expected one per mode of the tensor "
+                f"of shape {shape} ({K})."
+            )
+        features = mm.shared.get("features") or [None] * K
+        if len(features) != K:
+            raise ValueError(
+                f"X.shared['features'] has {len(features)} entries; expected one per mode "
+                f"({K})."
+            )
+        out = []
+        for t, (g, n) in enumerate(zip(graphs, shape, strict=True)):
+            if g is not None:
+                if t == 0 and getattr(g, "shape", (n,))[0] != n:
+                    raise ValueError(
+                        f"{source}[0] has shape {g.shape} but mode 0 has {n} items (the "
+                        "samples). When the samples are split (cross-validation), give "
+                        "mode 0's graph as features in further views of a MultiModal."
+                    )
+                out.append(check_adjacency(g, n, name=f"{source}[{t}]"))
+                continue
+            feats = features[t]
+            if t == 0 and feature_views:
+                blocks = []
+                for i, v in enumerate(feature_views):
+                    fv = check_view(mm.names[i + 1], v, allow_nan=False)
+                    arr = fv.data if fv.kind == "sparse" else as_numpy(fv.data)
+                    arr = arr.reshape(arr.shape[0], -1) if not sp.issparse(arr) else arr
+                    blocks.append(sp.csr_matrix(arr) if sp.issparse(arr) else arr)
+                feats = (sp.hstack(blocks).tocsr() if any(sp.issparse(b) for b in blocks)
+                         else np.hstack(blocks))
+            if feats is None:
+                out.append(None)
+                continue
+            if getattr(feats, "shape", (None,))[0] != n:
+                raise ValueError(
+                    f"features of mode {t} have shape {getattr(feats, 'shape', None)}; "
+                    f"expected ({n}, n_features), one row per item of mode {t}."
+                )
+            if not sp.issparse(feats):
+                feats = np.asarray(feats, dtype=np.float64)
+                scale = feats.std(0)
+                feats = (feats - feats.mean(0)) / np.where(scale > 0, scale, 1.0)
+            out.append(knn_graph(feats, min(self.n_neighbors, n - 1)) if n > 1 else None)
+        return out
+
+    def _prepare(self, X):
+        mm, tensor, feature_views = _split_input(X)
+        idx, vals, shape, kind = _as_coordinates(tensor, mm.names[0], self.missing)
+        K = len(shape)
+        if shape[0] < 2:
+            raise ValueError(
+                f"View {mm.names[0]!r} has shape {shape}; at least 2 items in mode 0 are "
+                "required to fit this model."
+            )
+        if kind == "observed" and len(vals) == 0:
+            raise ValueError(
+                f"View {mm.names[0]!r} of shape {shape} has no observed entry; with "
+                "missing='unobserved' the stored entries are the observations."
+            )
+        if kind == "full" and not np.any(vals):
+            raise ValueError(f"View {mm.names[0]!r} of shape {shape} is all zeros.")
+        graphs = self._graph_specs(mm, feature_views, shape)
+        if self.early_stopping and kind == "full":
+            raise ValueError(
+                "early_stopping=True needs observed entries to hold out: use "
+                "missing='unobserved' (or NaN for the missing entries of a dense tensor); "
+                f"view {mm.names[0]!r} of shape {shape} is complete."
+            )
+        return mm, idx, vals, tuple(shape), kind, graphs, K
+
+    # ---- initialisation ------------------------------------------------------------
+
+    def _svd_init(self, idx, vals, shape, R, rng):
+        """Leading left singular vectors of each unfolding, scaled by sigma^(1/K)."""
+        from scipy.sparse.linalg import svds
+
+        K = len(shape)
+        out = []
+        for t in range(K):
+            others = [s for s in range(K) if s != t]
+            cols = np.ravel_multi_index(tuple(idx[:, s] for s in others),
+                                        tuple(shape[s] for s in others))
+            uniq, cols = np.unique(cols, return_inverse=True)
+            M = sp.csr_matrix((vals, (idx[:, t], cols)), shape=(shape[t], len(uniq)))
+            k = min(R, min(M.shape) - 1)
+            B = np.zeros((shape[t], R))
+            if k >= 1:
+                v0 = rng.uniform(-1, 1, min(M.shape))
+                U, s, _ = svds(M, k=k, v0=v0)
+                order = np.argsort(s)[::-1]
+                B[:, :k] = U[:, order] * s[order] ** (1.0 / K)
+            if k < R:
+                B[:, k:] = 1e-3 * rng.randn(shape[t], R - k)
+            out.append(B)
+        return out
+
+    # ---- fitting -------------------------------------------------------------------
+
+    def fit(self, X, y=None):
+        """Fit the factorization.
+
+        Parameters
+        ----------
+        X : ndarray, torch.Tensor, SciPy sparse matrix, SparseTensor or MultiModal
+            The K-order tensor (rows = mode-0 items = samples); a ``MultiModal`` holds it
+            as its first view, optional mode-0 feature views after it and
+            ``shared={"graphs": [...], "features": [...]}``.
+        y : Ignored
+            Not used, present for API consistency.
+
+        Returns
+        -------
+        self : HyperLearn
+            The fitted estimator.
+        """
+        self.fit_transform(X)
+        return self
+
+    def fit_transform(self, X, y=None):
+        """Fit the factorization and return the factor of mode 0 (the samples).
+
+        Parameters
+        ----------
+        X : ndarray, torch.Tensor, SciPy sparse matrix, SparseTensor or MultiModal
+            The tensor; see :meth:`fit`.
+        y : Ignored
+            Not used, present for API consistency.
+
+        Returns
+        -------
+        embedding : ndarray of shape (n_samples, n_components)
+            ``factors_[0]``.
+        """
+        self._validate_params()
+        mm, idx, vals, shape, kind, graphs, K = self._prepare(X)
+        self.devices_ = resolve_devices(self.devices, [f"mode{t}" for t in range(K)])
+        dtype = _DTYPES[self.dtype]
+        gen, rng = torch_generator(self.random_state)
+        R = self.n_components
+
+        val_data = None
+        if self.early_stopping:
+            perm = rng.permutation(len(vals))
+            n_val = max(1, int(round(self.validation_fraction * len(vals))))
+            if n_val >= len(vals):
+                raise ValueError(
+                    f"validation_fraction={self.validation_fraction} leaves no training "
+                    f"entry out of {len(vals)} observed ones."
+                )
+            va, tr = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+            val_data = TensorData(idx[va], vals[va], shape, "observed", self.devices_[0], dtype)
+            idx, vals = idx[tr], vals[tr]
+
+        mu = 0.0
+        if self.fit_intercept:
+            mu = float(vals.mean()) if kind == "observed" else float(vals.sum() / np.prod(
+                shape, dtype=np.float64))
+        centred = vals - mu if kind == "observed" else vals
+        n_entries = len(vals) if kind == "observed" else float(np.prod(shape, dtype=np.float64))
+        target = float(np.square(centred).sum() / n_entries)
+        if self.init == "svd":
+            bases = self._svd_init(idx, centred, shape, R, rng)
+        else:
+            scale = 0.5 * (max(target, 1e-12) / R) ** (1.0 / (2 * K))
+            bases = [scale * rng.randn(n, R) for n in shape]
+
+        states = []
+        for t in range(K):
+            dev = self.devices_[t]
+            base = torch.as_tensor(bases[t], dtype=dtype).to(dev).requires_grad_(True)
+            has_graph = graphs[t] is not None and graphs[t].nnz > 0
+            net = None
+            if self.diffusion_steps > 0:
+                order = self.cheb_order if has_graph else 1  # no graph: T_0 = I only
+                net = _Diffusion(R, self.hidden_size, order, self.diffusion_steps, dev, dtype)
+                net.reset(gen)
+            aug = bias = None
+            bias_col = None
+            if self.fit_intercept:
+                aug = torch.ones(shape[t], K + 1, dtype=dtype)
+                if t == 0:
+                    aug[:, 0] = mu
+                aug = aug.to(dev)
+                bias = torch.zeros(shape[t], dtype=dtype, device=dev, requires_grad=True)
+                bias_col = t + 1
+            L = L_tilde = None
+            if has_graph:
+                Lsp = normalized_laplacian(graphs[t])
+                L = to_torch_sparse(Lsp, dev, dtype)
+                if net is not None and self.cheb_order > 1:
+                    L_tilde = to_torch_sparse(rescaled_laplacian(Lsp), dev, dtype)
+            data = TensorData(idx, vals, shape, kind, dev, dtype)
+            states.append(_ModeState(t, base=base, net=net, bias=bias, aug=aug,
+                                     bias_col=bias_col, L=L, L_tilde=L_tilde, data=data,
+                                     lam=float(self.lam), alpha=float(self.alpha),
+                                     lr=float(self.learning_rate_init), device=dev))
+        with torch.no_grad():
+            factors = [s.factor().detach().clone() for s in states]
+        self._states, self._factors = states, factors
+        best = {}
+
+        def step(epoch):
+            new = list(self._factors)
+            losses = []
+            for t, state in enumerate(states):
+                source = self._factors if self.update == "jacobi" else new
+                new[t], loss_t = update_mode(t, source, state, self.n_inner_iter)
+                losses.append(loss_t)
+            self._factors = new
+            return self._objective(states, new, losses)
+
+        validation = on_improvement = None
+        if val_data is not None:
+            def validation():
+                facs = [f.to(self.devices_[0]) for f in self._factors]
+                return float(np.sqrt(data_loss(facs, val_data) / val_data.nnz))
+
+            def on_improvement():
+                best["factors"] = [f.clone() for f in self._factors]
+
+        hist = fit_loop(step, max_iter=self.max_iter, tol=self.tol,
+                        n_iter_no_change=self.n_iter_no_change, verbose=self.verbose,
+                        desc="HyperLearn", estimator="HyperLearn",
+                        validation=validation, on_improvement=on_improvement)
+        factors = best.get("factors", self._factors)
+        self.loss_curve_ = hist.loss
+        self.loss_terms_ = hist.terms
+        self.n_iter_ = hist.n_iter
+        self.shape_ = shape
+        self._kind = kind
+        aug = [as_numpy(f).astype(dtype_np(dtype)) for f in factors]
+        self.factors_ = [a[:, :R].copy() for a in aug]
+        if self.fit_intercept:
+            self.biases_ = {"mean": mu, "modes": [a[:, R + 1 + t].copy()
+                                                  for t, a in enumerate(aug)]}
+        else:
+            self.biases_ = None
+        self.n_features_in_ = len(mm.views)
+        self._n_views = len(mm.views)
+        self._n_features_out = R
+        del self._states, self._factors  # the data and optimizers are not kept
+        return self.factors_[0].copy()
+
+    def _objective(self, states, factors, losses):
+        """eq. (10) + penalty with the factors after a sweep, and each mode's loss_t."""
+        terms = {}
+        with torch.no_grad():
+            d0 = states[0].data
+            facs = [f.to(d0.indices.device) for f in factors]
+            data = data_loss(facs, d0)
+            graph = pen = 0.0
+            R = self.n_components
+            for s, f in zip(states, factors, strict=True):
+                core = f[:, :R]
+                g, p = s.regularizers(core)
+                graph += float(g)
+                pen += float(p)
+        terms["data"] = data
+        terms["graph"] = graph
+        terms["penalty"] = pen
+        for t, lt in enumerate(losses):
+            terms[f"mode{t}"] = float(lt)
+        terms["loss"] = self.lam * data + graph + pen
+        return terms
+
+    # ---- the fitted model --------------------------------------------------------------
+
+    def _augmented(self):
+        """The fitted augmented factors (NumPy), as in the fit."""
+        K, R = len(self.factors_), self.n_components
+        if self.biases_ is None:
+            return [f.astype(np.float64) for f in self.factors_]
+        out = []
+        for t, f in enumerate(self.factors_):
+            aug = np.ones((f.shape[0], K + 1))
+            if t == 0:
+                aug[:, 0] = self.biases_["mean"]
+            aug[:, t + 1] = self.biases_["modes"][t]
+            out.append(np.hstack([f.astype(np.float64), aug]))
+        assert out[0].shape[1] == R + K + 1
+        return out
+
+    def _fold_in(self, X):
+        """Augmented mode-0 factor of new items (least squares, other factors frozen)."""
+        check_is_fitted(self)
+        mm, tensor, _ = _split_input(X)
+        if len(mm.views) != self._n_views:
+            raise ValueError(
+                f"X has {len(mm.views)} view(s) {mm.names} but the model was fitted on "
+                f"{self._n_views}."
+            )
+        idx, vals, shape, kind = _as_coordinates(tensor, mm.names[0], self.missing)
+        if tuple(shape[1:]) != tuple(self.shape_[1:]):
+            raise ValueError(
+                f"View {mm.names[0]!r} has shape {tuple(shape)}; the model was fitted on a "
+                f"tensor of shape {self.shape_}, so expected (n_samples, "
+                f"{', '.join(map(str, self.shape_[1:]))})."
+            )
+        dtype = _DTYPES[self.dtype]
+        dev = self.devices_[0]
+        aug = self._augmented()
+        R, K, n = self.n_components, len(shape), shape[0]
+        free = list(range(R)) + ([R + 1] if self.biases_ is not None else [])
+        fixed = [c for c in range(aug[0].shape[1]) if c not in free]
+        facs = [torch.as_tensor(a, dtype=torch.float64, device=dev) for a in aug]
+        fixed_vals = facs[0][0, fixed] if fixed else None  # same for every row of mode 0
+        facs[0] = torch.zeros(n, aug[0].shape[1], dtype=torch.float64, device=dev)
+        if fixed:
+            facs[0][:, fixed] = fixed_vals
+        ridge = self.alpha / (2 * self.lam)
+        t_idx = torch.as_tensor(idx, device=dev)
+        t_vals = torch.as_tensor(vals, dtype=torch.float64, device=dev)
+        if kind == "full":
+            H = None
+            for B in facs[1:]:
+                G = B.T @ B
+                H = G if H is None else H * G
+            M = mttkrp(t_idx, t_vals, facs, 0)
+            rhs = M[:, free]
+            if fixed:
+                rhs = rhs - fixed_vals[None, :] @ H[fixed][:, free]
+            A = H[free][:, free]
+            A = A + (ridge + 1e-10 * float(torch.diagonal(A).mean() + 1)) * torch.eye(
+                len(free), dtype=A.dtype, device=dev)
+            sol = torch.linalg.solve(A, rhs.T).T
+        else:
+            F = len(free)
+            Amat = torch.zeros(n, F, F, dtype=torch.float64, device=dev)
+            rhs = torch.zeros(n, F, dtype=torch.float64, device=dev)
+            for s in range(0, len(vals), 1 << 16):
+                sl = slice(s, s + (1 << 16))
+                prod = None
+                for m in range(1, K):
+                    rows = facs[m][t_idx[sl, m]]
+                    prod = rows if prod is None else prod * rows
+                y = t_vals[sl]
+                if fixed:
+                    y = y - (prod[:, fixed] * fixed_vals[None, :]).sum(1)
+                pf = prod[:, free]
+                r0 = t_idx[sl, 0]
+                Amat.index_add_(0, r0, pf[:, :, None] * pf[:, None, :])
+                rhs.index_add_(0, r0, pf * y[:, None])
+            Amat = Amat + max(ridge, 1e-8) * torch.eye(F, dtype=torch.float64, device=dev)
+            L, info = torch.linalg.cholesky_ex(Amat)
+            if bool((info != 0).any()):
+                sol = torch.linalg.lstsq(Amat, rhs[..., None]).solution[..., 0]
+            else:
+                sol = torch.cholesky_solve(rhs[..., None], L)[..., 0]
+        facs[0][:, free] = sol
+        data = TensorData(idx, vals, shape, kind, dev, torch.float64)
+        return facs, data, dtype
+
+    def transform(self, X):
+        """Embed new mode-0 items: their factor folded in from their entries.
+
+        Parameters
+        ----------
+        X : ndarray, torch.Tensor, SciPy sparse matrix, SparseTensor or MultiModal
+            The entries of the new items (shape ``(n_samples, N_2, ..., N_K)``).
+
+        Returns
+        -------
+        embedding : ndarray of shape (n_samples, n_components)
+            In the model's ``dtype``.
+        """
+        facs, _, dtype = self._fold_in(X)
+        return as_numpy(facs[0][:, : self.n_components]).astype(dtype_np(dtype))
+
+    def score(self, X, y=None):
+        """Negative mean squared reconstruction error of ``X`` after folding it in.
+
+        Parameters
+        ----------
+        X : ndarray, torch.Tensor, SciPy sparse matrix, SparseTensor or MultiModal
+            Entries of mode-0 items (new or seen).
+        y : Ignored
+            Not used, present for API consistency.
+
+        Returns
+        -------
+        score : float
+            Minus the mean squared error over the entries the loss runs over (every
+            entry, or the observed ones), higher is better.
+        """
+        facs, data, _ = self._fold_in(X)
+        with torch.no_grad():
+            return -float(data_loss(facs, data)) / max(data.n_entries, 1)
+
+    def predict_entries(self, coords):
+        """Predicted values of the tensor at the given coordinates.
+
+        Parameters
+        ----------
+        coords : array-like of int, shape (n_entries, K)
+            Indices into the fitted tensor (mode 0 = the training samples).
+
+        Returns
+        -------
+        values : ndarray of float64, shape (n_entries,)
+        """
+        check_is_fitted(self)
+        coords = np.asarray(coords)
+        K = len(self.shape_)
+        if coords.ndim != 2 or coords.shape[1] != K or not (
+            np.issubdtype(coords.dtype, np.integer) or coords.size == 0
+        ):
+            raise ValueError(
+                f"coords must be an integer array of shape (n_entries, {K}); got shape "
+                f"{coords.shape} and dtype {coords.dtype}."
+            )
+        if coords.size and ((coords < 0).any() or (coords >= np.asarray(self.shape_)).any()):
+            raise ValueError(f"coords out of range for the fitted tensor of shape "
+                             f"{self.shape_}.")
+        facs = [torch.as_tensor(a) for a in self._augmented()]
+        with torch.no_grad():
+            return cp_entries(torch.as_tensor(coords.astype(np.int64)), facs).numpy()
+
+
+def dtype_np(dtype):
+    return np.float32 if dtype == torch.float32 else np.float64
+

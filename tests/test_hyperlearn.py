@@ -1,0 +1,372 @@
+import pickle
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import tensorly as tl
+import torch
+from sklearn.metrics import adjusted_rand_score
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import Pipeline
+from sklearn.utils._param_validation import InvalidParameterError
+
+from mmfactor import HyperLearn, MultiModal, SparseTensor
+from mmfactor.datasets import make_hypergraph
+from mmfactor.factorization._cp import (
+    TensorData,
+    cp_entries,
+    cp_norm_sq,
+    data_loss,
+    mode_loss_grad,
+    mttkrp,
+)
+
+FAST = dict(diffusion_steps=0, max_iter=30, tol=0, random_state=0)
+
+
+def _dense_cp(factors):
+    return tl.cp_to_tensor((np.ones(factors[0].shape[1]), [f.numpy() for f in factors]))
+
+
+def _random_problem(shape=(6, 5, 4), rank=3, density=0.3, seed=0):
+    rng = np.random.RandomState(seed)
+    dense = rng.rand(*shape) * (rng.rand(*shape) < density)
+    X = SparseTensor.from_dense(dense)
+    factors = [torch.as_tensor(rng.randn(n, rank)) for n in shape]
+    return dense, X, factors
+
+
+# ---- the sparse kernels -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(6, 5), (6, 5, 4), (4, 3, 5, 2)])
+def test_loss_identity_matches_dense(shape):
+    dense, X, factors = _random_problem(shape)
+    data = TensorData(X.indices, X.values, X.shape, "full", "cpu", torch.float64)
+    expected = ((dense - _dense_cp(factors)) ** 2).sum()
+    np.testing.assert_allclose(data_loss(factors, data), expected, rtol=1e-10)
+    np.testing.assert_allclose(float(cp_norm_sq(factors)), (_dense_cp(factors) ** 2).sum(),
+                               rtol=1e-10)
+    for t in range(len(shape)):
+        loss, _ = mode_loss_grad(t, factors, data)
+        np.testing.assert_allclose(float(loss), expected, rtol=1e-10)
+
+
+def test_observed_loss_matches_masked_dense():
+    dense, X, factors = _random_problem((6, 5, 4))
+    data = TensorData(X.indices, X.values, X.shape, "observed", "cpu", torch.float64)
+    mask = dense != 0
+    expected = (((dense - _dense_cp(factors)) ** 2) * mask).sum()
+    np.testing.assert_allclose(data_loss(factors, data), expected, rtol=1e-10)
+    np.testing.assert_allclose(cp_entries(torch.as_tensor(X.indices), factors).numpy(),
+                               _dense_cp(factors)[mask], rtol=1e-10)
+
+
+@pytest.mark.parametrize("kind", ["full", "observed"])
+@pytest.mark.parametrize("shape", [(6, 5), (6, 5, 4), (4, 3, 5, 2)])
+def test_sparse_gradient_matches_autograd_on_dense(kind, shape):
+    dense, X, factors = _random_problem(shape, seed=1)
+    data = TensorData(X.indices, X.values, X.shape, kind, "cpu", torch.float64)
+    D = torch.as_tensor(dense)
+    mask = torch.ones_like(D) if kind == "full" else (D != 0).double()
+    for t in range(len(shape)):
+        leaf = [f.clone().requires_grad_(s == t) for s, f in enumerate(factors)]
+        letters = "abcdefg"[: len(shape)]
+        rec = torch.einsum(",".join(f"{c}r" for c in letters) + "->" + letters, *leaf)
+        (((D - rec) ** 2) * mask).sum().backward()
+        _, grad = mode_loss_grad(t, factors, data)
+        np.testing.assert_allclose(grad.numpy(), leaf[t].grad.numpy(), rtol=1e-8, atol=1e-10)
+
+
+def test_mttkrp_matches_unfolding_times_khatri_rao():
+    dense, X, factors = _random_problem((6, 5, 4), seed=2)
+    idx, vals = torch.as_tensor(X.indices), torch.as_tensor(X.values)
+    np_f = [f.numpy() for f in factors]
+    for t in range(3):
+        expected = tl.unfold(dense, t) @ tl.tenalg.khatri_rao(np_f, skip_matrix=t)
+        np.testing.assert_allclose(mttkrp(idx, vals, factors, t, chunk=7).numpy(), expected,
+                                   rtol=1e-10)
+
+
+# ---- SparseTensor -----------------------------------------------------------------------
+
+
+def test_sparse_tensor_canonical_form_and_row_indexing():
+    T = SparseTensor([[1, 0, 2], [0, 1, 1], [1, 0, 2]], [1.0, 2.0, 3.0], shape=(3, 2, 3))
+    assert T.nnz == 2 and T.to_dense()[1, 0, 2] == 4.0  # duplicates summed
+    dense = np.random.RandomState(0).rand(5, 3, 2) * (np.random.RandomState(1).rand(5, 3, 2)
+                                                      > 0.5)
+    S = SparseTensor.from_dense(dense)
+    for key in ([3, 0, 3], slice(1, 4), np.array([True, False, True, False, True])):
+        np.testing.assert_array_equal(S[key].to_dense(), dense[key])
+    np.testing.assert_array_equal(S[2].to_dense(), dense[[2]])
+    stacked = SparseTensor.concatenate([S[i] for i in [4, 1]])
+    np.testing.assert_array_equal(stacked.to_dense(), dense[[4, 1]])
+    assert len(S) == 5 and S.ndim == 3
+
+
+def test_sparse_tensor_errors():
+    with pytest.raises(ValueError, match=r"indices must have shape \(nnz, K\) with K >= 2"):
+        SparseTensor(np.zeros((3, 1), dtype=int))
+    with pytest.raises(ValueError, match=r"values have shape \(2,\); expected \(3,\)"):
+        SparseTensor(np.zeros((3, 2), dtype=int), np.ones(2))
+    with pytest.raises(ValueError, match="index 5 in mode 1 is out of range"):
+        SparseTensor([[0, 5]], [1.0], shape=(2, 3))
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        SparseTensor([[0, 1]], [np.nan], shape=(2, 3))
+    with pytest.raises(ValueError, match="must be >= 0"):
+        SparseTensor([[0, -1]], [1.0], shape=(2, 3))
+    with pytest.raises(ValueError, match="has 3 modes but indices have 2"):
+        SparseTensor([[0, 1]], [1.0], shape=(2, 3, 4))
+    with pytest.raises(TypeError, match="must be integers"):
+        SparseTensor([[0, 1.5]], [1.0], shape=(2, 3))
+    with pytest.raises(IndexError, match="mode-0 indexing only"):
+        SparseTensor([[0, 1]], [1.0], shape=(2, 3))[0, 1]
+
+
+# ---- the estimator ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def hyper():
+    return make_hypergraph((40, 30, 20), n_communities=3, n_hyperedges=1500, p_in=0.9,
+                           graph_degree=4, random_state=0)
+
+
+@pytest.mark.parametrize("net", [dict(diffusion_steps=0, update="gauss-seidel"),
+                                 dict(diffusion_steps=2, hidden_size=8, n_inner_iter=3)])
+def test_recovers_planted_communities(hyper, net):
+    model = HyperLearn(n_components=3, graphs=hyper.graphs, max_iter=60, tol=0,
+                       learning_rate_init=0.05, random_state=0, **net)
+    model.fit(hyper.X)
+    for f, lab in zip(model.factors_, hyper.labels, strict=True):
+        assert adjusted_rand_score(lab, np.abs(f).argmax(1)) > 0.9
+    assert model.loss_curve_[-1] < model.loss_curve_[0]
+    assert {"data", "graph", "penalty", "mode0", "mode1", "mode2"} <= set(model.loss_terms_)
+
+
+def _neighbour_spread(F, W):
+    """Mean squared distance between graph neighbours over that between random pairs."""
+    F = F / np.linalg.norm(F, axis=1, keepdims=True).clip(1e-12)
+    r, c = W.nonzero()
+    near = ((F[r] - F[c]) ** 2).sum(1).mean()
+    allp = ((F[:, None] - F[None]) ** 2).sum(-1).mean()
+    return near / allp
+
+
+def test_laplacian_term_pulls_neighbours_together():
+    # no community signal in the tensor (p_in=0): only the graph can align neighbours
+    data = make_hypergraph((40, 30, 20), n_communities=4, n_hyperedges=800, p_in=0.0,
+                           graph_degree=4, graph_p_in=1.0, random_state=1)
+    kw = dict(n_components=4, diffusion_steps=0, max_iter=80, tol=0,
+              learning_rate_init=0.05, random_state=0)
+    plain = HyperLearn(**kw).fit(data.X)
+    graphs = [data.graphs[0], None, None]
+    smooth = HyperLearn(lam=0.01, graphs=graphs, **kw).fit(data.X)
+    before = _neighbour_spread(plain.factors_[0], data.graphs[0])
+    after = _neighbour_spread(smooth.factors_[0], data.graphs[0])
+    assert after < 0.3 * before
+    assert smooth.loss_terms_["graph"][-1] < smooth.loss_terms_["graph"][0]
+
+
+@pytest.mark.parametrize("update", ["jacobi", "gauss-seidel"])
+def test_update_orders_run_and_differ(hyper, update):
+    a = HyperLearn(n_components=3, update=update, **FAST).fit(hyper.X)
+    b = HyperLearn(n_components=3, update="jacobi", **FAST).fit(hyper.X)
+    assert (update == "jacobi") == all(np.array_equal(x, y) for x, y in
+                                       zip(a.factors_, b.factors_, strict=True))
+
+
+def test_same_random_state_is_bit_identical(hyper):
+    kw = dict(n_components=3, graphs=hyper.graphs, diffusion_steps=1, hidden_size=4,
+              max_iter=5, tol=0)
+    a = HyperLearn(random_state=3, **kw).fit(hyper.X)
+    b = HyperLearn(random_state=3, **kw).fit(hyper.X)
+    c = HyperLearn(random_state=4, **kw).fit(hyper.X)
+    for x, y in zip(a.factors_, b.factors_, strict=True):
+        np.testing.assert_array_equal(x, y)
+    assert not np.array_equal(a.factors_[0], c.factors_[0])
+    assert a.loss_curve_ == b.loss_curve_
+
+
+def test_dense_input_and_fold_in_of_new_rows():
+    rng = np.random.RandomState(0)
+    true = [rng.rand(n, 2) for n in (30, 6, 5)]
+    dense = tl.cp_to_tensor((np.ones(2), true))
+    model = HyperLearn(n_components=2, diffusion_steps=0, max_iter=400, tol=0,
+                       learning_rate_init=0.05, random_state=0)
+    emb = model.fit_transform(dense[:20])
+    assert emb.shape == (20, 2) and emb.dtype == np.float32
+    new = model.transform(dense[20:])
+    assert new.shape == (10, 2) and new.dtype == np.float32
+    # the folded-in rows reconstruct the unseen slices far better than zeros do
+    assert -model.score(dense[20:]) < 0.01 * (dense[20:] ** 2).mean()
+    assert model.score(dense[:20]) > -0.01 * (dense[:20] ** 2).mean()
+
+
+def test_matrix_completion_with_nan_and_intercept():
+    rng = np.random.RandomState(0)
+    full = rng.rand(60, 2) @ rng.rand(2, 40) + 3.0
+    mask = rng.rand(*full.shape) < 0.5
+    X = np.where(mask, full, np.nan)
+    model = HyperLearn(n_components=2, fit_intercept=True, diffusion_steps=0, max_iter=300,
+                       tol=0, learning_rate_init=0.03, random_state=0).fit(X)
+    held = np.argwhere(~mask)
+    pred = model.predict_entries(held)
+    rmse = np.sqrt(((pred - full[~mask]) ** 2).mean())
+    base = np.sqrt(((full[mask].mean() - full[~mask]) ** 2).mean())
+    assert rmse < 0.3 * base
+    assert model.biases_["mean"] == pytest.approx(full[mask].mean(), rel=1e-6)
+    assert [b.shape for b in model.biases_["modes"]] == [(60,), (40,)]
+
+
+def test_sparse_matrix_unobserved_vs_zero():
+    rng = np.random.RandomState(0)
+    M = sp.random(30, 20, density=0.3, random_state=0, format="csr") * 4 + 0
+    M.data += 1
+    unobs = HyperLearn(n_components=2, missing="unobserved", **FAST).fit(M)
+    zero = HyperLearn(n_components=2, missing="zero", **FAST).fit(M)
+    coords = np.argwhere(M.toarray() == 0)[:50]
+    # the zero model predicts the unstored entries near 0, the completion model does not
+    assert np.abs(zero.predict_entries(coords)).mean() < np.abs(
+        unobs.predict_entries(coords)).mean()
+    assert rng is not None
+
+
+def test_early_stopping_keeps_best_sweep():
+    rng = np.random.RandomState(0)
+    full = rng.rand(50, 3) @ rng.rand(3, 40)
+    X = np.where(rng.rand(*full.shape) < 0.3, full, np.nan)
+    model = HyperLearn(n_components=8, diffusion_steps=0, max_iter=100, tol=1e-3,
+                       n_iter_no_change=5, early_stopping=True, learning_rate_init=0.05,
+                       random_state=0)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.fit(X)
+    val = model.loss_terms_["validation"]
+    assert len(val) == model.n_iter_
+
+
+def test_input_not_modified(hyper):
+    before_idx, before_val = hyper.X.indices.copy(), hyper.X.values.copy()
+    dense = np.where(np.random.RandomState(0).rand(8, 6) < 0.5, 1.0, np.nan)
+    copy = dense.copy()
+    HyperLearn(n_components=2, missing="unobserved", **FAST).fit(hyper.X)
+    HyperLearn(n_components=2, **FAST).fit(dense)
+    np.testing.assert_array_equal(hyper.X.indices, before_idx)
+    np.testing.assert_array_equal(hyper.X.values, before_val)
+    np.testing.assert_array_equal(dense, copy)
+
+
+def test_predict_entries_any_order(hyper):
+    model = HyperLearn(n_components=3, **FAST).fit(hyper.X)
+    coords = hyper.X.indices[:7]
+    expected = sum(np.prod([f[coords[:, t], r] for t, f in enumerate(model.factors_)], 0)
+                   for r in range(3))
+    np.testing.assert_allclose(model.predict_entries(coords), expected, rtol=1e-5)
+    with pytest.raises(ValueError, match=r"integer array of shape \(n_entries, 3\)"):
+        model.predict_entries(np.zeros((2, 2), dtype=int))
+    with pytest.raises(ValueError, match=r"integer array of shape"):
+        model.predict_entries(np.zeros((2, 3)))
+    with pytest.raises(ValueError, match=r"out of range for the fitted tensor of shape"):
+        model.predict_entries([[0, 0, 20]])
+
+
+def test_pipeline_and_grid_search_over_mode0_items(hyper):
+    from sklearn.linear_model import LogisticRegression
+
+    X = MultiModal(hyper.X, shared={"graphs": [None, hyper.graphs[1], hyper.graphs[2]]})
+    pipe = Pipeline([("emb", HyperLearn(n_components=3, diffusion_steps=0, max_iter=40,
+                                        tol=0, learning_rate_init=0.05, random_state=0)),
+                     ("clf", LogisticRegression())])
+    search = GridSearchCV(pipe, {"emb__n_components": [2, 3]}, cv=3).fit(X, hyper.labels[0])
+    assert search.best_score_ > 0.8
+    # mode 0's graph from features given as a further, row-aligned view
+    feats = np.eye(3)[hyper.labels[0]] + 0.1 * np.random.RandomState(0).randn(40, 3)
+    X2 = MultiModal(hyper.X, feats)
+    model = HyperLearn(n_components=3, **FAST).fit(X2[np.arange(30)])
+    assert model.factors_[0].shape == (30, 3)
+    assert model.transform(X2[np.arange(30, 40)]).shape == (10, 3)
+
+
+def test_persistence(hyper):
+    model = HyperLearn(n_components=3, graphs=hyper.graphs, diffusion_steps=1, hidden_size=4,
+                       max_iter=3, tol=0, random_state=0).fit(hyper.X)
+    clone = pickle.loads(pickle.dumps(model))
+    np.testing.assert_array_equal(clone.transform(hyper.X), model.transform(hyper.X))
+    np.testing.assert_array_equal(clone.predict_entries(hyper.X.indices[:5]),
+                                  model.predict_entries(hyper.X.indices[:5]))
+    assert list(clone.get_feature_names_out()) == ["hyperlearn0", "hyperlearn1", "hyperlearn2"]
+
+
+def test_convergence_warning_and_tol(hyper):
+    from sklearn.exceptions import ConvergenceWarning
+
+    with pytest.warns(ConvergenceWarning, match="max_iter=2"):
+        HyperLearn(n_components=2, diffusion_steps=0, max_iter=2, random_state=0).fit(hyper.X)
+
+
+# ---- errors ---------------------------------------------------------------------------------
+
+
+def test_errors(hyper):
+    X = hyper.X
+    with pytest.raises(ValueError, match=r"graphs has 2 entries; expected one per mode of the "
+                                         r"tensor of shape \(40, 30, 20\) \(3\)"):
+        HyperLearn(graphs=[None, None], **FAST).fit(X)
+    with pytest.raises(ValueError, match=r"graphs\[1\] has shape \(20, 20\) but its mode has "
+                                         "30 items"):
+        HyperLearn(graphs=[None, hyper.graphs[2], None], **FAST).fit(X)
+    with pytest.raises(ValueError, match=r"graphs\[0\] has shape \(30, 30\) but mode 0 has 40 "
+                                         "items"):
+        HyperLearn(graphs=[hyper.graphs[1], None, None], **FAST).fit(X)
+    asym = sp.triu(hyper.graphs[2]).tocsr()
+    with pytest.raises(ValueError, match=r"graphs\[2\] of shape \(20, 20\) is not symmetric"):
+        HyperLearn(graphs=[None, None, asym], **FAST).fit(X)
+    with pytest.raises(TypeError, match="must be a list with one graph"):
+        HyperLearn(**FAST).fit(MultiModal(X, shared={"graphs": "knn"}))
+    with pytest.raises(ValueError, match=r"features of mode 1 have shape \(5, 2\); expected "
+                                         r"\(30, n_features\)"):
+        HyperLearn(**FAST).fit(MultiModal(X, shared={"features": [None, np.ones((5, 2)),
+                                                                  None]}))
+    with pytest.raises(ValueError, match="expected at least 2 dimensions"):
+        HyperLearn(**FAST).fit(np.ones(5))
+    with pytest.raises(ValueError, match=r"shape \(6, 4\) is all zeros"):
+        HyperLearn(**FAST).fit(np.zeros((6, 4)))
+    with pytest.raises(ValueError, match="has no observed entry"):
+        HyperLearn(missing="unobserved", **FAST).fit(SparseTensor(np.zeros((0, 2), int),
+                                                                  shape=(4, 3)))
+    with pytest.raises(ValueError, match="early_stopping=True needs observed entries"):
+        HyperLearn(early_stopping=True, **FAST).fit(X)
+    with pytest.raises(ValueError, match="devices has 2 entries; expected one per modality"):
+        HyperLearn(devices=["cpu", "cpu"], **FAST).fit(X)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="'cuda:0' was requested but this machine has 0"):
+            HyperLearn(devices=["cpu", "cuda:0", "cpu"], **FAST).fit(X)
+    with pytest.raises(InvalidParameterError, match="update"):
+        HyperLearn(update="random").fit(X)
+    model = HyperLearn(n_components=2, **FAST).fit(X)
+    with pytest.raises(ValueError, match=r"has shape \(4, 30, 21\); the model was fitted on a "
+                                         r"tensor of shape \(40, 30, 20\), so expected "
+                                         r"\(n_samples, 30, 20\)"):
+        model.transform(SparseTensor([[0, 0, 0]], [1.0], shape=(4, 30, 21)))
+    with pytest.raises(ValueError, match=r"X has 2 view\(s\)"):
+        model.transform(MultiModal(X, np.ones((40, 2))))
+    from sklearn.exceptions import NotFittedError
+    with pytest.raises(NotFittedError):
+        HyperLearn().transform(X)
+
+
+@pytest.mark.cuda
+def test_cuda_devices_per_mode(hyper):
+    devices = ["cuda:0", "cpu", "cuda:0"]
+    model = HyperLearn(n_components=3, graphs=hyper.graphs, diffusion_steps=1, hidden_size=4,
+                       max_iter=5, tol=0, random_state=0, devices=devices).fit(hyper.X)
+    cpu = HyperLearn(n_components=3, graphs=hyper.graphs, diffusion_steps=1, hidden_size=4,
+                     max_iter=5, tol=0, random_state=0).fit(hyper.X)
+    for a, b in zip(model.factors_, cpu.factors_, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-3)
+    assert [d.type for d in model.devices_] == ["cuda", "cpu", "cuda"]
+    clone = pickle.loads(pickle.dumps(model))
+    assert clone.transform(hyper.X).shape == (40, 3)
