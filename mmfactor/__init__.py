@@ -5,7 +5,6 @@ per entity from several views of the same entities, in torch (CPU or CUDA).
 """
 
 from ._graph import knn_graph, normalized_laplacian
-from ._graph import knn_graph, normalized_laplacian
 from ._multimodal import MultiModal
 from .factorization import CMF, DFMF
 from .neural import DCMF, MMEDA

@@ -1,8 +1,6 @@
 """Factorization models: collective matrix factorization and its relatives."""
 
 from ._cmf import CMF
-from ._cp import SparseTensor
-from ._hyperlearn import HyperLearn
 from ._dfmf import DFMF
 from ._cp import SparseTensor
 from ._hyperlearn import HyperLearn
