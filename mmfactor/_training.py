@@ -4,39 +4,172 @@ A model supplies ``step(epoch) -> dict`` that performs one sweep (an ALS sweep, 
 multiplicative update, an epoch of mini-batches) and returns the loss terms of that sweep,
 with the total under ``"loss"``. :func:`fit_loop` owns everything around it: the progress
 bar, the stopping rule (``tol`` and ``n_iter_no_change``), the NaN/inf guard, the
-``ConvergenceWarning`` and the loss history.
+``ConvergenceWarning``, the loss history, and the faults:
+
+* **Ctrl-C** (``KeyboardInterrupt``) after at least one complete sweep stops the loop,
+  sets ``History.interrupted`` and warns (:class:`FitInterruptedWarning`); the model
+  then finishes its ``fit`` as after convergence, with the best parameters so far (the
+  state saved by ``on_improvement`` and put back by ``on_interrupt``, or, for a model
+  that keeps no snapshot, the state when the interrupt arrived, whose last complete
+  sweep is the best one for the monotone solvers). A ``KeyboardInterrupt`` before any
+  sweep completed propagates, and the estimator is left **unfitted**.
+* A **non-finite loss** raises :class:`NonFiniteLossError` with what to change.
+* **Out of memory** (``torch.OutOfMemoryError``, the CPU allocator's ``RuntimeError``,
+  ``MemoryError``) raises :class:`FitOutOfMemoryError` naming the sweep, the size torch
+  tried to allocate, the memory in use on each CUDA device and the model's size
+  parameters.
+
+Whenever an exception (interrupt, non-finite loss, out of memory, a bug) escapes the
+loop during a ``fit``, every fitted attribute (``name_``) the estimator set so far is
+removed, so that it is never half-fitted: :func:`sklearn.utils.validation.check_is_fitted`
+then fails as it does before ``fit``. The estimator is the one passed as ``estimator=``
+(an estimator object), or else the ``self`` of the ``fit*`` method that called
+:func:`fit_loop` (found on the call stack).
 """
 
 from __future__ import annotations
 
 import math
+import re
+import sys
 import warnings
 from dataclasses import dataclass, field
 
 from sklearn.exceptions import ConvergenceWarning
 
-__all__ = ["fit_loop", "History", "NonFiniteLossError"]
+__all__ = [
+    "fit_loop",
+    "History",
+    "NonFiniteLossError",
+    "FitInterruptedWarning",
+    "FitOutOfMemoryError",
+    "clear_fitted",
+]
 
 
 class NonFiniteLossError(FloatingPointError, ValueError):
     """The training loss became NaN or infinite."""
 
 
+class FitInterruptedWarning(UserWarning):
+    """``fit`` was stopped by a ``KeyboardInterrupt``; the best parameters so far are kept."""
+
+
+class FitOutOfMemoryError(MemoryError):
+    """A device ran out of memory during training; the message gives the sizes."""
+
+
 @dataclass
 class History:
-    """What :func:`fit_loop` recorded: ``loss`` (one total per sweep), the terms, n_iter."""
+    """What :func:`fit_loop` recorded.
+
+    ``loss`` (one total per sweep), ``terms`` (per-term losses), ``n_iter``, ``converged``,
+    ``interrupted`` (a ``KeyboardInterrupt`` stopped the loop) and ``best_iter`` (the
+    1-based sweep with the best monitored loss, 0 before any sweep).
+    """
 
     loss: list = field(default_factory=list)
     terms: dict = field(default_factory=dict)
     n_iter: int = 0
     converged: bool = False
     interrupted: bool = False
+    best_iter: int = 0
 
     def record(self, losses):
         self.loss.append(float(losses["loss"]))
         for k, v in losses.items():
             if k != "loss":
                 self.terms.setdefault(k, []).append(float(v))
+
+
+def _is_estimator(obj):
+    from sklearn.base import BaseEstimator
+
+    return isinstance(obj, BaseEstimator)
+
+
+def _calling_estimator(max_depth=6):
+    """The ``self`` of the nearest ``fit*`` method on the call stack, if an estimator.
+
+    Only frames of functions whose name contains ``"fit"`` count: a loop run by
+    ``transform`` (a fold-in) must never unfit the model.
+    """
+    frame = sys._getframe(2)
+    for _ in range(max_depth):
+        if frame is None:
+            return None
+        obj = frame.f_locals.get("self")
+        if _is_estimator(obj):
+            return obj if "fit" in frame.f_code.co_name else None
+        frame = frame.f_back
+    return None
+
+
+def clear_fitted(estimator):
+    """Remove every fitted attribute (``name_``) of ``estimator``: it is unfitted again.
+
+    The criterion is scikit-learn's ``check_is_fitted``: an attribute whose name ends
+    with ``_`` and does not start with ``__``.
+    """
+    for key in [k for k in vars(estimator) if k.endswith("_") and not k.startswith("__")]:
+        delattr(estimator, key)
+
+
+_OOM_PATTERNS = ("out of memory", "can't allocate memory", "cannot allocate memory",
+                 "failed to allocate")
+
+
+def _is_oom(exc):
+    import torch
+
+    oom_type = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda,
+                                                                   "OutOfMemoryError", ())
+    if isinstance(exc, MemoryError) or (oom_type and isinstance(exc, oom_type)):
+        return True
+    return isinstance(exc, RuntimeError) and any(p in str(exc).lower() for p in _OOM_PATTERNS)
+
+
+def _fmt_bytes(n):
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if abs(n) < 1024 or unit == "PiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n} B"  # pragma: no cover
+
+
+def _oom_message(name, epoch, exc, est):
+    import torch
+
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    parts = [f"{name}: out of memory during iteration {epoch + 1}"]
+    m = re.search(r"[Tt]ried to allocate ([0-9.]+ ?[KMGTP]?i?B)", text)
+    if m:
+        parts.append(f"torch tried to allocate {m.group(1)}")
+    else:
+        m = re.search(r"allocate (?:memory: you tried to allocate )?(\d+) bytes", text)
+        if m:
+            parts.append(f"torch tried to allocate {_fmt_bytes(int(m.group(1)))}")
+    detail = [f"({text})"]
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            try:
+                free, total = torch.cuda.mem_get_info(i)
+                detail.append(
+                    f"cuda:{i}: {_fmt_bytes(torch.cuda.memory_allocated(i))} allocated by "
+                    f"tensors, {_fmt_bytes(torch.cuda.memory_reserved(i))} reserved, "
+                    f"{_fmt_bytes(free)} free of {_fmt_bytes(total)}"
+                )
+            except Exception:  # noqa: BLE001 - the report must not fail
+                pass
+    if est is not None:
+        sizes = {k: v for k, v in est.get_params(deep=False).items()
+                 if k in ("n_components", "batch_size", "hidden_layer_sizes", "hidden_size",
+                          "view_components", "devices", "dtype")}
+        detail.append("parameters " + ", ".join(f"{k}={v!r}" for k, v in sizes.items()))
+    return (
+        "; ".join(parts) + ". " + "; ".join(detail) + ". Lower n_components or batch_size, "
+        "use dtype='float32', or place the views on other devices with devices=..."
+    )
 
 
 def fit_loop(
@@ -50,6 +183,7 @@ def fit_loop(
     estimator=None,
     validation=None,
     on_improvement=None,
+    on_interrupt=None,
 ):
     """Run ``step`` until convergence and return a :class:`History`.
 
@@ -69,26 +203,55 @@ def fit_loop(
         ``> 0`` shows a tqdm progress bar with the current loss.
     desc : str
         Label of the progress bar and of the messages.
-    estimator : str, optional
-        Name used in warnings and errors.
+    estimator : str or estimator, optional
+        Name used in warnings and errors, or the estimator itself (its class name is
+        then used, and it is unfitted when an exception escapes the loop). With a
+        string, the estimator is the ``self`` of the calling ``fit*`` method.
     validation : callable, optional
         ``validation() -> float``: a held-out loss monitored instead of the training loss
         (early stopping); recorded in ``terms["validation"]``.
     on_improvement : callable, optional
         Called after a sweep that improved the monitored loss (to keep the best state).
+    on_interrupt : callable, optional
+        Called when a ``KeyboardInterrupt`` stops the loop after at least one complete
+        sweep, before returning: put back the state saved by ``on_improvement``.
+
+    Returns
+    -------
+    History
+        ``interrupted`` is True when a ``KeyboardInterrupt`` stopped the loop.
+
+    Raises
+    ------
+    NonFiniteLossError
+        The loss became NaN or infinite.
+    FitOutOfMemoryError
+        A device ran out of memory in a sweep.
+    KeyboardInterrupt
+        Interrupted before the first sweep completed (the estimator is left unfitted).
     """
     from tqdm.auto import tqdm
 
-    name = estimator or desc
+    if estimator is not None and not isinstance(estimator, str):
+        est, name = estimator, type(estimator).__name__
+    else:
+        est, name = _calling_estimator(), estimator or desc
     hist = History()
     best = math.inf
     no_change = 0
+    epoch = 0
     bar = tqdm(total=max_iter, desc=desc, disable=not verbose, leave=False)
     try:
         for epoch in range(max_iter):
-            losses = dict(step(epoch))
-            if validation is not None:
-                losses["validation"] = float(validation())
+            try:
+                losses = dict(step(epoch))
+                if validation is not None:
+                    losses["validation"] = float(validation())
+            except KeyboardInterrupt:
+                if hist.n_iter == 0:
+                    raise
+                hist.interrupted = True
+                break
             monitored = losses["validation"] if validation is not None else losses["loss"]
             bad = {k: v for k, v in losses.items() if not math.isfinite(float(v))}
             if bad:
@@ -108,13 +271,40 @@ def fit_loop(
                 no_change += 1
             if monitored < best:
                 best = monitored
+                hist.best_iter = epoch + 1
                 if on_improvement is not None:
-                    on_improvement()
+                    try:
+                        on_improvement()
+                    except KeyboardInterrupt:
+                        # the snapshot may be incomplete: the previous one stays valid
+                        hist.interrupted = True
+                        break
             if tol > 0 and no_change >= n_iter_no_change:
                 hist.converged = True
                 break
+    except BaseException as exc:
+        if est is not None:
+            clear_fitted(est)
+        if not isinstance(exc, KeyboardInterrupt) and _is_oom(exc):
+            raise FitOutOfMemoryError(_oom_message(name, epoch, exc, est)) from exc
+        raise
     finally:
         bar.close()
+    if hist.interrupted:
+        if on_interrupt is not None:
+            on_interrupt()
+        kept = (f"the parameters of iteration {hist.best_iter}, the best so far"
+                if on_improvement is not None
+                else f"the parameters reached when interrupted (last complete iteration "
+                     f"{hist.n_iter})")
+        warnings.warn(
+            f"{name}: fit interrupted by KeyboardInterrupt after {hist.n_iter} complete "
+            f"iteration(s) of max_iter={max_iter}; the model keeps {kept}. Call fit again "
+            "to train to convergence.",
+            FitInterruptedWarning,
+            stacklevel=3,
+        )
+        return hist
     if not hist.converged and tol > 0:
         warnings.warn(
             f"{name}: maximum number of iterations max_iter={max_iter} reached before "
