@@ -240,7 +240,8 @@ class DFMF(MultiModalTransformer):
     n_iter_ : int
         Number of sweeps run.
     n_features_in_ : int
-        Number of views seen in ``fit``.
+        Total number of columns of the views that are relations (``X.shape[1]`` for one
+        array); ``view_names_`` lists the views.
 
     See Also
     --------
@@ -389,7 +390,7 @@ class DFMF(MultiModalTransformer):
                                  f"involves; the entity types are {entities}.")
             thetas[ent] = self._theta(ent, spec, mm, by_name, sizes[ent][0],
                                       self.constraint_form)
-        return mm, data, specs, sample, entities, ranks, thetas
+        return mm, views, data, specs, sample, entities, ranks, thetas
 
     def _ranks(self, entities):
         k = self.n_components
@@ -482,7 +483,8 @@ class DFMF(MultiModalTransformer):
             The sample entity's non-negative factor.
         """
         self._validate_params()
-        mm, data, specs, sample, entities, ranks, thetas = self._prepare(X)
+        mm, views, data, specs, sample, entities, ranks, thetas = self._prepare(X)
+        con_views = self._constraint_view_names(mm)
         self.devices_ = resolve_devices(self.devices, mm.names)
         dtype = _DTYPES[self.dtype]
         view_dev = dict(zip(mm.names, self.devices_, strict=True))
@@ -524,7 +526,7 @@ class DFMF(MultiModalTransformer):
         self.relations_ = [(r.name, r.row, r.col) for r in rels]
         self.constraints_ = sorted(thetas)
         self.sample_entity_ = sample
-        self.n_features_in_ = len(mm.views)
+        self._set_input_signature(mm, [v for v in views if v.name not in con_views])
         self._view_names = list(mm.names)
         self._constraint_views = {
             e: s for e, s in (self.constraints or {}).items()
@@ -542,14 +544,15 @@ class DFMF(MultiModalTransformer):
 
     def _init_factors(self, entities, ranks, rels, gen, dtype, ent_dev):
         """Initial non-negative factors of ``entities`` (float64 on the CPU, then moved)."""
+        init = self.init
         G = {}
         for e in entities:
             blocks = [r.zero_filled() if r.row == e else r.zero_filled().T
                       for r in rels if e in (r.row, r.col)]
             n, k = blocks[0].shape[0], ranks[e]
-            if self.init == "random":
+            if init == "random":
                 g = torch.rand(n, k, generator=gen, dtype=torch.float64)
-            elif self.init == "random_c":
+            elif init == "random_c":
                 g = torch.full((n, k), 1e-5, dtype=torch.float64)
                 for B in blocks:
                     m = B.shape[1]
@@ -668,8 +671,13 @@ class DFMF(MultiModalTransformer):
     def _fold_in(self, X):
         """The factor of new samples, every other factor and backbone frozen."""
         check_is_fitted(self)
-        mm, views = check_views(X, missing=self.missing, max_ndim=2,
-                                n_views=self.n_features_in_, names=self._view_names)
+        mm, views = check_views(X, missing=self.missing, max_ndim=2)
+        con_views = set(self._constraint_views.values())
+        if len(mm.names) != len(self._view_names):
+            raise ValueError(f"X has {len(mm.names)} view(s) {mm.names} but the model was "
+                             f"fitted on {len(self._view_names)} view(s) {self._view_names}.")
+        self._check_input_signature(mm, [v for v, n in zip(views, self._view_names,
+                                                           strict=True) if n not in con_views])
         dtype = _DTYPES[self.dtype]
         sample = self.sample_entity_
         by_name = dict(zip(mm.names, views, strict=True))
@@ -698,25 +706,31 @@ class DFMF(MultiModalTransformer):
             view_name = [k for k, v in fitted_names.items() if v == name][0]
             t = self._theta(sample, view_name, mm, by_name, len(mm), self.constraint_form)
             theta = self._theta_parts(t, dev, dtype)
-        gen, _ = torch_generator(self.random_state)
-        G[sample] = self._init_factors([sample], self.n_components_, rels, gen, dtype,
-                                       self._ent_dev)[sample]
+        # every new row starts from the training rows' mean factor, and a fixed number of
+        # steps keeps each row's factor independent of the other rows of X (without
+        # constraints among them, the problem separates by row)
+        start = torch.as_tensor(self.factors_[sample].mean(0), device=dev).to(dtype)
+        G[sample] = start.clamp_min(1e-3 * float(start.max())).expand(len(mm), -1).clone()
         theta_t = {sample: theta} if theta is not None else {}
 
         def step(epoch):
             self._update_factor(sample, rels, G, S, theta)
             return self._objective(rels, G, S, theta_t)
 
-        fit_loop(step, max_iter=self.max_iter, tol=self.tol, desc="DFMF.transform",
+        fit_loop(step, max_iter=self.max_iter, tol=0, desc="DFMF.transform",
                  estimator="DFMF.transform")
         return G, S, rels
 
     def transform(self, X):
         """Embed new samples: their non-negative factor, everything else frozen.
 
-        The rows' factor is fitted by the same multiplicative rule on the views of ``X``
-        (and, for a constraint view of the sample entity, the constraints among the new
-        rows), with the other factors and the backbones fixed, so non-negativity holds.
+        The rows' factor starts from the training rows' mean factor and takes
+        ``max_iter`` steps of the same multiplicative rule on the views of ``X`` (and, for
+        a constraint view of the sample entity, the constraints among the new rows), with
+        the other factors and the backbones fixed, so non-negativity holds. Without
+        constraints the problem separates by row: a row's embedding does not depend on
+        the other rows of ``X``. It agrees with ``fit_transform`` (the factor fitted
+        jointly with everything else) only as far as both have converged.
 
         Parameters
         ----------

@@ -1,0 +1,424 @@
+"""DFMF: the tri-factorization, its constraints, completion, folding-in and the contract."""
+
+import pickle
+import warnings
+
+import joblib
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import Pipeline
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from mmfactor import DFMF, MultiModal
+
+SCHEMA = {"a": ("s", "x"), "b": ("s", "y")}
+
+
+def planted(seed=0, n=120, m1=30, m2=25, k=3, missing=0.2):
+    """Two relations sharing a planted non-negative sample factor, with missing entries."""
+    rng = np.random.RandomState(seed)
+    G, H1, H2 = rng.rand(n, k) ** 2, rng.rand(m1, k) ** 2, rng.rand(m2, k) ** 2
+    S1, S2 = rng.rand(k, k) + 2 * np.eye(k), rng.rand(k, k) + 2 * np.eye(k)
+    R1, R2 = G @ S1 @ H1.T, G @ S2 @ H2.T
+    R1m = R1.copy()
+    R1m[rng.rand(*R1.shape) < missing] = np.nan
+    return G, R1, R2, R1m
+
+
+def fit_quiet(model, X):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return model.fit(X)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return planted()
+
+
+@pytest.fixture(scope="module")
+def fitted(data):
+    _, _, R2, R1m = data
+    X = MultiModal(a=R1m, b=R2)
+    return fit_quiet(DFMF(3, relations=SCHEMA, max_iter=300, tol=0, random_state=0,
+                          dtype="float64"), X), X
+
+
+# ---- the math ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("form", ["laplacian", "raw"])
+def test_objective_non_increasing_with_missing_entries_and_constraints(data, form):
+    _, _, R2, R1m = data
+    rng = np.random.RandomState(1)
+    W = sp.random(120, 120, density=0.05, random_state=rng) * 0.05
+    theta = -(W + W.T)  # must-links
+    theta = theta + sp.diags(rng.rand(120) * 0.01)
+    model = fit_quiet(DFMF({"s": 4, "x": 3, "y": 2}, relations=SCHEMA,
+                           constraints={"s": theta}, constraint_form=form, max_iter=60,
+                           tol=0, random_state=0, dtype="float64", init="random"),
+                      MultiModal(a=R1m, b=R2))
+    curve = np.array(model.loss_curve_)
+    assert len(curve) == 60
+    assert (np.diff(curve) <= 1e-9 * np.abs(curve[:-1])).all()
+    # the recorded terms add up to the objective
+    total = sum(np.array(v) for v in model.loss_terms_.values())
+    np.testing.assert_allclose(total, curve, rtol=1e-10)
+    assert set(model.loss_terms_) == {"a", "b", "constraint:s"}
+
+
+def test_objective_matches_its_definition(fitted):
+    model, _ = fitted
+    _, R1, R2, R1m = planted()
+    G, S = model.factors_, model.backbones_
+    obs = ~np.isnan(R1m)
+    err_a = (((R1m - G["s"] @ S["a"] @ G["x"].T)[obs]) ** 2).sum()
+    err_b = ((R2 - G["s"] @ S["b"] @ G["y"].T) ** 2).sum()
+    np.testing.assert_allclose(model.loss_terms_["a"][-1], err_a, rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(model.loss_curve_[-1], err_a + err_b, rtol=1e-8, atol=1e-12)
+
+
+def test_recovers_planted_non_negative_factors(data, fitted):
+    G_true, R1, _, R1m = data
+    model, _ = fitted
+    G = model.factors_["s"]
+    assert (G >= 0).all() and (model.factors_["x"] >= 0).all()
+    # the fitted factor spans the planted one ...
+    proj = G @ np.linalg.lstsq(G, G_true, rcond=None)[0]
+    assert np.linalg.norm(proj - G_true) / np.linalg.norm(G_true) < 1e-3
+    # ... and the held-out entries are completed
+    miss = np.argwhere(np.isnan(R1m))
+    pred = model.predict_entries(miss, relation="a")
+    truth = R1[miss[:, 0], miss[:, 1]]
+    assert np.linalg.norm(pred - truth) / np.linalg.norm(truth) < 1e-3
+
+
+def test_must_link_constraints_pull_rows_together():
+    rng = np.random.RandomState(0)
+    n = 60
+    X = MultiModal(a=rng.rand(n, 20), b=rng.rand(n, 15))
+    pairs = np.c_[np.arange(30), np.arange(30) + 30]
+    W = sp.coo_matrix((np.ones(30), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
+    theta = -(W + W.T) * 5.0
+
+    def pair_distance(constraints):
+        model = fit_quiet(DFMF(4, relations=SCHEMA, constraints=constraints, max_iter=100,
+                               tol=0, random_state=0, init="random", dtype="float64"), X)
+        G = model.factors_["s"]
+        G = G / np.linalg.norm(G, axis=1, keepdims=True)
+        linked = np.linalg.norm(G[pairs[:, 0]] - G[pairs[:, 1]], axis=1).mean()
+        other = np.linalg.norm(G[pairs[:, 0]] - G[np.roll(pairs[:, 1], 7)], axis=1).mean()
+        return linked, other
+
+    free_linked, free_other = pair_distance(None)
+    linked, other = pair_distance({"s": theta})
+    # without constraints, linked pairs are no closer than others (the data is noise)
+    assert free_linked > 0.5 * free_other
+    # with them, linked rows end up much closer than they were, and than unlinked rows
+    assert linked < 0.5 * free_linked
+    assert linked < 0.5 * other
+
+
+def test_cannot_link_constraints_push_rows_apart():
+    rng = np.random.RandomState(0)
+    n = 40
+    X = MultiModal(a=rng.rand(n, 20), b=rng.rand(n, 15))
+    pairs = np.c_[np.arange(20), np.arange(20) + 20]
+    W = sp.coo_matrix((np.ones(20), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
+
+    def cosine(constraints):
+        model = fit_quiet(DFMF(4, relations=SCHEMA, constraints=constraints, max_iter=100,
+                               tol=0, random_state=0, init="random", dtype="float64"), X)
+        G = model.factors_["s"]
+        G = G / np.linalg.norm(G, axis=1, keepdims=True)
+        return (G[pairs[:, 0]] * G[pairs[:, 1]]).sum(1).mean()
+
+    assert cosine({"s": (W + W.T) * 5.0}) < 0.7 * cosine(None)
+
+
+def test_negative_relation_entries_are_fitted_with_non_negative_factors():
+    # only G is constrained: S is free, so real-valued relations (log expression) are fine
+    rng = np.random.RandomState(0)
+    G = rng.rand(50, 3)
+    R = G @ (rng.randn(3, 3)) @ rng.rand(40, 3).T
+    assert (R < 0).any()
+    model = fit_quiet(DFMF(3, init="svd", max_iter=300, tol=0, random_state=0,
+                           dtype="float64"), [R])
+    G_hat = model.factors_["sample"]
+    assert (G_hat >= 0).all()
+    rel_err = np.sqrt(model.loss_curve_[-1]) / np.linalg.norm(R)
+    assert rel_err < 0.05
+
+
+# ---- inputs: sparse, masks, ranks ------------------------------------------------------
+
+
+def test_sparse_inputs_match_dense_ones(data):
+    _, R1, R2, R1m = data
+    kw = dict(relations=SCHEMA, max_iter=20, tol=0, random_state=0, dtype="float64")
+    # unstored = missing  <->  NaN
+    R1_obs = np.where(np.isnan(R1m), 0.0, R1m)
+    sparse_obs = sp.csr_matrix(R1_obs)
+    assert sparse_obs.nnz == (~np.isnan(R1m)).sum()  # no observed entry is 0
+    dense = fit_quiet(DFMF(3, **kw), MultiModal(a=R1m, b=R2))
+    sparse = fit_quiet(DFMF(3, missing="unobserved", **kw), MultiModal(a=sparse_obs, b=R2))
+    np.testing.assert_allclose(sparse.loss_curve_, dense.loss_curve_, rtol=1e-7)
+    # unstored = zero  <->  a dense matrix with those zeros
+    zero = fit_quiet(DFMF(3, missing="zero", **kw), MultiModal(a=sparse_obs, b=R2))
+    dense0 = fit_quiet(DFMF(3, **kw), MultiModal(a=R1_obs, b=R2))
+    np.testing.assert_allclose(zero.loss_curve_, dense0.loss_curve_, rtol=1e-7)
+
+
+def test_ranks_per_entity_type_and_backbones(fitted):
+    model, _ = fitted
+    assert model.n_components_ == {"s": 3, "x": 3, "y": 3}
+    m = fit_quiet(DFMF({"s": 4, "x": 2, "y": 5}, relations=SCHEMA, max_iter=5,
+                       random_state=0), MultiModal(a=planted()[3], b=planted()[2]))
+    assert m.factors_["s"].shape == (120, 4) and m.factors_["y"].shape == (25, 5)
+    assert m.backbones_["a"].shape == (4, 2) and m.backbones_["b"].shape == (4, 5)
+    assert m.relations_ == [("a", "s", "x"), ("b", "s", "y")]
+    assert m.get_feature_names_out().tolist() == [f"dfmf{i}" for i in range(4)]
+
+
+@pytest.mark.parametrize("init", ["random_c", "random", "svd"])
+def test_inits_give_non_negative_factors_and_a_decreasing_objective(data, init):
+    _, _, R2, R1m = data
+    model = fit_quiet(DFMF(3, relations=SCHEMA, init=init, max_iter=15, tol=0,
+                           random_state=0, dtype="float64"), MultiModal(a=R1m, b=R2))
+    assert all((g >= 0).all() for g in model.factors_.values())
+    assert model.loss_curve_[-1] < model.loss_curve_[0]
+
+
+def test_shared_relation_and_constraint_given_by_name():
+    rng = np.random.RandomState(0)
+    n, n_go = 40, 12
+    ann = (rng.rand(n, n_go) < 0.3).astype(float)
+    go_go = rng.rand(n_go, 6)
+    ppi = -sp.random(n, n, density=0.1, random_state=0)
+    X = MultiModal(ann=ann, ppi=ppi, shared={"go_cat": go_go})
+    model = fit_quiet(DFMF({"gene": 4, "go": 3, "cat": 2},
+                           relations={"ann": ("gene", "go"), "go_cat": ("go", "cat")},
+                           constraints={"gene": "ppi"}, max_iter=10, random_state=0), X)
+    assert model.constraints_ == ["gene"]
+    assert model.relations_ == [("ann", "gene", "go"), ("go_cat", "go", "cat")]
+    assert model.factors_["cat"].shape == (6, 2)
+    # transform uses the constraints among the new rows (a square view of those rows)
+    X_new = MultiModal(ann=ann[:10], ppi=ppi.tocsr()[:10][:, :10])
+    Z = model.transform(X_new)
+    assert Z.shape == (10, 4) and (Z >= 0).all()
+
+
+# ---- out of sample, completion, the estimator contract -------------------------------------
+
+
+def test_transform_folds_in_new_rows(data, fitted):
+    model, X = fitted
+    Z = model.transform(X[:20])
+    assert Z.shape == (20, 3) and Z.dtype == np.float64 and (Z >= 0).all()
+    # folding in the training rows gives back (nearly) their fitted factors
+    np.testing.assert_allclose(
+        Z @ model.backbones_["b"], model.factors_["s"][:20] @ model.backbones_["b"],
+        rtol=0.05, atol=1e-3)
+    # rows never seen in fit: their reconstruction is as good as the training rows'
+    G_true = data[0]
+    rng = np.random.RandomState(5)
+    G_new = rng.rand(15, 3) ** 2
+    R_new = (G_new @ np.linalg.lstsq(G_true, data[2], rcond=None)[0])
+    X_new = MultiModal(a=np.full((15, 30), np.nan), b=R_new)
+    with pytest.raises(ValueError, match="no observed entry"):
+        model.transform(X_new)
+    X_new = MultiModal(a=G_new @ np.linalg.lstsq(G_true, data[1], rcond=None)[0], b=R_new)
+    rec = model.reconstruct(X_new)
+    assert np.linalg.norm(rec["b"] - R_new) / np.linalg.norm(R_new) < 1e-3
+    assert model.score(X_new) > -1e-6
+
+
+def test_transform_float32_default_and_score():
+    _, R1, R2, _ = planted()
+    model = fit_quiet(DFMF(3, relations=SCHEMA, max_iter=30, random_state=0),
+                      MultiModal(a=R1, b=R2))
+    Z = model.fit_transform(MultiModal(a=R1, b=R2))
+    assert Z.dtype == np.float32 and Z.shape == (120, 3)
+    s = model.score(MultiModal(a=R1[:30], b=R2[:30]))
+    assert np.isfinite(s) and s <= 0
+
+
+def test_same_random_state_same_bits_and_no_input_modification(data):
+    _, _, R2, R1m = data
+    R1c, R2c = R1m.copy(), R2.copy()
+    X = MultiModal(a=R1m, b=R2)
+    kw = dict(relations=SCHEMA, max_iter=10, tol=0, random_state=3)
+    a = fit_quiet(DFMF(3, **kw), X)
+    b = fit_quiet(DFMF(3, **kw), X)
+    for e in a.factors_:
+        assert np.array_equal(a.factors_[e], b.factors_[e])
+    assert np.array_equal(a.transform(X[:7]), b.transform(X[:7]))
+    np.testing.assert_array_equal(R1m, R1c)
+    np.testing.assert_array_equal(R2, R2c)
+    c = fit_quiet(DFMF(3, relations=SCHEMA, max_iter=10, tol=0, random_state=4), X)
+    assert not np.array_equal(a.factors_["s"], c.factors_["s"])
+
+
+def test_pickle_and_joblib_round_trip(fitted, tmp_path):
+    model, X = fitted
+    Z = model.transform(X[:5])
+    clone = pickle.loads(pickle.dumps(model))
+    np.testing.assert_array_equal(clone.transform(X[:5]), Z)
+    joblib.dump(model, tmp_path / "m.joblib")
+    np.testing.assert_array_equal(joblib.load(tmp_path / "m.joblib").transform(X[:5]), Z)
+
+
+def test_pipeline_and_grid_search_on_multimodal():
+    rng = np.random.RandomState(0)
+    n = 80
+    y = np.repeat([0, 1], n // 2)
+    G = rng.rand(n, 3) * 0.2
+    G[y == 1, 0] += 1.0
+    X = MultiModal(a=G @ rng.rand(3, 15), b=G @ rng.rand(3, 10))
+    pipe = Pipeline([("dfmf", DFMF(2, max_iter=30, random_state=0)),
+                     ("clf", LogisticRegression())])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        search = GridSearchCV(pipe, {"dfmf__n_components": [2, 3]}, cv=3).fit(X, y)
+        assert search.best_score_ > 0.9
+        unsup = GridSearchCV(DFMF(max_iter=10, init="svd", random_state=0),
+                             {"n_components": [1, 3]}, cv=2).fit(X)
+    assert unsup.best_params_ == {"n_components": 3}
+
+
+def test_convergence_warning_names_max_iter_and_tol_stops(data):
+    _, _, R2, R1m = data
+    X = MultiModal(a=R1m, b=R2)
+    with pytest.warns(ConvergenceWarning, match="max_iter=3"):
+        DFMF(3, relations=SCHEMA, max_iter=3, random_state=0).fit(X)
+    model = DFMF(3, relations=SCHEMA, max_iter=500, tol=1e-2, random_state=0).fit(X)
+    assert model.n_iter_ < 500
+
+
+def test_predict_entries_on_missing_entries_beats_the_mean(data, fitted):
+    _, R1, _, R1m = data
+    model, _ = fitted
+    miss = np.argwhere(np.isnan(R1m))
+    truth = R1[miss[:, 0], miss[:, 1]]
+    pred = model.predict_entries(miss, relation=0)
+    assert ((pred - truth) ** 2).mean() < 0.01 * ((np.nanmean(R1m) - truth) ** 2).mean()
+
+
+# ---- errors -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "params, X_kind, match",
+    [
+        ({"n_components": {"s": 2, "x": 2}}, "plain", r"no rank for entity types \['y'\]"),
+        ({"n_components": {"s": 2, "x": 2, "y": 2, "z": 1}}, "plain",
+         r"n_components names entity types \['z'\]"),
+        ({"n_components": {"s": 2, "x": 0, "y": 2}}, "plain", r"n_components\['x'\] = 0"),
+        ({"constraints": {"q": np.eye(3)}}, "plain", r"constraints names entity type 'q'"),
+        ({"constraints": {"s": np.eye(7)}}, "plain",
+         r"Constraint matrix constraints\['s'\] has shape \(7, 7\); entity type 's' has 20 "
+         r"members, so it must be \(20, 20\)"),
+        ({"constraints": {"x": "nope"}}, "plain", r"constraints\['x'\] = 'nope' names neither"),
+        ({"constraints": {"x": np.full((6, 6), np.nan)}}, "plain", r"has NaN values"),
+        ({"relations": {"a": ("s", "x"), "b": ("s", "s")}}, "square",
+         r"Relation 'b' relates entity type 's' to itself.*constraints="),
+        ({"relations": {"a": ("s", "x"), "b": ("s", "x")}}, "plain",
+         r"Entity type 'x' has 6 members in relation 'a' but 4 in relation 'b'"),
+        ({"relations": {"a": ("s", "x"), "c": ("s", "y")}}, "plain", r"relations names \['c'\]"),
+        ({"constraints": {"s": ["a", "b"]}}, "plain", r"Every view of X .* is a constraint"),
+        ({"devices": "cuda:7"}, "plain", r"cuda:7.*CUDA device"),
+    ],
+)
+def test_bad_input_errors(params, X_kind, match):
+    rng = np.random.RandomState(0)
+    a = rng.rand(20, 6)
+    b = rng.rand(20, 20) if X_kind == "square" else rng.rand(20, 4)
+    kw = {"relations": SCHEMA, "max_iter": 2}
+    kw.update(params)
+    with pytest.raises(ValueError, match=match):
+        DFMF(**kw).fit(MultiModal(a=a, b=b))
+
+
+def test_bad_parameter_values_and_types():
+    X = MultiModal(a=np.ones((5, 3)))
+    with pytest.raises(ValueError, match="'init' parameter of DFMF must be"):
+        DFMF(init="nndsvd").fit(X)
+    with pytest.raises(ValueError, match="'constraint_form' parameter of DFMF"):
+        DFMF(constraint_form="soft").fit(X)
+    with pytest.raises(TypeError, match="dtype object"):
+        DFMF().fit([np.array([["a", "b"], ["c", "d"]], dtype=object)])
+    with pytest.raises(ValueError, match="at least 2 are required"):
+        DFMF().fit([np.ones((1, 3))])
+
+
+def test_transform_and_predict_entries_errors(fitted):
+    model, X = fitted
+    with pytest.raises(ValueError, match=r"X has 54 features, but DFMF is expecting 55 "
+                                         r"features as input: view 'a' has shape \(n_samples, "
+                                         r"29\) but the model was fitted on \(n_samples, 30\)"):
+        model.transform(MultiModal(a=np.ones((4, 29)), b=np.ones((4, 25))))
+    with pytest.raises(ValueError, match=r"X has 1 view\(s\) \['a'\] but the model was "
+                                         r"fitted on 2 view\(s\) \['a', 'b'\]"):
+        model.transform(MultiModal(a=np.ones((4, 30))))
+    with pytest.raises(ValueError, match="Unknown relation 'zz'"):
+        model.predict_entries([[0, 0]], relation="zz")
+    with pytest.raises(ValueError, match="relation=5 is out of range"):
+        model.predict_entries([[0, 0]], relation=5)
+    with pytest.raises(ValueError, match=r"coords must be an integer array of shape"):
+        model.predict_entries([0.5, 1.0])
+    with pytest.raises(ValueError, match=r"coords out of range for relation 'a' of shape"):
+        model.predict_entries([[120, 0]])
+    from sklearn.exceptions import NotFittedError
+
+    with pytest.raises(NotFittedError):
+        DFMF().transform(X)
+
+
+def test_constraint_view_must_be_square_under_row_slicing():
+    rng = np.random.RandomState(0)
+    ppi = -sp.random(30, 30, density=0.2, random_state=0)
+    X = MultiModal(a=rng.rand(30, 5), ppi=ppi)
+    model = DFMF(2, constraints={"sample": "ppi"}, max_iter=3)
+    with pytest.raises(ValueError, match=r"constraints\['sample'\] has shape \(10, 30\)"):
+        model.fit(X[:10])
+
+
+# ---- devices ------------------------------------------------------------------------------
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_fit_matches_cpu_and_unpickles(data):
+    _, _, R2, R1m = data
+    X = MultiModal(a=R1m, b=R2)
+    kw = dict(relations=SCHEMA, max_iter=30, tol=0, random_state=0, dtype="float64")
+    cpu = fit_quiet(DFMF(3, **kw), X)
+    gpu = fit_quiet(DFMF(3, devices="cuda", **kw), X)
+    np.testing.assert_allclose(gpu.loss_curve_, cpu.loss_curve_, rtol=1e-6)
+    assert gpu.devices_[0].type == "cuda"
+    Z = pickle.loads(pickle.dumps(gpu)).transform(X[:5])
+    np.testing.assert_allclose(Z, cpu.transform(X[:5]), rtol=1e-5, atol=1e-8)
+
+
+_NOT_CONVERGED = (
+    "fit_transform returns the factor fitted jointly with every other factor; transform "
+    "folds the rows in with the rest frozen, so the two agree only at convergence (the "
+    "multiplicative rule is far from it after the check's few sweeps)"
+)
+EXPECTED_FAILED = {
+    "check_transformer_general": _NOT_CONVERGED,
+    "check_transformer_data_not_an_array": _NOT_CONVERGED,
+}
+
+
+@parametrize_with_checks([DFMF(n_components=2, max_iter=5, tol=0, random_state=0)],
+                         expected_failed_checks=lambda est: EXPECTED_FAILED)
+def test_sklearn_compatible(estimator, check):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        check(estimator)
