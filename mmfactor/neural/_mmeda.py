@@ -1,0 +1,773 @@
+"""MMEDA I and II: multimodal encoder-decoder architectures (Kumar et al., CS5260 project)."""
+
+from __future__ import annotations
+
+import copy
+import numbers
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
+from torch import nn
+
+from .._base import MultiModalTransformer
+from .._device import as_numpy, resolve_devices, torch_generator
+from .._multimodal import check_views
+from .._training import fit_loop
+from ._modules import ACTIVATIONS, ConvAutoencoder, DenseAutoencoder, build_module, mlp
+from ._modules import conv_stack_shapes
+
+__all__ = ["MMEDA"]
+
+_CHUNK = 2048  # rows per forward pass at transform/score time
+
+
+class _ViewData:
+    """One training view on its device, standardised, served by rows (and columns)."""
+
+    def __init__(self, data, mean, scale, device):
+        self.device = device
+        self.sparse = sp.issparse(data)
+        self.mean = torch.as_tensor(mean, dtype=torch.float32, device=device)
+        self.scale = torch.as_tensor(scale, dtype=torch.float32, device=device)
+        if self.sparse:
+            self.data = sp.csr_matrix(data)
+        else:
+            t = data if isinstance(data, torch.Tensor) else torch.as_tensor(np.asarray(data))
+            # one float32 copy on the device, standardised; the user's array is untouched
+            self.data = (t.to(device=device, dtype=torch.float32) - self.mean) / self.scale
+
+    def rows(self, idx):
+        """Standardised rows ``idx`` (a CPU int64 tensor) as a float32 tensor on the device."""
+        if self.sparse:
+            block = torch.as_tensor(self.data[idx.numpy()].toarray(), dtype=torch.float32)
+            return (block.to(self.device) - self.mean) / self.scale
+        return self.data[idx.to(self.device)]
+
+
+def _stats(view, kind, standardize):
+    """Per-feature (matrices) or per-channel (tensors) mean and scale of one view."""
+    shape = view.shape[1:]
+    bshape = (shape[0],) + (1,) * (len(shape) - 1)
+    if not standardize:
+        return np.zeros(bshape if kind == "conv" else shape), np.ones(
+            bshape if kind == "conv" else shape)
+    data = view.data
+    if sp.issparse(data):
+        mean = np.asarray(data.mean(0)).ravel()
+        sq = np.asarray(data.multiply(data).mean(0)).ravel()
+        var = np.maximum(sq - mean**2, 0.0)
+    else:
+        arr = as_numpy(data).astype(np.float64, copy=False)
+        axes = (0,) + tuple(range(2, arr.ndim)) if kind == "conv" else (0,)
+        mean = arr.mean(axis=axes)
+        var = arr.var(axis=axes)
+    scale = np.sqrt(var)
+    scale[scale < 1e-12 * max(1.0, float(np.abs(mean).max(initial=0)))] = 1.0
+    if kind == "conv":
+        return mean.reshape(bshape), scale.reshape(bshape)
+    return mean, scale
+
+
+class _Net(nn.Module):
+    """The MMEDA network: a conv or dense autoencoder per view, a column autoencoder per
+    matrix view (its transpose), and the fusion network."""
+
+    def __init__(self, view_aes, col_aes, fusion):
+        super().__init__()
+        self.view_aes = nn.ModuleList(view_aes)
+        self.col_aes = nn.ModuleDict(col_aes)
+        self.fusion = fusion
+
+
+class MMEDA(MultiModalTransformer):
+    """Multimodal encoder-decoder architecture (MMEDA-I and MMEDA-II).
+
+    Learns one ``n_components``-dimensional vector per sample from any number of views
+    of any order. Every tensor view -- ``(n, C, L)``, ``(n, C, H, W)`` or
+    ``(n, C, D, H, W)`` -- goes through a convolutional autoencoder whose shapes are
+    derived from the input (any spatial size), every matrix view ``X_m`` (n x d) through a
+    dense autoencoder (the row encoder ``E_m``), and its transpose through another dense
+    autoencoder, the column encoder ``E_m^T``, whose codes ``V_m = E_m^T(X_m^T)``
+    (d x n_components) represent the column entity (e.g. the words' dimensions, the
+    Fourier coefficients). The views' codes are concatenated and fused by a feed-forward
+    network into the representation ``Z``.
+
+    * ``variant="I"`` (section 6.4, eq. 2): the tensor decoders reconstruct each tensor
+      view from ``Z``, and each matrix view is reconstructed as ``Z V_m^T``::
+
+          L = sum_tensor MSE(D_t(Z), X_t) + sum_matrix MSE(Z V_m^T, X_m)
+
+    * ``variant="II"`` (section 3, eq. 1): every autoencoder reconstructs its own input
+      and ``X_m'' = Z V_m^T`` ties the representation to every matrix view::
+
+          L = sum_t MSE(D_t(E_t(X_t)), X_t) + sum_m [MSE(D_m(E_m(X_m)), X_m)
+              + MSE(D_m^T(E_m^T(X_m^T)), X_m^T) + MSE(Z V_m^T, X_m)]
+
+    Every MSE is a mean over its entries; ``loss_weights`` scales the kinds of terms.
+    Training runs mini-batches of ``batch_size`` rows; as in the paper (section 3.1)
+    each step pairs the row block with the next block of ``batch_size`` columns of every
+    matrix view (cycling through the columns), so the ``Z V_m^T`` term is computed on
+    the matching row and column block ``X_m[rows, cols]``.
+
+    **Scale of the column encoder.** Its input is a column of ``X_m``, whose width would
+    be the number of training rows. Instead, each column is read through a fixed sample
+    of at most ``max_column_rows`` training rows (drawn once per fit from
+    ``random_state``; all rows when there are fewer): the column encoder's width, its
+    memory and its cost per column are then bounded whatever ``n_samples``, while the
+    ``Z V_m^T`` term still runs over every training row. The learned ``V_m`` is stored in
+    ``column_embeddings_``, so ``transform`` (row encoders and fusion only) and
+    ``inverse_transform`` never need those rows again.
+
+    Parameters
+    ----------
+    n_components : int, default=50
+        Width of the representation ``Z``.
+    variant : {"I", "II"}, default="II"
+        The architecture (see above). ``"II"`` needs at least one matrix view (its
+        ``Z V^T`` term is what trains the representation).
+    conv_channels : tuple of int, default=(16, 32)
+        Channels of each conv layer (3-wide kernels, 2x max-pooling after each) of every
+        tensor view's autoencoder. Each spatial dimension needs ``2 ** len`` entries.
+    hidden_layer_sizes : tuple of int, default=(256,)
+        Hidden widths of every view's (and column) autoencoder, between the input (or the
+        flattened conv maps) and the view's code; decoders mirror them.
+    view_components : int, default=64
+        Width of each view's code (the paper uses 200 for the images).
+    fusion_layer_sizes : tuple of int, default=(128,)
+        Hidden widths of the fusion network from the concatenated codes to ``Z``.
+    activation : {"relu", "tanh", "sigmoid", "elu"}, default="relu"
+        Hidden activation of every network.
+    code_activation : {"identity", "tanh", "sigmoid", "relu", "elu"}, default="identity"
+        Activation applied to ``Z`` (a bounded ``"tanh"`` code spreads the information
+        over the coordinates).
+    standardize : bool, default=True
+        Standardise every view with statistics fitted on the training rows (per column
+        for a matrix view, per channel for a tensor view), stored in ``view_means_`` and
+        ``view_scales_``; reconstructions are returned on the original scale.
+    loss_weights : dict, default=None
+        Weights of the kinds of terms: ``"view"`` (a view's reconstruction), ``"column"``
+        (the transpose's, II), ``"cross"`` (``Z V^T`` in II); missing kinds weigh 1.
+    max_column_rows : int, default=2048
+        At most this many training rows form the column encoder's input (see above).
+    batch_size : int, default=64
+        Rows per step (and columns per step of each matrix view).
+    learning_rate_init : float, default=1e-3
+        Adam step size.
+    alpha : float, default=0.0
+        L2 penalty (Adam weight decay) on every weight.
+    max_iter : int, default=60
+        Maximum number of epochs.
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the rows, stop when their loss stops
+        improving and keep the best weights.
+    validation_fraction : float, default=0.1
+        Held-out share for early stopping.
+    n_iter_no_change : int, default=10
+        Epochs without an improvement of at least ``tol`` (relative) before stopping.
+    tol : float, default=1e-4
+        Relative improvement that counts; ``0`` runs all ``max_iter`` epochs.
+    warm_start : bool, default=False
+        Continue from the previous fit's weights (and standardisation) on the next call
+        to ``fit``; the views must have the same shapes.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the weights, the column rows and the batch order (through a
+        :class:`torch.Generator`; the global seed is never touched). The same value gives
+        bit-identical results on the CPU.
+    devices : None, str, list or dict, default=None
+        Device of each view's autoencoders (and its data): one for all, a list with one
+        entry per view or a dict by view name. The fusion network lives on the first
+        view's device; only the codes and ``Z`` cross devices.
+    verbose : int, default=0
+        Show a progress bar.
+
+    Attributes
+    ----------
+    module_ : torch.nn.Module
+        The trained network (``view_aes``, ``col_aes``, ``fusion``).
+    column_embeddings_ : dict of str -> ndarray of shape (n_columns, n_components)
+        ``V_m`` of every matrix view (the column entity's representation).
+    view_names_ : list of str
+        The views' names.
+    view_kinds_ : list of str
+        ``"conv"`` or ``"dense"`` for each view.
+    view_means_, view_scales_ : list of ndarray
+        Standardisation statistics of each view.
+    devices_ : list of torch.device
+        One per view.
+    loss_curve_ : list of float
+        Mean total training loss of every epoch.
+    loss_terms_ : dict of str -> list of float
+        Every term per epoch: ``"<view>"`` (reconstruction), ``"<view>.T"`` (transpose,
+        II), ``"<view>.ZV"`` (``Z V^T``), and ``"validation"`` with early stopping.
+    n_iter_ : int
+        Epochs run (in total, across warm starts).
+    n_features_in_ : int
+        Total number of features over the views (``C * H * W`` for an image view).
+
+    See Also
+    --------
+    CMF : Collective matrix factorization of matrix views.
+
+    Notes
+    -----
+    The training runs through mmfactor's one training loop (``fit_loop``) rather than
+    skorch: a step here draws a row block for every view *and* a column block for every
+    matrix view, each on its own device, which does not fit skorch's one-input-tensor,
+    one-device batching. ``transform`` returns float32.
+
+    References
+    ----------
+    MMEDA: multimodal encoder-decoder architectures, ``shared/papers/mmeda.txt``
+    (sections 3 and 6.3-6.5; code at github.com/Srini-98/CS5260-Neural-Networks-2).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from mmfactor import MMEDA, MultiModal
+    >>> rng = np.random.RandomState(0)
+    >>> X = MultiModal(image=rng.rand(40, 1, 8, 8), text=rng.rand(40, 12))
+    >>> model = MMEDA(n_components=5, conv_channels=(4,), hidden_layer_sizes=(16,),
+    ...               view_components=8, fusion_layer_sizes=(16,), max_iter=3,
+    ...               random_state=0)
+    >>> Z = model.fit_transform(X)
+    >>> Z.shape, Z.dtype
+    ((40, 5), dtype('float32'))
+    >>> [r.shape for r in model.inverse_transform(Z) if r is not None]
+    [(40, 12)]
+    """
+
+    _parameter_constraints = {
+        "n_components": [Interval(numbers.Integral, 1, None, closed="left")],
+        "variant": [StrOptions({"I", "II"})],
+        "conv_channels": [list, tuple],
+        "hidden_layer_sizes": [list, tuple],
+        "view_components": [Interval(numbers.Integral, 1, None, closed="left")],
+        "fusion_layer_sizes": [list, tuple],
+        "activation": [StrOptions({"relu", "tanh", "sigmoid", "elu"})],
+        "code_activation": [StrOptions(set(ACTIVATIONS))],
+        "standardize": ["boolean"],
+        "loss_weights": [None, dict],
+        "max_column_rows": [Interval(numbers.Integral, 1, None, closed="left")],
+        "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
+        "learning_rate_init": [Interval(numbers.Real, 0, None, closed="neither")],
+        "alpha": [Interval(numbers.Real, 0, None, closed="left")],
+        "max_iter": [Interval(numbers.Integral, 1, None, closed="left")],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(numbers.Real, 0, 1, closed="neither")],
+        "n_iter_no_change": [Interval(numbers.Integral, 1, None, closed="left")],
+        "tol": [Interval(numbers.Real, 0, None, closed="left")],
+        "warm_start": ["boolean"],
+        "random_state": ["random_state"],
+        "devices": [None, str, list, tuple, dict],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(
+        self,
+        n_components=50,
+        *,
+        variant="II",
+        conv_channels=(16, 32),
+        hidden_layer_sizes=(256,),
+        view_components=64,
+        fusion_layer_sizes=(128,),
+        activation="relu",
+        code_activation="identity",
+        standardize=True,
+        loss_weights=None,
+        max_column_rows=2048,
+        batch_size=64,
+        learning_rate_init=1e-3,
+        alpha=0.0,
+        max_iter=60,
+        early_stopping=False,
+        validation_fraction=0.1,
+        n_iter_no_change=10,
+        tol=1e-4,
+        warm_start=False,
+        random_state=None,
+        devices=None,
+        verbose=0,
+    ):
+        self.n_components = n_components
+        self.variant = variant
+        self.conv_channels = conv_channels
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.view_components = view_components
+        self.fusion_layer_sizes = fusion_layer_sizes
+        self.activation = activation
+        self.code_activation = code_activation
+        self.standardize = standardize
+        self.loss_weights = loss_weights
+        self.max_column_rows = max_column_rows
+        self.batch_size = batch_size
+        self.learning_rate_init = learning_rate_init
+        self.alpha = alpha
+        self.max_iter = max_iter
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.tol = tol
+        self.warm_start = warm_start
+        self.random_state = random_state
+        self.devices = devices
+        self.verbose = verbose
+
+    # ---- input ---------------------------------------------------------------------
+
+    def _check_sizes(self, what, sizes, allow_empty):
+        sizes = list(sizes)
+        if (not sizes and not allow_empty) or not all(
+            isinstance(s, numbers.Integral) and not isinstance(s, bool) and s >= 1
+            for s in sizes
+        ):
+            raise ValueError(
+                f"{what} must be a {'possibly empty ' if allow_empty else ''}tuple of positive "
+                f"integers; got {sizes!r}."
+            )
+        return [int(s) for s in sizes]
+
+    def _check_input(self, X, *, fitted):
+        """Validate ``X``; return ``(mm, views, kinds)``; nothing is copied or modified."""
+        mm, views = check_views(X, allow_nan=False, min_samples=1 if fitted else 2,
+                                max_ndim=5)
+        kinds = ["dense" if v.ndim == 2 else "conv" for v in views]
+        if fitted:
+            self._check_input_signature(mm, views)
+            return mm, views, kinds
+        n_conv = len(self._check_sizes("conv_channels", self.conv_channels, False))
+        for v, kind in zip(views, kinds, strict=True):
+            if kind == "conv":
+                conv_stack_shapes(v.shape[2:], n_conv, name=v.name)
+        if self.variant == "II" and "dense" not in kinds:
+            raise ValueError(
+                f"variant='II' needs at least one matrix view (its Z V^T term trains the "
+                f"representation); every view of X is a tensor "
+                f"({[v.shape for v in views]}). Use variant='I'."
+            )
+        return mm, views, kinds
+
+    def _weights(self):
+        w = {"view": 1.0, "column": 1.0, "cross": 1.0}
+        if self.loss_weights is not None:
+            unknown = set(self.loss_weights) - set(w)
+            if unknown:
+                raise ValueError(
+                    f"loss_weights has unknown keys {sorted(unknown)}; expected some of "
+                    f"{sorted(w)}."
+                )
+            for k, v in self.loss_weights.items():
+                if not isinstance(v, numbers.Real) or v < 0:
+                    raise ValueError(f"loss_weights[{k!r}] must be a non-negative number; "
+                                     f"got {v!r}.")
+                w[k] = float(v)
+        return w
+
+    # ---- the network ---------------------------------------------------------------
+
+    def _build(self, views, kinds, gen):
+        k, kv = self.n_components, self.view_components
+        hidden = self._check_sizes("hidden_layer_sizes", self.hidden_layer_sizes, True)
+        fusion = self._check_sizes("fusion_layer_sizes", self.fusion_layer_sizes, True)
+        channels = self._check_sizes("conv_channels", self.conv_channels, False)
+        act = self.activation
+        view_aes, col_aes = [], {}
+        for i, (v, kind, dev) in enumerate(zip(views, kinds, self.devices_, strict=True)):
+            if kind == "conv":
+                dec_in = k if self.variant == "I" else kv
+                view_aes.append(build_module(
+                    lambda v=v, dec_in=dec_in: ConvAutoencoder(
+                        v.shape[1:], channels, hidden, kv, activation=act,
+                        code_input=dec_in, name=v.name),
+                    gen, dev))
+            else:
+                view_aes.append(build_module(
+                    lambda v=v: DenseAutoencoder(v.shape[1], hidden, kv, activation=act),
+                    gen, dev))
+                width = self._n_col_rows
+                col_aes[str(i)] = build_module(
+                    lambda width=width: DenseAutoencoder(width, hidden, k, activation=act),
+                    gen, dev)
+        code_act = None if self.code_activation == "identity" else self.code_activation
+        fuse = build_module(
+            lambda: mlp([kv * len(views), *fusion, k], act, code_act), gen, self.devices_[0])
+        return _Net(view_aes, col_aes, fuse)
+
+    def _encode(self, batches):
+        """``Z`` (on the fusion device) and each view's code from standardised batches."""
+        net = self.module_
+        dev0 = self.devices_[0]
+        codes = [ae.encode(x) for ae, x in zip(net.view_aes, batches, strict=True)]
+        Z = net.fusion(torch.cat([c.to(dev0) for c in codes], 1))
+        return Z, codes
+
+    # ---- fitting -------------------------------------------------------------------
+
+    def fit(self, X, y=None):
+        """Fit the model.
+
+        Parameters
+        ----------
+        X : MultiModal, list of array-like or array-like
+            The views (rows = samples): matrices ``(n, d)`` (dense or sparse, unstored
+            entries read as zeros) and tensors ``(n, C, ...)`` with 1 to 3 spatial
+            dimensions. NaN is refused.
+        y : Ignored
+            Not used, present for API consistency.
+
+        Returns
+        -------
+        self : MMEDA
+            The fitted estimator.
+        """
+        self._fit(X)
+        return self
+
+    def fit_transform(self, X, y=None):
+        """Fit the model and return the representation of ``X``.
+
+        Parameters
+        ----------
+        X : MultiModal, list of array-like or array-like
+            The views (rows = samples).
+        y : Ignored
+            Not used, present for API consistency.
+
+        Returns
+        -------
+        Z : ndarray of shape (n_samples, n_components), float32
+            The fused representation (computed in eval mode after training).
+        """
+        self._fit(X)
+        return self.transform(X)
+
+    def _fit(self, X):
+        self._validate_params()
+        weights = self._weights()
+        warm = self.warm_start and hasattr(self, "module_")
+        mm, views, kinds = self._check_input(X, fitted=warm)
+        n = len(mm)
+        gen, rng = torch_generator(self.random_state)
+        if not warm:
+            self.devices_ = resolve_devices(self.devices, mm.names)
+            self._set_input_signature(mm, views)
+            self.view_kinds_ = kinds
+            self._n_features_out = self.n_components
+        # rows held out for early stopping
+        perm = torch.randperm(n, generator=gen)
+        if self.early_stopping:
+            n_val = max(1, int(round(self.validation_fraction * n)))
+            if n - n_val < 2:
+                raise ValueError(f"early_stopping with validation_fraction="
+                                 f"{self.validation_fraction} leaves {n - n_val} training "
+                                 f"row(s) of {n}; at least 2 are needed.")
+            val_idx, train_idx = perm[:n_val].sort().values, perm[n_val:].sort().values
+        else:
+            val_idx, train_idx = None, torch.arange(n)
+        n_train = len(train_idx)
+        if not warm:
+            sub = [_subset(v, train_idx) for v in views]
+            stats = [_stats(s, kd, self.standardize) for s, kd in zip(sub, kinds, strict=True)]
+            self.view_means_ = [m for m, _ in stats]
+            self.view_scales_ = [s for _, s in stats]
+            self._n_col_rows = min(n_train, self.max_column_rows)
+            self.module_ = self._build(views, kinds, gen)
+            self.n_iter_ = 0
+            self.loss_curve_, self.loss_terms_ = [], {}
+        elif n_train < self._n_col_rows:
+            raise ValueError(
+                f"warm_start: the column encoders read {self._n_col_rows} rows, but X has "
+                f"only {n_train} training rows; pass at least {self._n_col_rows}."
+            )
+        data = [_ViewData(v.data, m, s, d) for v, m, s, d in
+                zip(views, self.view_means_, self.view_scales_, self.devices_, strict=True)]
+        # the fixed rows through which the column encoders read each column
+        pick = torch.randperm(n_train, generator=gen)[: self._n_col_rows].sort().values
+        col_rows = train_idx[pick]
+        cols_T = {str(i): d.rows(col_rows).T.contiguous()
+                  for i, (d, kd) in enumerate(zip(data, kinds, strict=True)) if kd == "dense"}
+        net = self.module_
+        net.train()
+        opt = torch.optim.Adam(net.parameters(), lr=self.learning_rate_init,
+                               weight_decay=self.alpha)
+        col_state = {key: [None, 0] for key in cols_T}  # (column order, position)
+
+        def next_cols(key):
+            order, pos = col_state[key]
+            n_cols = cols_T[key].shape[0]
+            if order is None or pos >= n_cols:
+                order, pos = torch.randperm(n_cols, generator=gen), 0
+            block = order[pos: pos + self.batch_size]
+            col_state[key] = [order, pos + self.batch_size]
+            return block
+
+        def batch_loss(idx, terms):
+            batches = [d.rows(idx) for d in data]
+            Z, codes = self._encode(batches)
+            total = 0.0
+            for i, (ae, x, c, dev, name) in enumerate(zip(
+                    net.view_aes, batches, codes, self.devices_, self.view_names_,
+                    strict=True)):
+                key = str(i)
+                if self.variant == "II" or kinds[i] == "conv":
+                    src = Z.to(dev) if self.variant == "I" else c
+                    rec = torch.mean((ae.decode(src) - x) ** 2)
+                    terms[name] = terms.get(name, 0.0) + rec.detach()
+                    total = total + weights["view"] * rec.to(self.devices_[0])
+                if kinds[i] == "dense":
+                    cols = next_cols(key)
+                    xt = cols_T[key][cols.to(dev)]
+                    col_ae = net.col_aes[key]
+                    V, xt_rec = col_ae(xt)
+                    cross = torch.mean((Z.to(dev) @ V.T - x[:, cols.to(dev)]) ** 2)
+                    if self.variant == "I":
+                        terms[name] = terms.get(name, 0.0) + cross.detach()
+                        total = total + weights["view"] * cross.to(self.devices_[0])
+                    else:
+                        trec = torch.mean((xt_rec - xt) ** 2)
+                        terms[name + ".T"] = terms.get(name + ".T", 0.0) + trec.detach()
+                        terms[name + ".ZV"] = terms.get(name + ".ZV", 0.0) + cross.detach()
+                        total = (total + weights["column"] * trec.to(self.devices_[0])
+                                 + weights["cross"] * cross.to(self.devices_[0]))
+            return total
+
+        def step(epoch):
+            net.train()
+            order = train_idx[torch.randperm(n_train, generator=gen)]
+            terms, total, n_b = {}, 0.0, 0
+            for s in range(0, n_train, self.batch_size):
+                idx = order[s: s + self.batch_size]
+                opt.zero_grad(set_to_none=True)
+                loss = batch_loss(idx, terms)
+                loss.backward()
+                opt.step()
+                total += float(loss.detach())
+                n_b += 1
+            out = {k: float(v) / n_b for k, v in terms.items()}
+            out["loss"] = total / n_b
+            return out
+
+        validation, on_improvement, best = None, None, {}
+        if self.early_stopping:
+            def validation():
+                net.eval()
+                with torch.no_grad():
+                    terms = {}
+                    return float(batch_loss(val_idx, terms))
+
+            def on_improvement():
+                best["state"] = copy.deepcopy(net.state_dict())
+
+        hist = fit_loop(step, max_iter=self.max_iter, tol=self.tol,
+                        n_iter_no_change=self.n_iter_no_change, verbose=self.verbose,
+                        desc="MMEDA", estimator="MMEDA", validation=validation,
+                        on_improvement=on_improvement)
+        if best:
+            net.load_state_dict(best["state"])
+        net.eval()
+        self.loss_curve_ = self.loss_curve_ + hist.loss
+        for key, vals in hist.terms.items():
+            self.loss_terms_[key] = self.loss_terms_.get(key, []) + vals
+        self.n_iter_ += hist.n_iter
+        with torch.no_grad():
+            self.column_embeddings_ = {
+                self.view_names_[int(key)]: as_numpy(net.col_aes[key].encode(xt))
+                for key, xt in cols_T.items()
+            }
+        return self
+
+    # ---- out of sample ---------------------------------------------------------------
+
+    def _chunks(self, X):
+        """Yield the standardised views of ``X`` chunk by chunk, each on its device."""
+        mm, views, _ = self._check_input(X, fitted=True)
+        n = len(mm)
+        data = [_ViewData(v.data, m, s, d) if v.kind == "sparse" else (v, m, s, d)
+                for v, m, s, d in zip(views, self.view_means_, self.view_scales_,
+                                      self.devices_, strict=True)]
+        for start in range(0, n, _CHUNK):
+            idx = torch.arange(start, min(start + _CHUNK, n))
+            batch = []
+            for d in data:
+                if isinstance(d, _ViewData):
+                    batch.append(d.rows(idx))
+                else:
+                    v, m, s, dev = d
+                    t = v.data[start: start + _CHUNK]
+                    t = t if isinstance(t, torch.Tensor) else torch.as_tensor(t)
+                    t = t.to(device=dev, dtype=torch.float32)
+                    batch.append((t - torch.as_tensor(m, dtype=torch.float32, device=dev))
+                                 / torch.as_tensor(s, dtype=torch.float32, device=dev))
+            yield batch
+
+    def transform(self, X):
+        """The representation of (new) samples: row encoders and fusion, in eval mode.
+
+        Parameters
+        ----------
+        X : MultiModal, list of array-like or array-like
+            The views, shaped as in ``fit``.
+
+        Returns
+        -------
+        Z : ndarray of shape (n_samples, n_components), float32
+        """
+        check_is_fitted(self)
+        self.module_.eval()
+        out = []
+        with torch.no_grad():
+            for batch in self._chunks(X):
+                Z, _ = self._encode(batch)
+                out.append(as_numpy(Z))
+        return np.concatenate(out, 0).astype(np.float32, copy=False)
+
+    def _decode_from_z(self, Z, i):
+        """View ``i`` (standardised) decoded from the representation, or None."""
+        key, dev = str(i), self.devices_[i]
+        if self.view_kinds_[i] == "dense":
+            V = torch.as_tensor(self.column_embeddings_[self.view_names_[i]], device=dev)
+            return Z.to(dev) @ V.T
+        if self.variant == "I":
+            return self.module_.view_aes[i].decode(Z.to(dev))
+        return None
+
+    def _unscale(self, rec, i):
+        if rec is None:
+            return None
+        rec = as_numpy(rec).astype(np.float64)
+        return rec * self.view_scales_[i] + self.view_means_[i]
+
+    def inverse_transform(self, X):
+        """Reconstruct every view from representations.
+
+        A matrix view is ``Z V^T`` (both variants); a tensor view is its decoder's output
+        from ``Z`` in variant I. In variant II a tensor view's decoder reads that view's
+        own code, not ``Z``, so there is no map from ``Z`` back to it: its entry is
+        ``None`` (use :meth:`reconstruct` on the views instead).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_components)
+            Representations (the output of :meth:`transform`).
+
+        Returns
+        -------
+        views : list of ndarray or None
+            One reconstruction per view, on the original scale, shaped like the view.
+        """
+        check_is_fitted(self)
+        Z = np.asarray(X, dtype=np.float32)
+        if Z.ndim != 2 or Z.shape[1] != self.n_components:
+            raise ValueError(f"inverse_transform expects an array of shape (n_samples, "
+                             f"{self.n_components}); got {Z.shape}.")
+        if not np.isfinite(Z).all():
+            raise ValueError("inverse_transform: the representations contain NaN or inf.")
+        self.module_.eval()
+        out = [[] for _ in self.view_kinds_]
+        with torch.no_grad():
+            for s in range(0, len(Z), _CHUNK):
+                z = torch.as_tensor(Z[s: s + _CHUNK], device=self.devices_[0])
+                for i in range(len(out)):
+                    out[i].append(self._unscale(self._decode_from_z(z, i), i))
+        return [None if parts[0] is None else np.concatenate(parts, 0) for parts in out]
+
+    def _reconstruct_std(self, Z, codes, i):
+        if self.variant == "I":
+            return self._decode_from_z(Z, i)
+        return self.module_.view_aes[i].decode(codes[i])
+
+    def reconstruct(self, X):
+        """Each view of ``X`` as the model reconstructs it (``X'`` of the paper).
+
+        Variant I: decoded from ``Z`` (``Z V^T`` for a matrix view); variant II: each
+        autoencoder's output.
+
+        Parameters
+        ----------
+        X : MultiModal, list of array-like or array-like
+            The views, shaped as in ``fit``.
+
+        Returns
+        -------
+        views : list of ndarray
+            One reconstruction per view, on the original scale.
+        """
+        check_is_fitted(self)
+        self.module_.eval()
+        out = [[] for _ in self.view_kinds_]
+        with torch.no_grad():
+            for batch in self._chunks(X):
+                Z, codes = self._encode(batch)
+                for i in range(len(out)):
+                    out[i].append(self._unscale(self._reconstruct_std(Z, codes, i), i))
+        return [np.concatenate(parts, 0) for parts in out]
+
+    def score(self, X, y=None):
+        """Minus the mean squared reconstruction error of the (standardised) views.
+
+        Parameters
+        ----------
+        X : MultiModal, list of array-like or array-like
+            Views of samples, new or seen.
+        y : Ignored
+            Not used, present for API consistency.
+
+        Returns
+        -------
+        score : float
+            ``-mean_v MSE_v`` over the views, each in standardised units (higher is
+            better).
+        """
+        check_is_fitted(self)
+        self.module_.eval()
+        sums = np.zeros(len(self.view_kinds_))
+        counts = np.zeros(len(self.view_kinds_))
+        with torch.no_grad():
+            for batch in self._chunks(X):
+                Z, codes = self._encode(batch)
+                for i, x in enumerate(batch):
+                    rec = self._reconstruct_std(Z, codes, i)
+                    sums[i] += float(((rec - x.to(rec.device)) ** 2).sum())
+                    counts[i] += x.numel()
+        return -float(np.mean(sums / counts))
+
+    # ---- persistence -----------------------------------------------------------------
+
+    def __getstate__(self):
+        # the live network stays on its devices; the pickle holds a CPU copy
+        module = self.__dict__.get("module_")
+        if module is None:
+            return super().__getstate__()
+        del self.__dict__["module_"]
+        try:
+            state = super().__getstate__()
+        finally:
+            self.module_ = module
+        state["module_"] = copy.deepcopy(module).to("cpu")
+        return state
+
+    def _restore_devices(self):
+        net = self.module_
+        for i, dev in enumerate(self.devices_):
+            net.view_aes[i].to(dev)
+            if str(i) in net.col_aes:
+                net.col_aes[str(i)].to(dev)
+        net.fusion.to(self.devices_[0])
+
+
+def _subset(view, idx):
+    """A shallow View-like of the rows ``idx`` (for fitting the standardisation)."""
+    from .._multimodal import View
+
+    idx_np = idx.numpy()
+    data = view.data
+    if isinstance(data, torch.Tensor):
+        data = data[idx.to(data.device)]
+    elif sp.issparse(data):
+        data = data[idx_np]
+    elif len(idx_np) != data.shape[0]:
+        data = data[idx_np]
+    return View(view.name, data, view.kind)

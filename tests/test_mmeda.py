@@ -1,0 +1,286 @@
+import pickle
+
+import joblib
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+from sklearn.base import clone
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV, train_test_split
+from sklearn.pipeline import Pipeline
+
+from mmfactor import MMEDA, MultiModal
+from mmfactor.datasets import load_mfeat
+from mmfactor.neural import ConvAutoencoder, DenseAutoencoder
+
+TINY = dict(n_components=4, conv_channels=(4,), hidden_layer_sizes=(16,), view_components=6,
+            fusion_layer_sizes=(12,), batch_size=16, max_iter=4, tol=0)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # these models are tiny: one thread is faster than two fighting over a busy CPU
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _data(n=48, seed=0):
+    rng = np.random.RandomState(seed)
+    img = rng.rand(n, 1, 8, 7)
+    vec = rng.randn(n, 10)
+    return MultiModal(img=img, vec=vec)
+
+
+@pytest.mark.parametrize("variant", ["I", "II"])
+def test_fit_transform_shapes_terms_and_new_rows(variant):
+    X = _data()
+    model = MMEDA(variant=variant, random_state=0, **TINY)
+    Z = model.fit_transform(X[:40])
+    assert Z.shape == (40, 4) and Z.dtype == np.float32
+    # transform on unseen rows, deterministic (eval mode), equal to fit_transform's output
+    Znew = model.transform(X[40:])
+    assert Znew.shape == (8, 4) and np.isfinite(Znew).all()
+    np.testing.assert_array_equal(model.transform(X[40:]), Znew)
+    np.testing.assert_array_equal(model.transform(X[:40]), Z)
+    expected = {"img", "vec"} if variant == "I" else {"img", "vec", "vec.T", "vec.ZV"}
+    assert set(model.loss_terms_) == expected
+    assert len(model.loss_curve_) == model.n_iter_ == 4
+    for term in expected:
+        assert len(model.loss_terms_[term]) == 4
+    # the total is the sum of the (unit-weight) terms, averaged over the same batches
+    total = sum(np.array(model.loss_terms_[t]) for t in expected)
+    np.testing.assert_allclose(model.loss_curve_, total, rtol=1e-4)
+    assert model.column_embeddings_["vec"].shape == (10, 4)
+    assert model.n_features_in_ == 56 + 10
+    assert list(model.get_feature_names_out()) == [f"mmeda{i}" for i in range(4)]
+
+
+def test_training_reduces_the_loss_and_learns_the_digits():
+    X, y = load_mfeat(views=["pix", "fou"], return_X_y=True)
+    idx = np.arange(len(y))[::4]
+    tr, te = train_test_split(idx, test_size=0.25, stratify=y[idx], random_state=0)
+    model = MMEDA(n_components=10, variant="I", conv_channels=(8,), hidden_layer_sizes=(64,),
+                  view_components=16, fusion_layer_sizes=(32,), max_iter=15, tol=0,
+                  batch_size=32, random_state=0)
+    Z = model.fit(X[tr]).transform(X)
+    assert model.loss_curve_[-1] < 0.7 * model.loss_curve_[0]
+    acc = LogisticRegression(max_iter=500).fit(Z[tr], y[tr]).score(Z[te], y[te])
+    assert acc > 0.7  # ten classes: chance is 0.1
+
+
+def test_same_random_state_same_bits_and_global_rng_untouched():
+    X = _data()
+    state = torch.get_rng_state()
+    a = MMEDA(random_state=3, **TINY).fit_transform(X)
+    assert torch.equal(torch.get_rng_state(), state)
+    b = MMEDA(random_state=3, **TINY).fit_transform(X)
+    c = MMEDA(random_state=4, **TINY).fit_transform(X)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_conv_views_of_any_order_and_size():
+    rng = np.random.RandomState(0)
+    n = 20
+    X = MultiModal(seq=rng.rand(n, 2, 11), img=rng.rand(n, 3, 9, 13),
+                   vol=rng.rand(n, 1, 5, 6, 7), a=rng.rand(n, 5), b=rng.rand(n, 3))
+    model = MMEDA(variant="I", random_state=0, **dict(TINY, conv_channels=(2, 3)))
+    Z = model.fit_transform(X)
+    assert Z.shape == (n, 4)
+    assert model.view_kinds_ == ["conv", "conv", "conv", "dense", "dense"]
+    rec = model.reconstruct(X)
+    assert [r.shape for r in rec] == [v.shape for v in X.views]
+    inv = model.inverse_transform(Z)
+    assert [r.shape for r in inv] == [v.shape for v in X.views]
+    np.testing.assert_allclose(inv[0], rec[0], rtol=1e-4, atol=1e-5)  # I decodes from Z
+
+
+def test_inverse_transform_is_z_times_column_embeddings():
+    X = _data()
+    model = MMEDA(random_state=0, **TINY).fit(X)
+    Z = model.transform(X)
+    inv = model.inverse_transform(Z)
+    assert inv[0] is None  # II: the image decoder reads the image's own code, not Z
+    V = model.column_embeddings_["vec"]
+    expect = (Z.astype(np.float64) @ V.T) * model.view_scales_[1] + model.view_means_[1]
+    np.testing.assert_allclose(inv[1], expect, rtol=1e-4, atol=1e-4)
+    rec = model.reconstruct(X)
+    assert rec[0].shape == X.img.shape and rec[1].shape == X.vec.shape
+
+
+def test_score_is_minus_mean_standardised_error():
+    X = _data()
+    model = MMEDA(random_state=0, **TINY).fit(X)
+    rec = model.reconstruct(X)
+    mses = [np.mean(((r - v) / s) ** 2) for r, v, s in
+            zip(rec, X.views, model.view_scales_, strict=True)]
+    assert model.score(X) == pytest.approx(-np.mean(mses), rel=1e-4)
+    longer = MMEDA(random_state=0, **dict(TINY, max_iter=40)).fit(X)
+    assert longer.score(X) > model.score(X)
+
+
+def test_column_encoder_width_is_bounded():
+    X = _data(n=60)
+    model = MMEDA(random_state=0, max_column_rows=16, **TINY).fit(X)
+    col_ae = model.module_.col_aes["1"]
+    assert col_ae.n_features == 16
+    assert model.column_embeddings_["vec"].shape == (10, 4)
+    # the column blocks: more columns than batch_size are cycled through
+    wide = MultiModal(img=X.img, vec=np.random.RandomState(1).randn(60, 40))
+    MMEDA(random_state=0, max_column_rows=16, **TINY).fit(wide)
+
+
+def test_sparse_and_torch_views_match_dense():
+    X = _data()
+    vec = X.vec.copy()
+    vec[np.abs(vec) < 0.8] = 0
+    dense = MMEDA(random_state=0, **TINY).fit_transform(MultiModal(img=X.img, vec=vec))
+    sparse = MMEDA(random_state=0, **TINY).fit_transform(
+        MultiModal(img=X.img, vec=sp.csr_matrix(vec)))
+    tensor = MMEDA(random_state=0, **TINY).fit_transform(
+        MultiModal(img=torch.as_tensor(X.img), vec=torch.as_tensor(vec)))
+    np.testing.assert_allclose(sparse, dense, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(tensor, dense, rtol=1e-4, atol=1e-5)
+
+
+def test_standardize_option_and_input_untouched():
+    X = _data()
+    before = [v.copy() for v in X.views]
+    model = MMEDA(random_state=0, **TINY).fit(X)
+    model.transform(X)
+    for a, b in zip(before, X.views, strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(model.view_means_[1], X.vec.mean(0))
+    np.testing.assert_allclose(model.view_scales_[1], X.vec.std(0))
+    assert model.view_means_[0].shape == (1, 1, 1)  # per channel for images
+    raw = MMEDA(random_state=0, standardize=False, **TINY).fit(X)
+    assert np.all(raw.view_means_[1] == 0) and np.all(raw.view_scales_[1] == 1)
+
+
+def test_loss_weights():
+    X = _data()
+    m = MMEDA(random_state=0, loss_weights={"column": 0.0, "cross": 2.0}, **TINY).fit(X)
+    total = (np.array(m.loss_terms_["img"]) + np.array(m.loss_terms_["vec"])
+             + 2 * np.array(m.loss_terms_["vec.ZV"]))
+    np.testing.assert_allclose(m.loss_curve_, total, rtol=1e-4)
+
+
+def test_warm_start_continues_and_early_stopping():
+    X = _data()
+    m = MMEDA(random_state=0, warm_start=True, **TINY).fit(X)
+    first = m.transform(X)
+    m.fit(X)
+    assert m.n_iter_ == 8 and len(m.loss_curve_) == 8
+    assert not np.array_equal(first, m.transform(X))
+    cold = MMEDA(random_state=0, **TINY).fit(X).fit(X)
+    assert cold.n_iter_ == 4
+    with pytest.raises(ValueError, match="column encoders read 48 rows"):
+        m.fit(X[:10])
+    es = MMEDA(random_state=0, early_stopping=True, **dict(TINY, max_iter=200, tol=0.5,
+                                                          n_iter_no_change=2)).fit(X)
+    assert es.n_iter_ < 200 and len(es.loss_terms_["validation"]) == es.n_iter_
+
+
+def test_pipeline_and_gridsearch_on_multimodal():
+    X, y = load_mfeat(views=["pix", "fou"], return_X_y=True)
+    X, y = X[::20], y[::20]
+    pipe = Pipeline([("emb", MMEDA(random_state=0, **TINY)),
+                     ("clf", LogisticRegression(max_iter=200))])
+    search = GridSearchCV(pipe, {"emb__n_components": [2, 4]}, cv=2).fit(X, y)
+    assert search.predict(X).shape == y.shape
+    # an unsupervised grid search maximises score()
+    GridSearchCV(MMEDA(random_state=0, **TINY), {"variant": ["I", "II"]}, cv=2).fit(X)
+
+
+def test_pickle_joblib_and_clone(tmp_path):
+    X = _data()
+    model = MMEDA(random_state=0, **TINY).fit(X)
+    again = pickle.loads(pickle.dumps(model))
+    np.testing.assert_array_equal(again.transform(X), model.transform(X))
+    joblib.dump(model, tmp_path / "m.joblib")
+    np.testing.assert_array_equal(joblib.load(tmp_path / "m.joblib").transform(X),
+                                  model.transform(X))
+    assert "module_" not in clone(model).__dict__
+
+
+def test_devices_per_view_on_cpu():
+    X = _data()
+    a = MMEDA(random_state=0, devices=["cpu", "cpu"], **TINY).fit_transform(X)
+    b = MMEDA(random_state=0, devices={"vec": "cpu"}, **TINY).fit_transform(X)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_missing_cuda_device_is_a_clear_error():
+    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    with pytest.raises(ValueError, match=f"cuda:{n}' was requested"):
+        MMEDA(random_state=0, devices=["cpu", f"cuda:{n}"], **TINY).fit(_data())
+
+
+@pytest.mark.cuda
+def test_mixed_cpu_cuda_and_load_on_cpu(tmp_path):
+    X = _data()
+    cpu = MMEDA(random_state=0, **TINY).fit(X)
+    mixed = MMEDA(random_state=0, devices=["cuda:0", "cpu"], **TINY).fit(X)
+    assert next(mixed.module_.view_aes[0].parameters()).device.type == "cuda"
+    assert next(mixed.module_.view_aes[1].parameters()).device.type == "cpu"
+    np.testing.assert_allclose(mixed.transform(X), cpu.transform(X), atol=1e-3)
+    state = pickle.dumps(mixed)
+    assert next(mixed.module_.view_aes[0].parameters()).device.type == "cuda"
+    loaded = pickle.loads(state)
+    np.testing.assert_allclose(loaded.transform(X), mixed.transform(X), atol=1e-5)
+
+
+def test_modules_public_api():
+    ae = ConvAutoencoder((2, 16, 15), (4, 8), (16,), 5)
+    code, rec = ae(torch.zeros(3, 2, 16, 15))
+    assert code.shape == (3, 5) and rec.shape == (3, 2, 16, 15)
+    dense = DenseAutoencoder(7, (5,), 3)
+    assert dense.decode(dense.encode(torch.zeros(2, 7))).shape == (2, 7)
+
+
+@pytest.mark.parametrize(
+    "X, params, err, match",
+    [
+        (MultiModal(img=np.zeros((10, 1, 1, 8)), v=np.zeros((10, 2))), {}, ValueError,
+         r"View 'img' has spatial shape \(1, 8\), too small .* at least 2 entries"),
+        (MultiModal(img=np.zeros((10, 1, 8, 8)), v=np.zeros((10, 2))),
+         {"conv_channels": (4, 4, 4, 4)}, ValueError, "at least 16 entries"),
+        (MultiModal(img=np.zeros((10, 1, 8, 8)), v=np.where(np.eye(10, 2), np.nan, 0)), {},
+         ValueError, r"View 'v' of shape \(10, 2\) has NaN"),
+        ([np.zeros((10, 1, 8, 8)), np.zeros((9, 2))], {}, ValueError,
+         "view 'view1' has 9"),
+        (MultiModal(img=np.zeros((10, 1, 8, 8))), {}, ValueError,
+         "variant='II' needs at least one matrix view"),
+        (np.zeros((10, 1, 2, 2, 2, 2)), {}, ValueError, "at most 5 dimensions"),
+        (_data(), {"loss_weights": {"views": 1.0}}, ValueError, "unknown keys"),
+        (_data(), {"loss_weights": {"view": -1.0}}, ValueError, "non-negative"),
+        (_data(), {"hidden_layer_sizes": (16, 0)}, ValueError, "hidden_layer_sizes must"),
+        (_data(), {"conv_channels": ()}, ValueError, "conv_channels must"),
+        (_data(), {"variant": "III"}, ValueError, "'variant' parameter"),
+        (_data(), {"early_stopping": True, "validation_fraction": 0.99}, ValueError,
+         "leaves 0 training row"),
+    ],
+)
+def test_bad_input_errors(X, params, err, match):
+    kw = dict(TINY, conv_channels=(4,))
+    kw.update(params)
+    with pytest.raises(err, match=match):
+        MMEDA(random_state=0, **kw).fit(X)
+
+
+def test_transform_errors():
+    X = _data()
+    model = MMEDA(random_state=0, **TINY).fit(X)
+    with pytest.raises(ValueError, match=r"view 'vec' has shape \(n_samples, 9\)"):
+        model.transform(MultiModal(img=X.img, vec=X.vec[:, :9]))
+    with pytest.raises(ValueError, match=r"got 1 view\(s\)"):
+        model.transform(MultiModal(img=X.img))
+    with pytest.raises(ValueError, match="has NaN"):
+        model.transform(MultiModal(img=X.img, vec=np.full_like(X.vec, np.nan)))
+    with pytest.raises(ValueError, match=r"shape \(n_samples, 4\); got \(3, 2\)"):
+        model.inverse_transform(np.zeros((3, 2)))
+    with pytest.raises(ValueError, match="NaN or inf"):
+        model.inverse_transform(np.full((3, 4), np.nan))
