@@ -2,6 +2,11 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
+
+# The tests fit many small models: one intra-op thread avoids OpenMP spin-waiting
+# overhead that dominates tiny problems (and keeps parallel CI jobs from oversubscribing).
+torch.set_num_threads(1)
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -218,7 +218,10 @@ class CMF(MultiModalTransformer):
     max_iter : int, default=30
         Maximum number of sweeps (ALS) or L-BFGS iterations.
     tol : float, default=1e-4
-        Stop when the objective decreases by less than ``tol`` (relative) in a sweep.
+        Stop when the objective decreases by less than ``tol`` (relative) in
+        ``n_iter_no_change`` consecutive sweeps.
+    n_iter_no_change : int, default=3
+        Patience of the stopping rule (Jacobi sweeps need not decrease monotonically).
     random_state : int, RandomState instance or None, default=None
         Seeds the initial factors.
     devices : None, str, list or dict, default=None
@@ -285,6 +288,7 @@ class CMF(MultiModalTransformer):
         "dtype": [StrOptions({"float32", "float64"})],
         "max_iter": [Interval(numbers.Integral, 1, None, closed="left")],
         "tol": [Interval(numbers.Real, 0, None, closed="left")],
+        "n_iter_no_change": [Interval(numbers.Integral, 1, None, closed="left")],
         "random_state": ["random_state"],
         "devices": [None, str, list, tuple, dict],
         "verbose": ["verbose"],
@@ -307,6 +311,7 @@ class CMF(MultiModalTransformer):
         dtype="float32",
         max_iter=30,
         tol=1e-4,
+        n_iter_no_change=3,
         random_state=None,
         devices=None,
         verbose=0,
@@ -325,6 +330,7 @@ class CMF(MultiModalTransformer):
         self.dtype = dtype
         self.max_iter = max_iter
         self.tol = tol
+        self.n_iter_no_change = n_iter_no_change
         self.random_state = random_state
         self.devices = devices
         self.verbose = verbose
@@ -478,7 +484,8 @@ class CMF(MultiModalTransformer):
         self._weights = dict(zip([s.name for s in specs], weights, strict=True))
         self._solver = solver
         step = self._als_sweep if solver == "als" else self._lbfgs_step(list(entities))
-        hist = fit_loop(step, max_iter=self.max_iter, tol=self.tol, verbose=self.verbose,
+        hist = fit_loop(step, max_iter=self.max_iter, tol=self.tol,
+                        n_iter_no_change=self.n_iter_no_change, verbose=self.verbose,
                         desc="CMF", estimator="CMF")
         self.loss_curve_ = hist.loss
         self.loss_terms_ = hist.terms
