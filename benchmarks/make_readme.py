@@ -1,0 +1,61 @@
+"""Assemble ``benchmarks/README.md`` from the tables the benchmark scripts wrote.
+
+Every ``bench_*.py`` writes ``results/<name>.json`` and ``results/<name>.md``; this script
+puts the markdown tables together, in a fixed order, under the introduction below. Run
+it after any benchmark:
+
+    python benchmarks/make_readme.py
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+SECTIONS = [
+    ("cmf", "CMF against cmfrec on MovieLens-100K", "bench_cmf.py"),
+    ("dfmf", "DFMF against scikit-fusion and CMF on dicty", "bench_dfmf.py"),
+    ("dcmf", "DCMF against CMF and cmfrec", "bench_dcmf.py"),
+    ("mmeda", "MMEDA: the paper's model development on mfeat", "bench_mmeda.py"),
+    ("hyperlearn", "HyperLearn on MovieLens-100K and tensorly's tensors", "bench_hyperlearn.py"),
+    ("hyperlearn_scaling", "HyperLearn scaling in the number of hyperedges",
+     "bench_hyperlearn.py"),
+    ("scale", "Scale: 10^7 ratings, modes as ranks, peak memory", "bench_scale.py"),
+    ("regression", "The regression task: user age from MovieLens embeddings",
+     "bench_regression.py"),
+]
+
+INTRO = """# Benchmarks
+
+Each script measures mmfactor beside its peers in the same run, on the same machine, and
+writes its figures to `results/<name>.json` and a table to `results/<name>.md`; this page
+is assembled from those tables by `python benchmarks/make_readme.py`. Each table says the
+machine and the command that produced it. Install the peers with the `bench` extra
+(`pip install -e ".[bench]"`); the data sets are read from the cache
+(`MMFACTOR_DATA`, see the `fetch_*` loaders).
+
+Timings are the best of several runs (as `timeit` reports them). Unless a table says
+otherwise, they come from the project's 2-core CPU machine.
+"""
+
+
+def main():
+    parts = [INTRO]
+    known = {name for name, _, _ in SECTIONS}
+    extra = sorted(p.stem for p in (HERE / "results").glob("*.md") if p.stem not in known)
+    for name, title, script in SECTIONS + [(n, n, f"bench_{n}.py") for n in extra]:
+        md = HERE / "results" / f"{name}.md"
+        if md.exists():
+            parts.append(f"## {title}\n\nScript: `benchmarks/{script}`.\n\n"
+                         f"{md.read_text().strip()}\n")
+        else:
+            parts.append(f"## {title}\n\nNot measured yet: run `benchmarks/{script}`.\n")
+    reliability = HERE / "RELIABILITY.md"
+    if reliability.exists():
+        parts.append("## Reliability\n\nSee [RELIABILITY.md](RELIABILITY.md).\n")
+    (HERE / "README.md").write_text("\n".join(parts))
+
+
+if __name__ == "__main__":
+    main()
