@@ -250,3 +250,13 @@ def test_jacobi_updates_converge_to_the_same_fit():
     coords = np.c_[np.repeat(np.arange(60), 12), np.tile(np.arange(12), 60)]
     np.testing.assert_allclose(ja.predict_entries(coords), gs.predict_entries(coords),
                                atol=1e-2)
+
+
+def test_torch_tensor_views_with_nan():
+    data = make_collective(40, (8, 5), 2, missing_rate=0.1, random_state=0)
+    t = torch.as_tensor(data.X.views[0])
+    arr = CMF(2, max_iter=5, tol=0, random_state=0).fit_transform([data.X.views[0],
+                                                                     data.X.views[1]])
+    ten = CMF(2, max_iter=5, tol=0, random_state=0).fit_transform([t, data.X.views[1]])
+    np.testing.assert_allclose(ten, arr, rtol=1e-5, atol=1e-6)
+    assert torch.isnan(t).any()  # the user's tensor keeps its NaN
