@@ -116,12 +116,12 @@ class _Relation:
     def refresh(self, Gr, S, Gc):
         """Squared error over the observed entries; stores the residual for ``apply``."""
         if self.mode == "dense":
-            return float(((self.R - Gr @ (S @ Gc.T)) ** 2).sum())
+            return float(((self.R - Gr @ (S @ Gc.T)) ** 2).sum(dtype=torch.float64))
         if self.mode == "masked":
             E = torch.where(self.mask, self.R - Gr @ (S @ Gc.T), torch.zeros((), dtype=self.dtype,
                                                                            device=self.device))
             self.E, self.stale = E, False
-            return float((E**2).sum())
+            return float((E**2).sum(dtype=torch.float64))
         if self.mode == "sparse":
             # ||R - P||^2 = ||R||^2 - 2 <R G_c, G_r S> + <G_r'G_r S, S G_c'G_c>, P never formed
             inner = (torch.sparse.mm(self.R, Gc) * (Gr @ S)).sum()
@@ -133,7 +133,7 @@ class _Relation:
             r, c = self.rows[s : s + _CHUNK], self.cols[s : s + _CHUNK]
             e[s : s + _CHUNK] = self.vals[s : s + _CHUNK] - (GrS[r] * Gc[c]).sum(1)
         self.E, self.stale = e, False
-        return float((e**2).sum())
+        return float((e**2).sum(dtype=torch.float64))
 
     def apply(self, side, W, Gr, S, Gc):
         """``R~ W`` (``side="row"``) or ``R~^T W`` (``side="col"``)."""
@@ -603,15 +603,19 @@ class DFMF(MultiModalTransformer):
 
     def _update_backbones(self, rels, G, S, first=False):
         """Closed-form least-squares backbones given the factors (missing entries filled)."""
-        pinv = {e: torch.linalg.pinv(g.T @ g, hermitian=True) for e, g in G.items()}
+        # S = (G_r'G_r)^+ G_r' R~ G_c (G_c'G_c)^+: the small Gram matrices, their
+        # pseudo-inverses and the k x k products in float64 (float32 normal equations
+        # would lose G's small singular values); only R~ G_c runs in ``dtype``
+        pinv = {e: torch.linalg.pinv(g.double().T @ g.double(), hermitian=True)
+                for e, g in G.items()}
         for r in rels:
             Gr, Gc = self._on(G, r)
             if first and r.needs_fill:
                 # the paper's DFMC starts with the missing entries at zero
                 r.E = (r.R if r.mode == "masked" else r.vals).clone()
                 r.stale = False
-            core = Gr.T @ r.apply("row", Gc, Gr, S[r.name], Gc)
-            S[r.name] = pinv[r.row].to(r.device) @ core @ pinv[r.col].to(r.device)
+            core = Gr.double().T @ r.apply("row", Gc, Gr, S[r.name], Gc).double()
+            S[r.name] = (pinv[r.row].to(r.device) @ core @ pinv[r.col].to(r.device)).to(Gr.dtype)
             r.stale = True
 
     def _update_factor(self, e, rels, G, S, theta):
@@ -653,7 +657,8 @@ class DFMF(MultiModalTransformer):
             total += terms[r.name]
         for e, (pos, neg) in theta_t.items():
             Ge = G[e]
-            val = float((Ge * (torch.sparse.mm(pos, Ge) - torch.sparse.mm(neg, Ge))).sum())
+            val = float((Ge * (torch.sparse.mm(pos, Ge) - torch.sparse.mm(neg, Ge)))
+                        .sum(dtype=torch.float64))
             terms[f"constraint:{e}"] = val
             total += val
         terms["loss"] = total
