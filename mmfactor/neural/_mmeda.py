@@ -100,11 +100,18 @@ class MMEDA(MultiModalTransformer):
 
           L = sum_tensor MSE(D_t(Z), X_t) + sum_matrix MSE(Z V_m^T, X_m)
 
-    * ``variant="II"`` (section 3, eq. 1): every autoencoder reconstructs its own input
-      and ``X_m'' = Z V_m^T`` ties the representation to every matrix view::
+    * ``variant="II"`` (section 3, eq. 1; "an extension of MMEDA-I", 6.5): the same,
+      plus each matrix view's own autoencoder output ``X_m'`` and its transpose's
+      ``X_m^T'``, while ``X_m'' = Z V_m^T`` ties the representation to the matrix::
 
-          L = sum_t MSE(D_t(E_t(X_t)), X_t) + sum_m [MSE(D_m(E_m(X_m)), X_m)
+          L = sum_t MSE(D_t(Z), X_t) + sum_m [MSE(D_m(E_m(X_m)), X_m)
               + MSE(D_m^T(E_m^T(X_m^T)), X_m^T) + MSE(Z V_m^T, X_m)]
+
+      Section 3 does not say whether ``X_0'`` (the image) is decoded from the image's
+      own code or from ``Z``; it is decoded from ``Z`` here, as in MMEDA-I, of which II
+      is the extension. The other reading leaves the image's information out of what
+      trains ``Z`` (only ``Z V^T`` would): measured on the digits it gave a macro-F1 of
+      0.50 against 0.86 for MMEDA-I, and it has no ``inverse_transform`` for images.
 
     Every MSE is a mean over its entries; ``loss_weights`` scales the kinds of terms.
     Training runs mini-batches of ``batch_size`` rows; as in the paper (section 3.1)
@@ -126,8 +133,7 @@ class MMEDA(MultiModalTransformer):
     n_components : int, default=50
         Width of the representation ``Z``.
     variant : {"I", "II"}, default="II"
-        The architecture (see above). ``"II"`` needs at least one matrix view (its
-        ``Z V^T`` term is what trains the representation).
+        The architecture (see above); with tensor views only, both are the same.
     conv_channels : tuple of int, default=(16, 32)
         Channels of each conv layer (3-wide kernels, 2x max-pooling after each) of every
         tensor view's autoencoder. Each spatial dimension needs ``2 ** len`` entries.
@@ -235,8 +241,8 @@ class MMEDA(MultiModalTransformer):
     >>> Z = model.fit_transform(X)
     >>> Z.shape, Z.dtype
     ((40, 5), dtype('float32'))
-    >>> [r.shape for r in model.inverse_transform(Z) if r is not None]
-    [(40, 12)]
+    >>> [r.shape for r in model.inverse_transform(Z)]
+    [(40, 1, 8, 8), (40, 12)]
     """
 
     _parameter_constraints = {
@@ -342,12 +348,6 @@ class MMEDA(MultiModalTransformer):
         for v, kind in zip(views, kinds, strict=True):
             if kind == "conv":
                 conv_stack_shapes(v.shape[2:], n_conv, name=v.name)
-        if self.variant == "II" and "dense" not in kinds:
-            raise ValueError(
-                f"variant='II' needs at least one matrix view (its Z V^T term trains the "
-                f"representation); every view of X is a tensor "
-                f"({[v.shape for v in views]}). Use variant='I'."
-            )
         return mm, views, kinds
 
     def _weights(self):
@@ -377,11 +377,10 @@ class MMEDA(MultiModalTransformer):
         view_aes, col_aes = [], {}
         for i, (v, kind, dev) in enumerate(zip(views, kinds, self.devices_, strict=True)):
             if kind == "conv":
-                dec_in = k if self.variant == "I" else kv
                 view_aes.append(build_module(
-                    lambda v=v, dec_in=dec_in: ConvAutoencoder(
+                    lambda v=v: ConvAutoencoder(
                         v.shape[1:], channels, hidden, kv, activation=act,
-                        code_input=dec_in, name=v.name),
+                        code_input=k, name=v.name),
                     gen, dev))
             else:
                 view_aes.append(build_module(
@@ -512,8 +511,9 @@ class MMEDA(MultiModalTransformer):
                     net.view_aes, batches, codes, self.devices_, self.view_names_,
                     strict=True)):
                 key = str(i)
-                if self.variant == "II" or kinds[i] == "conv":
-                    src = Z.to(dev) if self.variant == "I" else c
+                if kinds[i] == "conv" or self.variant == "II":
+                    # a tensor is decoded from Z; in II a matrix also from its own code
+                    src = Z.to(dev) if kinds[i] == "conv" else c
                     rec = torch.mean((ae.decode(src) - x) ** 2)
                     terms[name] = terms.get(name, 0.0) + rec.detach()
                     total = total + weights["view"] * rec.to(self.devices_[0])
@@ -625,28 +625,22 @@ class MMEDA(MultiModalTransformer):
         return np.concatenate(out, 0).astype(np.float32, copy=False)
 
     def _decode_from_z(self, Z, i):
-        """View ``i`` (standardised) decoded from the representation, or None."""
-        key, dev = str(i), self.devices_[i]
+        """View ``i`` (standardised) decoded from the representation."""
+        dev = self.devices_[i]
         if self.view_kinds_[i] == "dense":
             V = torch.as_tensor(self.column_embeddings_[self.view_names_[i]], device=dev)
             return Z.to(dev) @ V.T
-        if self.variant == "I":
-            return self.module_.view_aes[i].decode(Z.to(dev))
-        return None
+        return self.module_.view_aes[i].decode(Z.to(dev))
 
     def _unscale(self, rec, i):
-        if rec is None:
-            return None
         rec = as_numpy(rec).astype(np.float64)
         return rec * self.view_scales_[i] + self.view_means_[i]
 
     def inverse_transform(self, X):
         """Reconstruct every view from representations.
 
-        A matrix view is ``Z V^T`` (both variants); a tensor view is its decoder's output
-        from ``Z`` in variant I. In variant II a tensor view's decoder reads that view's
-        own code, not ``Z``, so there is no map from ``Z`` back to it: its entry is
-        ``None`` (use :meth:`reconstruct` on the views instead).
+        A matrix view is ``Z V^T``, a tensor view its decoder's output from ``Z``
+        (both variants).
 
         Parameters
         ----------
@@ -655,7 +649,7 @@ class MMEDA(MultiModalTransformer):
 
         Returns
         -------
-        views : list of ndarray or None
+        views : list of ndarray
             One reconstruction per view, on the original scale, shaped like the view.
         """
         check_is_fitted(self)
@@ -672,18 +666,18 @@ class MMEDA(MultiModalTransformer):
                 z = torch.as_tensor(Z[s: s + _CHUNK], device=self.devices_[0])
                 for i in range(len(out)):
                     out[i].append(self._unscale(self._decode_from_z(z, i), i))
-        return [None if parts[0] is None else np.concatenate(parts, 0) for parts in out]
+        return [np.concatenate(parts, 0) for parts in out]
 
     def _reconstruct_std(self, Z, codes, i):
-        if self.variant == "I":
+        if self.variant == "I" or self.view_kinds_[i] == "conv":
             return self._decode_from_z(Z, i)
         return self.module_.view_aes[i].decode(codes[i])
 
     def reconstruct(self, X):
         """Each view of ``X`` as the model reconstructs it (``X'`` of the paper).
 
-        Variant I: decoded from ``Z`` (``Z V^T`` for a matrix view); variant II: each
-        autoencoder's output.
+        A tensor view is decoded from ``Z``; a matrix view is ``Z V^T`` in variant I and
+        its own autoencoder's output ``X'`` in variant II.
 
         Parameters
         ----------
