@@ -89,20 +89,21 @@ def _is_estimator(obj):
 
 
 def _calling_estimator(max_depth=6):
-    """The ``self`` of the nearest ``fit*`` method on the call stack, if an estimator.
+    """``(estimator, in_fit)``: the ``self`` of the nearest estimator method on the stack.
 
-    Only frames of functions whose name contains ``"fit"`` count: a loop run by
-    ``transform`` (a fold-in) must never unfit the model.
+    ``in_fit`` is whether that method's name contains ``"fit"``: a loop run by
+    ``transform`` (a fold-in) must never unfit the model, and a Ctrl-C there aborts the
+    call instead of returning a half-solved result.
     """
     frame = sys._getframe(2)
     for _ in range(max_depth):
         if frame is None:
-            return None
+            break
         obj = frame.f_locals.get("self")
         if _is_estimator(obj):
-            return obj if "fit" in frame.f_code.co_name else None
+            return obj, "fit" in frame.f_code.co_name
         frame = frame.f_back
-    return None
+    return None, True
 
 
 def clear_fitted(estimator):
@@ -233,9 +234,12 @@ def fit_loop(
     from tqdm.auto import tqdm
 
     if estimator is not None and not isinstance(estimator, str):
-        est, name = estimator, type(estimator).__name__
+        est, name, in_fit = estimator, type(estimator).__name__, True
     else:
-        est, name = _calling_estimator(), estimator or desc
+        est, in_fit = _calling_estimator()
+        name = estimator or desc
+        if not in_fit:
+            est = None  # transform/score: never unfit the model
     hist = History()
     best = math.inf
     no_change = 0
@@ -248,7 +252,7 @@ def fit_loop(
                 if validation is not None:
                     losses["validation"] = float(validation())
             except KeyboardInterrupt:
-                if hist.n_iter == 0:
+                if hist.n_iter == 0 or not in_fit:
                     raise
                 hist.interrupted = True
                 break
@@ -277,6 +281,8 @@ def fit_loop(
                         on_improvement()
                     except KeyboardInterrupt:
                         # the snapshot may be incomplete: the previous one stays valid
+                        if not in_fit:
+                            raise
                         hist.interrupted = True
                         break
             if tol > 0 and no_change >= n_iter_no_change:

@@ -54,3 +54,153 @@ def test_validation_drives_early_stopping_and_best_state():
     assert hist.terms["validation"] == [5.0, 4.0, 4.5, 4.6]
     assert hist.converged and hist.n_iter == 4  # stopped by the validation loss
     assert improved == [0, 1]  # the best state is the one after epoch 1
+
+
+# ---- faults: KeyboardInterrupt, out of memory, the estimator left unfitted -------------
+
+from sklearn.base import BaseEstimator  # noqa: E402
+
+from mmfactor._training import (  # noqa: E402
+    FitInterruptedWarning,
+    FitOutOfMemoryError,
+    clear_fitted,
+)
+
+
+def _steps(seq, interrupt_at):
+    def step(e):
+        if e == interrupt_at:
+            raise KeyboardInterrupt
+        return {"loss": seq[e]}
+
+    return step
+
+
+def test_interrupt_after_a_sweep_returns_the_history_and_warns():
+    with pytest.warns(FitInterruptedWarning, match=r"M: fit interrupted by KeyboardInterrupt "
+                                                   r"after 2 complete iteration\(s\) of "
+                                                   r"max_iter=5.*interrupted \(last complete "
+                                                   r"iteration 2\)"):
+        hist = fit_loop(_steps([3.0, 2.0, 1.0], 2), max_iter=5, tol=0, estimator="M")
+    assert hist.interrupted and not hist.converged and hist.n_iter == 2
+    assert hist.loss == [3.0, 2.0] and hist.best_iter == 2
+
+
+def test_interrupt_restores_the_best_snapshot():
+    state = {"w": None}
+    snaps, restored = [], []
+    losses = [3.0, 1.0, 2.0, 2.5]
+
+    def step(e):
+        if e == 3:
+            raise KeyboardInterrupt
+        state["w"] = e
+        return {"loss": losses[e]}
+
+    def on_improvement():
+        snaps.append(state["w"])
+
+    with pytest.warns(FitInterruptedWarning, match=r"parameters of iteration 2, the best"):
+        hist = fit_loop(step, max_iter=10, tol=0, on_improvement=on_improvement,
+                        on_interrupt=lambda: restored.append(snaps[-1]))
+    assert hist.best_iter == 2 and restored == [1] and hist.interrupted
+
+
+def test_interrupt_before_any_sweep_propagates():
+    with pytest.raises(KeyboardInterrupt):
+        fit_loop(_steps([1.0], 0), max_iter=3, tol=0)
+
+
+class _Est(BaseEstimator):
+    def __init__(self, interrupt_at=0, fault=KeyboardInterrupt):
+        self.interrupt_at = interrupt_at
+        self.fault = fault
+
+    def fit(self, X=None):
+        self.devices_ = ["cpu"]  # set before training, as the models do
+        self._private = 1
+
+        def step(e):
+            if e == self.interrupt_at:
+                raise self.fault()
+            return {"loss": 1.0 / (e + 1)}
+
+        hist = fit_loop(step, max_iter=3, tol=0, estimator="E")
+        self.n_iter_ = hist.n_iter
+        return self
+
+    def transform(self, X=None):
+        return fit_loop(lambda e: (_ for _ in ()).throw(KeyboardInterrupt()) if e else
+                        {"loss": 1.0}, max_iter=3, tol=0, estimator="E")
+
+
+def test_the_calling_estimator_is_unfitted_when_the_first_sweep_is_interrupted():
+    est = _Est()
+    with pytest.raises(KeyboardInterrupt):
+        est.fit()
+    assert not [k for k in vars(est) if k.endswith("_")]
+    assert est.interrupt_at == 0  # parameters untouched
+
+
+def test_an_estimator_object_is_unfitted_on_a_non_finite_loss():
+    est = _Est()
+    est.devices_, est.n_iter_ = ["cpu"], 4
+    with pytest.raises(NonFiniteLossError, match="_Est: the loss became non-finite"):
+        fit_loop(lambda e: {"loss": np.nan}, max_iter=2, estimator=est)
+    assert not [k for k in vars(est) if k.endswith("_")]
+
+
+def test_an_interrupt_in_transform_propagates_and_keeps_the_model():
+    with pytest.warns(FitInterruptedWarning):
+        est = _Est(interrupt_at=2).fit()
+    assert est.n_iter_ == 2
+    with pytest.raises(KeyboardInterrupt):
+        est.transform()
+    assert est.n_iter_ == 2 and est.devices_ == ["cpu"]
+
+
+def test_clear_fitted_follows_check_is_fitted():
+    from sklearn.exceptions import NotFittedError
+    from sklearn.utils.validation import check_is_fitted
+
+    est = _Est()
+    est.a_, est._b_, est._c = 1, 2, 3
+    clear_fitted(est)
+    assert vars(est) == {"interrupt_at": 0, "fault": KeyboardInterrupt, "_c": 3}
+    with pytest.raises(NotFittedError):
+        check_is_fitted(est)
+
+
+def test_cpu_out_of_memory_reports_the_size():
+    import torch
+
+    with pytest.raises(FitOutOfMemoryError, match=r"M: out of memory during iteration 1; "
+                                                  r"torch tried to allocate 128.0 TiB.*"
+                                                  r"DefaultCPUAllocator.*Lower n_components"):
+        fit_loop(lambda e: {"loss": float(torch.empty((2**20, 2**25)).sum())}, max_iter=2,
+                 estimator="M")
+
+
+def test_cuda_out_of_memory_reports_the_size_and_the_parameters():
+    import torch
+
+    class Big(_Est):
+        def __init__(self, n_components=512, batch_size=4096):
+            self.n_components = n_components
+            self.batch_size = batch_size
+
+    def step(e):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 3.50 GiB. GPU 0")
+
+    est = Big()
+    est.devices_ = ["cuda:0"]
+    with pytest.raises(FitOutOfMemoryError, match=r"Big: out of memory during iteration 1; "
+                                                  r"torch tried to allocate 3.50 GiB.*"
+                                                  r"batch_size=4096, n_components=512"):
+        fit_loop(step, max_iter=2, estimator=est)
+    assert not hasattr(est, "devices_")
+
+
+def test_other_errors_pass_through_unchanged():
+    with pytest.raises(ZeroDivisionError):
+        fit_loop(lambda e: {"loss": 1 / 0}, max_iter=2)
