@@ -98,25 +98,31 @@ def test_recovers_planted_non_negative_factors(data, fitted):
     assert np.linalg.norm(pred - truth) / np.linalg.norm(truth) < 1e-3
 
 
+def _normalized_rows(X, constraints):
+    model = fit_quiet(DFMF(4, relations=SCHEMA, constraints=constraints, max_iter=100, tol=0,
+                           random_state=0, init="random", dtype="float64"), X)
+    G = model.factors_["s"]
+    return G / np.linalg.norm(G, axis=1, keepdims=True)
+
+
+def _pair_graph(n, n_pairs):
+    pairs = np.c_[np.arange(n_pairs), np.arange(n_pairs) + n_pairs]
+    W = sp.coo_matrix((np.ones(n_pairs), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
+    return pairs, W + W.T
+
+
 def test_must_link_constraints_pull_rows_together():
     rng = np.random.RandomState(0)
-    n = 60
-    X = MultiModal(a=rng.rand(n, 20), b=rng.rand(n, 15))
-    pairs = np.c_[np.arange(30), np.arange(30) + 30]
-    W = sp.coo_matrix((np.ones(30), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
-    theta = -(W + W.T) * 5.0
+    X = MultiModal(a=rng.rand(60, 20), b=rng.rand(60, 15))
+    pairs, W = _pair_graph(60, 30)
 
-    def pair_distance(constraints):
-        model = fit_quiet(DFMF(4, relations=SCHEMA, constraints=constraints, max_iter=100,
-                               tol=0, random_state=0, init="random", dtype="float64"), X)
-        G = model.factors_["s"]
-        G = G / np.linalg.norm(G, axis=1, keepdims=True)
+    def distances(G):
         linked = np.linalg.norm(G[pairs[:, 0]] - G[pairs[:, 1]], axis=1).mean()
         other = np.linalg.norm(G[pairs[:, 0]] - G[np.roll(pairs[:, 1], 7)], axis=1).mean()
         return linked, other
 
-    free_linked, free_other = pair_distance(None)
-    linked, other = pair_distance({"s": theta})
+    free_linked, free_other = distances(_normalized_rows(X, None))
+    linked, other = distances(_normalized_rows(X, {"s": -5.0 * W}))
     # without constraints, linked pairs are no closer than others (the data is noise)
     assert free_linked > 0.5 * free_other
     # with them, linked rows end up much closer than they were, and than unlinked rows
@@ -126,19 +132,13 @@ def test_must_link_constraints_pull_rows_together():
 
 def test_cannot_link_constraints_push_rows_apart():
     rng = np.random.RandomState(0)
-    n = 40
-    X = MultiModal(a=rng.rand(n, 20), b=rng.rand(n, 15))
-    pairs = np.c_[np.arange(20), np.arange(20) + 20]
-    W = sp.coo_matrix((np.ones(20), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
+    X = MultiModal(a=rng.rand(40, 20), b=rng.rand(40, 15))
+    pairs, W = _pair_graph(40, 20)
 
-    def cosine(constraints):
-        model = fit_quiet(DFMF(4, relations=SCHEMA, constraints=constraints, max_iter=100,
-                               tol=0, random_state=0, init="random", dtype="float64"), X)
-        G = model.factors_["s"]
-        G = G / np.linalg.norm(G, axis=1, keepdims=True)
+    def cosine(G):
         return (G[pairs[:, 0]] * G[pairs[:, 1]]).sum(1).mean()
 
-    assert cosine({"s": (W + W.T) * 5.0}) < 0.7 * cosine(None)
+    assert cosine(_normalized_rows(X, {"s": 5.0 * W})) < 0.7 * cosine(_normalized_rows(X, None))
 
 
 def test_negative_relation_entries_are_fitted_with_non_negative_factors():

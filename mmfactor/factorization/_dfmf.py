@@ -116,12 +116,12 @@ class _Relation:
     def refresh(self, Gr, S, Gc):
         """Squared error over the observed entries; stores the residual for ``apply``."""
         if self.mode == "dense":
-            return float(((self.R - Gr @ (S @ Gc.T)) ** 2).sum(dtype=torch.float64))
+            return float(((self.R - Gr @ (S @ Gc.T)) ** 2).sum())
         if self.mode == "masked":
             E = torch.where(self.mask, self.R - Gr @ (S @ Gc.T), torch.zeros((), dtype=self.dtype,
                                                                            device=self.device))
             self.E, self.stale = E, False
-            return float((E**2).sum(dtype=torch.float64))
+            return float((E**2).sum())
         if self.mode == "sparse":
             # ||R - P||^2 = ||R||^2 - 2 <R G_c, G_r S> + <G_r'G_r S, S G_c'G_c>, P never formed
             inner = (torch.sparse.mm(self.R, Gc) * (Gr @ S)).sum()
@@ -133,7 +133,7 @@ class _Relation:
             r, c = self.rows[s : s + _CHUNK], self.cols[s : s + _CHUNK]
             e[s : s + _CHUNK] = self.vals[s : s + _CHUNK] - (GrS[r] * Gc[c]).sum(1)
         self.E, self.stale = e, False
-        return float((e**2).sum(dtype=torch.float64))
+        return float((e**2).sum())
 
     def apply(self, side, W, Gr, S, Gc):
         """``R~ W`` (``side="row"``) or ``R~^T W`` (``side="col"``)."""
@@ -658,7 +658,7 @@ class DFMF(MultiModalTransformer):
         for e, (pos, neg) in theta_t.items():
             Ge = G[e]
             val = float((Ge * (torch.sparse.mm(pos, Ge) - torch.sparse.mm(neg, Ge)))
-                        .sum(dtype=torch.float64))
+                        .sum())
             terms[f"constraint:{e}"] = val
             total += val
         terms["loss"] = total
