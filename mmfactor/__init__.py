@@ -16,3 +16,7 @@ __all__ = ["CMF", "DFMF", "MultiModal", "__version__"]
 __all__ += ["HyperLearn", "SparseTensor", "knn_graph", "normalized_laplacian"]
 __all__ += ["MMEDA"]
 __all__ += ["DCMF"]
+
+from ._persistence import load, save  # noqa: E402 (the safe model format)
+
+__all__ += ["load", "save"]

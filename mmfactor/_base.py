@@ -77,5 +77,23 @@ class MultiModalTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, B
             f"features as input: {detail}."
         )
 
+    def save(self, path, *, key=None):
+        """Save the estimator in mmfactor's safe format (see :func:`mmfactor.save`).
+
+        Parameters
+        ----------
+        path : str or path-like
+            The file to write; :func:`mmfactor.load` reads it back.
+        key : str or bytes, optional
+            A secret that signs the file (HMAC-SHA256); ``load`` then needs it.
+
+        Returns
+        -------
+        path : pathlib.Path
+        """
+        from ._persistence import save
+
+        return save(self, path, key=key)
+
     def _restore_devices(self):
         """Move fitted tensors back to ``devices_`` after unpickling (no-op by default)."""
