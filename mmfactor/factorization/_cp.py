@@ -20,6 +20,7 @@ memory is ``O(chunk R)`` on top of the data and the factors.
 from __future__ import annotations
 
 import numbers
+import warnings
 
 import numpy as np
 import scipy.sparse as sp
@@ -240,7 +241,7 @@ def _gather_prod(indices, factors, skip, sl):
     for s, A in enumerate(factors):
         if s == skip:
             continue
-        rows = A[indices[sl, s]]
+        rows = A.index_select(0, indices[sl, s])  # much faster than A[idx] on the CPU
         out = rows if out is None else out * rows
     return out
 
@@ -296,21 +297,43 @@ class TensorData:
     coordinates count (``sum_e (x_e - [[A]]_e)^2``).
     """
 
-    def __init__(self, indices, values, shape, kind, device, dtype):
-        self.indices = torch.as_tensor(indices, dtype=torch.int64).to(device)
+    def __init__(self, indices, values, shape, kind, device, dtype, *, sort_mode=None,
+                 chunk=CHUNK):
+        indices = np.asarray(indices, dtype=np.int64)
+        values = np.asarray(values)
+        self.sort_mode = sort_mode
+        if sort_mode is not None:
+            # sorted by the mode whose gradient this copy serves: the scatter-add of the
+            # MTTKRP becomes a CSR product, chunk by chunk (no atomics, cache friendly)
+            order = np.argsort(indices[:, sort_mode], kind="stable")
+            indices, values = indices[order], values[order]
+        self.indices = torch.as_tensor(indices).to(device)
         self.values = torch.as_tensor(values).to(device=device, dtype=dtype)
         self.shape = tuple(shape)
         self.kind = kind
-        self.sum_sq = float(np.sum(np.square(np.asarray(values, dtype=np.float64))))
+        self.chunk = chunk
+        self.sum_sq = float(np.sum(np.square(values.astype(np.float64))))
         self.nnz = int(self.indices.shape[0])
+        self._crows = None
+        if sort_mode is not None:
+            n = self.shape[sort_mode]
+            rows = indices[:, sort_mode]
+            self._crows = []
+            for s in range(0, self.nnz, chunk):
+                r = rows[s : s + chunk]
+                crow = np.searchsorted(r, np.arange(n + 1), side="left")
+                self._crows.append(torch.as_tensor(crow.astype(np.int64)).to(device))
+            self._cols = torch.arange(min(chunk, self.nnz), device=device)
 
-    def to(self, device):
-        if self.indices.device == torch.device(device):
-            return self
-        out = object.__new__(TensorData)
-        out.__dict__.update(self.__dict__)
-        out.indices, out.values = self.indices.to(device), self.values.to(device)
-        return out
+    def scatter(self, k, weights):
+        """``S_k @ weights``: rows of chunk ``k`` summed into their mode-``sort_mode`` item."""
+        crow = self._crows[k]
+        n = weights.shape[0]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
+            S = torch.sparse_csr_tensor(crow, self._cols[:n], weights.new_ones(n),
+                                        size=(len(crow) - 1, n), check_invariants=False)
+        return torch.sparse.mm(S, weights)
 
     @property
     def n_entries(self):
@@ -336,8 +359,19 @@ def mode_loss_grad(mode, factors, data, chunk=CHUNK):
     """
     A = factors[mode]
     idx, vals = data.indices, data.values
+    fast = data.sort_mode == mode
+    chunk = data.chunk if fast else chunk
+
+    def scatter_add(out, k, sl, weights):
+        if fast:
+            return out + data.scatter(k, weights)
+        return out.index_add_(0, idx[sl, mode], weights)
+
     if data.kind == "full":
-        M = mttkrp(idx, vals, factors, mode, chunk=chunk)
+        M = A.new_zeros(A.shape)
+        for k, s in enumerate(range(0, idx.shape[0], chunk)):
+            sl = slice(s, s + chunk)
+            M = scatter_add(M, k, sl, _gather_prod(idx, factors, mode, sl) * vals[sl, None])
         H = None
         for s, B in enumerate(factors):
             if s != mode:
@@ -349,13 +383,12 @@ def mode_loss_grad(mode, factors, data, chunk=CHUNK):
         return data.sum_sq - 2 * inner + norm, 2 * (AH - M)
     grad = A.new_zeros(A.shape)
     loss = A.new_zeros((), dtype=torch.float64)
-    for s in range(0, idx.shape[0], chunk):
+    for k, s in enumerate(range(0, idx.shape[0], chunk)):
         sl = slice(s, s + chunk)
         prod = _gather_prod(idx, factors, mode, sl)
-        rows = idx[sl, mode]
-        res = vals[sl] - (A[rows] * prod).sum(1)
+        res = vals[sl] - (A.index_select(0, idx[sl, mode]) * prod).sum(1)
         loss = loss + (res.double() ** 2).sum()
-        grad.index_add_(0, rows, prod * (-2 * res[:, None]))
+        grad = scatter_add(grad, k, sl, prod * (-2 * res[:, None]))
     return loss, grad
 
 

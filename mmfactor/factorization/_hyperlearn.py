@@ -642,7 +642,7 @@ class HyperLearn(MultiModalTransformer):
                 L = to_torch_sparse(Lsp, dev, dtype)
                 if net is not None and self.cheb_order > 1:
                     L_tilde = to_torch_sparse(rescaled_laplacian(Lsp), dev, dtype)
-            data = TensorData(idx, vals, shape, kind, dev, dtype)
+            data = TensorData(idx, vals, shape, kind, dev, dtype, sort_mode=t)
             states.append(_ModeState(t, base=base, net=net, bias=bias, aug=aug,
                                      bias_col=bias_col, L=L, L_tilde=L_tilde, data=data,
                                      lam=float(self.lam), alpha=float(self.alpha),

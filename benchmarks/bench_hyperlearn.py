@@ -1,0 +1,440 @@
+"""HyperLearn: MovieLens-100K (task 1 of the paper), tensorly's real tensors, and scaling.
+
+Three sections, each measured beside its peers in the same run:
+
+* ``movielens``: Monti et al.'s split and graphs; test RMSE, time per training sweep and
+  test RMSE against wall time (the paper's Figure 4) for HyperLearn, mmfactor's CMF and
+  cmfrec, next to the published figures.
+* ``tensorly``: the COVID-19 serology tensor (mode-0 factors -> a classifier of the
+  patients' status) and the IL2 tensor (held-out entries), against tensorly's
+  ``parafac`` at the same rank.
+* ``scaling``: ``make_hypergraph`` from 10^4 to 10^7 hyperedges for K = 3, 4, 5: time per
+  sweep and peak memory (each size in a fresh process), with tensorly's ``parafac`` on
+  the dense tensor where it fits.
+
+    python benchmarks/bench_hyperlearn.py --threads 1
+    python benchmarks/bench_hyperlearn.py --sections scaling --max-nnz 1000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import RESULTS, markdown_table, write_results  # noqa: E402
+
+from mmfactor import CMF, HyperLearn  # noqa: E402
+
+PUBLISHED = [("sRGCNN (Monti et al. 2017)", 0.929), ("GC-MC (Berg et al. 2017)", 0.910),
+             ("IGMC (Zhang & Chen 2020)", 0.905), ("GLocal-K (Han et al. 2021)", 0.889)]
+
+
+class Traced(HyperLearn):
+    """HyperLearn that records, after every sweep, the wall and CPU time and a test RMSE."""
+
+    def _objective(self, states, factors, losses):
+        out = super()._objective(states, factors, losses)
+        trace = self.__dict__.setdefault("trace_", [])
+        hook = self.__dict__.get("_hook")
+        trace.append({"wall": time.perf_counter(), "cpu": time.process_time(),
+                      **(hook(factors) if hook else {})})
+        return out
+
+
+def _rmse(pred, truth):
+    return float(np.sqrt(np.mean((np.clip(pred, 1, 5) - truth) ** 2)))
+
+
+# ---- MovieLens ----------------------------------------------------------------------------
+
+ML_CONFIGS = {
+    # the paper's pipeline: Chebyshev convolution (5 terms) + LSTM diffusion on both graphs
+    "HyperLearn (sRGCNN diffusion, 3 steps)": dict(
+        n_components=10, diffusion_steps=3, hidden_size=32, cheb_order=5, alpha=30.0,
+        lam=1.0, learning_rate_init=0.01, n_inner_iter=3, max_iter=200),
+    # the same loss, factors trained directly (graph-regularised biased CP by Adam)
+    "HyperLearn (no diffusion)": dict(
+        n_components=10, diffusion_steps=0, alpha=30.0, lam=1.0, learning_rate_init=0.01,
+        n_inner_iter=3, max_iter=200),
+}
+
+
+def bench_movielens(args, d):
+    te = d.test.tocoo()
+    coords = np.column_stack([te.row, te.col])
+    rows, curves = [], {}
+    configs = {k: v for k, v in ML_CONFIGS.items()
+               if not args.ml_configs or any(s in k for s in args.ml_configs)}
+    ens = []
+    for name, cfg in configs.items():
+        model = Traced(missing="unobserved", fit_intercept=True,
+                       graphs=[d.user_graph, d.movie_graph], tol=0, random_state=0,
+                       devices=args.device, **cfg)
+
+        def hook(factors, _c=coords):
+            A = [f.detach().cpu().double().numpy() for f in factors]
+            return {"test_rmse": _rmse((A[0][_c[:, 0]] * A[1][_c[:, 1]]).sum(1), te.data)}
+
+        model._hook = hook
+        w0, c0 = time.perf_counter(), time.process_time()
+        model.fit(d.train)
+        wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+        pred = model.predict_entries(coords)
+        ens.append(pred)
+        curves[name] = [{"wall_s": t["wall"] - w0, "cpu_s": t["cpu"] - c0,
+                         "test_rmse": t["test_rmse"]} for t in model.trace_]
+        rows.append({"model": name, "params": json.dumps(cfg), "test_rmse": _rmse(pred, te.data),
+                     "fit_wall_s": wall, "fit_cpu_s": cpu, "sweeps": model.n_iter_,
+                     "ms_per_sweep": 1e3 * wall / model.n_iter_,
+                     "best_curve_rmse": min(c["test_rmse"] for c in curves[name])})
+        print(rows[-1], flush=True)
+    if len(ens) > 1:
+        rows.append({"model": "HyperLearn ensemble (mean of the above)",
+                     "test_rmse": _rmse(np.mean(ens, 0), te.data),
+                     "fit_wall_s": sum(r["fit_wall_s"] for r in rows),
+                     "fit_cpu_s": sum(r["fit_cpu_s"] for r in rows)})
+    # mmfactor CMF: ALS sweeps, traced by refitting with 1..n sweeps
+    cmf_curve = []
+    for it in range(1, 16):
+        w0, c0 = time.perf_counter(), time.process_time()
+        cmf = CMF(n_components=10, alpha=15.0, alpha_bias=3.0, max_iter=it, tol=0,
+                  random_state=0, devices=args.device).fit([d.train])
+        cmf_curve.append({"wall_s": time.perf_counter() - w0, "cpu_s": time.process_time() - c0,
+                          "test_rmse": _rmse(cmf.predict_entries(coords, relation=0), te.data)})
+    curves["mmfactor CMF (ALS)"] = cmf_curve
+    rows.append({"model": "mmfactor CMF (ALS, alpha=15, alpha_bias=3)",
+                 "test_rmse": cmf_curve[-1]["test_rmse"], "fit_wall_s": cmf_curve[-1]["wall_s"],
+                 "fit_cpu_s": cmf_curve[-1]["cpu_s"], "sweeps": 15,
+                 "ms_per_sweep": 1e3 * cmf_curve[-1]["wall_s"] / 15})
+    try:
+        import pandas as pd
+        from cmfrec import CMF as CmfrecCMF
+
+        tr = d.train.tocoo()
+        df = pd.DataFrame({"UserId": tr.row, "ItemId": tr.col, "Rating": tr.data})
+        w0, c0 = time.perf_counter(), time.process_time()
+        cm = CmfrecCMF(k=10, lambda_=12.0, niter=15, nthreads=args.threads, verbose=False,
+                       random_state=0, use_float=True).fit(df)
+        wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+        rows.append({"model": "cmfrec CMF (ALS, lambda_=12)",
+                     "test_rmse": _rmse(cm.predict(user=te.row, item=te.col), te.data),
+                     "fit_wall_s": wall, "fit_cpu_s": cpu, "sweeps": 15,
+                     "ms_per_sweep": 1e3 * wall / 15})
+    except ImportError as exc:  # pragma: no cover
+        print("cmfrec not available:", exc)
+    for name, r in PUBLISHED:
+        rows.append({"model": f"{name} (published)", "test_rmse": r})
+    _plot_movielens(rows, curves, args)
+    return {"rows": rows, "curves": curves}
+
+
+def _plot_movielens(rows, curves, args):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    timed = [r for r in rows if r.get("ms_per_sweep")]
+    a.barh([r["model"] for r in timed], [r["ms_per_sweep"] for r in timed])
+    a.set_xlabel("time per training sweep (ms)")
+    a.set_title("(a) time per training iteration")
+    for name, c in curves.items():
+        b.plot([p["wall_s"] for p in c], [p["test_rmse"] for p in c], label=name)
+    for name, r in PUBLISHED:
+        b.axhline(r, ls=":", lw=0.8, color="grey")
+        b.text(0, r, name.split(" (")[0], fontsize=7, va="bottom")
+    b.set_ylim(0.87, 1.1)
+    b.set_xlabel("wall time (s)")
+    b.set_ylabel("test RMSE")
+    b.set_title("(b) test RMSE against wall time")
+    b.legend(fontsize=7)
+    fig.tight_layout()
+    out = Path(args.out) if args.out else RESULTS
+    out.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out / "hyperlearn_movielens.png", dpi=120)
+
+
+# ---- tensorly's tensors -------------------------------------------------------------------
+
+
+def bench_tensorly(args):
+    import tensorly as tl
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from tensorly.datasets import load_covid19_serology, load_IL2data
+    from tensorly.decomposition import parafac
+
+    from mmfactor import knn_graph
+
+    rows = []
+    cov = load_covid19_serology()
+    T = np.asarray(cov["tensor"], dtype=np.float64)
+    T = T / T.std()
+    status = np.asarray(cov["ticks"][0])
+    y = (status != "Negative").astype(int)
+    cv = StratifiedKFold(5, shuffle=True, random_state=0)
+    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+    graphs = [None] + [knn_graph(tl.unfold(T, t), n_neighbors=2) for t in (1, 2)]
+    for R in (3, 6):
+        cands = {
+            "tensorly parafac (ALS)": lambda R=R: parafac(T, R, n_iter_max=200, init="random",
+                                                          random_state=0, tol=1e-8)[1][0],
+            "HyperLearn (no graphs)": lambda R=R: HyperLearn(
+                n_components=R, diffusion_steps=0, max_iter=300, tol=1e-6,
+                learning_rate_init=0.02, random_state=0).fit(T).factors_[0],
+            "HyperLearn (k-NN graphs of antigens, receptors)": lambda R=R: HyperLearn(
+                n_components=R, graphs=graphs, diffusion_steps=2, hidden_size=16, lam=1.0,
+                max_iter=300, tol=1e-6, learning_rate_init=0.02, random_state=0
+            ).fit(T).factors_[0],
+        }
+        for name, fn in cands.items():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                t0 = time.perf_counter()
+                F = fn()
+                wall = time.perf_counter() - t0
+            auc = cross_val_score(clf, F, y, cv=cv, scoring="roc_auc").mean()
+            acc = cross_val_score(clf, F, y, cv=cv, scoring="balanced_accuracy").mean()
+            rows.append({"tensor": "COVID-19 serology 438x6x11", "rank": R, "model": name,
+                         "metric": "5-fold ROC AUC (status != Negative)", "value": auc,
+                         "balanced_accuracy": acc, "fit_s": wall})
+            print(rows[-1], flush=True)
+
+    il2 = load_IL2data()
+    X = np.asarray(il2["tensor"], dtype=np.float64)
+    X = X / np.nanstd(X)
+    obs = np.argwhere(~np.isnan(X))
+    for R in (3, 5):
+        errs = {}
+        times = {}
+        for seed in range(5):
+            rng = np.random.RandomState(seed)
+            held = rng.rand(len(obs)) < 0.1
+            ho = tuple(obs[held].T)
+            train = X.copy()
+            train[ho] = np.nan
+            mask = ~np.isnan(train)
+            truth = X[ho]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                t0 = time.perf_counter()
+                cp = parafac(np.nan_to_num(train), R, mask=mask, n_iter_max=500, init="random",
+                             random_state=seed, tol=1e-8)
+                times.setdefault("tensorly parafac (masked ALS)", []).append(
+                    time.perf_counter() - t0)
+                pred = tl.cp_to_tensor(cp)[ho]
+                errs.setdefault("tensorly parafac (masked ALS)", []).append(
+                    np.sqrt(np.mean((pred - truth) ** 2)))
+                t0 = time.perf_counter()
+                m = HyperLearn(n_components=R, diffusion_steps=0, alpha=0.1, max_iter=500,
+                               tol=1e-7, learning_rate_init=0.02, random_state=seed).fit(train)
+                times.setdefault("HyperLearn (observed entries)", []).append(
+                    time.perf_counter() - t0)
+                pred = m.predict_entries(obs[held])
+                errs.setdefault("HyperLearn (observed entries)", []).append(
+                    np.sqrt(np.mean((pred - truth) ** 2)))
+        for name in errs:
+            rows.append({"tensor": "IL2 13x4x12x8 (3.8% missing)", "rank": R, "model": name,
+                         "metric": "held-out RMSE (10% of observed, 5 splits; std units)",
+                         "value": float(np.mean(errs[name])),
+                         "value_std": float(np.std(errs[name])),
+                         "fit_s": float(np.mean(times[name]))})
+            print(rows[-1], flush=True)
+    return {"rows": rows}
+
+
+# ---- scaling ------------------------------------------------------------------------------
+
+BIG = {3: (5000, 4000, 3000), 4: (2000, 1500, 1000, 500), 5: (1000, 800, 600, 400, 200)}
+SMALL = {3: (200, 150, 100), 4: (60, 50, 40, 30), 5: (25, 20, 18, 15, 12)}
+
+
+def _peak_reset():
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def _rss(field):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field):
+                return int(line.split()[1]) / 1024  # MiB
+    return float("nan")
+
+
+def scaling_one(K, nnz, small, sweeps, device, with_tensorly):
+    """One size, in this (fresh) process: returns the measurements as a dict."""
+    from mmfactor.datasets import make_hypergraph
+
+    nodes = (SMALL if small else BIG)[K]
+    data = make_hypergraph(nodes, n_communities=10, n_hyperedges=nnz, graph_degree=5,
+                           random_state=0)
+    base_rss = _rss("VmRSS")
+    _peak_reset()
+    model = Traced(n_components=10, graphs=data.graphs, diffusion_steps=5, hidden_size=32,
+                   n_inner_iter=1, max_iter=sweeps + 1, tol=0, random_state=0, devices=device)
+    t0 = time.perf_counter()
+    model.fit(data.X)
+    total = time.perf_counter() - t0
+    walls = [t["wall"] for t in model.trace_]
+    per_sweep = float(np.median(np.diff(walls))) if len(walls) > 1 else total
+    out = {"K": K, "shape": list(nodes), "dense_entries": float(np.prod(nodes, dtype=float)),
+           "nnz": data.X.nnz, "s_per_sweep": per_sweep, "fit_s": total,
+           "setup_s": walls[0] - t0 - per_sweep, "data_mib": (data.X.indices.nbytes
+                                                             + data.X.values.nbytes) / 2**20,
+           "peak_extra_mib": _rss("VmHWM") - base_rss}
+    if with_tensorly:
+        import tensorly as tl
+        from tensorly.decomposition import parafac
+
+        dense = data.X.to_dense()
+        _peak_reset()
+        base = _rss("VmRSS")
+        t0 = time.perf_counter()
+        _, errs = parafac(tl.tensor(dense), 10, n_iter_max=sweeps + 1, init="random",
+                          random_state=0, tol=0, return_errors=True)
+        out["tensorly_s_per_sweep"] = (time.perf_counter() - t0) / max(len(errs), 1)
+        out["tensorly_peak_extra_mib"] = _rss("VmHWM") - base + dense.nbytes / 2**20
+    return out
+
+
+def bench_scaling(args):
+    rows = []
+    sizes = [n for n in (10**4, 10**5, 10**6, 10**7) if n <= args.max_nnz]
+    plan = [(K, n, False) for K in (3, 4, 5) for n in sizes]
+    plan += [(K, n, True) for K in (3, 4, 5) for n in sizes if n <= 10**5]
+    for K, n, small in plan:
+        cmd = [sys.executable, __file__, "--scaling-one", f"{K},{n},{int(small)}",
+               "--threads", str(args.threads), "--device", args.device]
+        res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if res.returncode != 0:
+            print(res.stderr[-2000:])
+            rows.append({"K": K, "nnz": n, "error": res.stderr[-300:]})
+            continue
+        rows.append(json.loads(res.stdout.strip().splitlines()[-1]))
+        print(rows[-1], flush=True)
+    _plot_scaling(rows, args)
+    return {"rows": rows}
+
+
+def _plot_scaling(rows, args):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    for K in (3, 4, 5):
+        rr = sorted([r for r in rows if r.get("K") == K and "s_per_sweep" in r
+                     and r["dense_entries"] > 1e9], key=lambda r: r["nnz"])
+        if rr:
+            a.loglog([r["nnz"] for r in rr], [r["s_per_sweep"] for r in rr], "o-", label=f"K={K}")
+            b.loglog([r["nnz"] for r in rr], [max(r["peak_extra_mib"], 1) for r in rr], "o-",
+                     label=f"K={K}")
+    for ax in (a, b):
+        xs = np.array([1e4, 1e7])
+        ax.set_xlabel("hyperedges (nnz)")
+        ax.legend()
+    a.loglog(xs, 1e-5 * xs, "k:", lw=0.8, label="linear")
+    a.set_ylabel("seconds per sweep")
+    b.set_ylabel("peak memory during fit (MiB)")
+    fig.suptitle("HyperLearn scaling (make_hypergraph, rank 10, diffusion 5 steps)")
+    fig.tight_layout()
+    out = Path(args.out) if args.out else RESULTS
+    out.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out / "hyperlearn_scaling.png", dpi=120)
+
+
+# ---- main ---------------------------------------------------------------------------------
+
+
+def _markdown(res, args):
+    parts = []
+    if "movielens" in res:
+        parts.append(
+            "### MovieLens-100K (Monti `split_1`: 80,000 training / 20,000 test ratings; user "
+            "and movie 10-NN graphs)\n\nWall times on a shared, loaded machine; CPU time is "
+            "the process time. Published figures are quoted, not rerun.\n\n"
+            + markdown_table(res["movielens"]["rows"], [
+                ("model", "model", None), ("test_rmse", "test RMSE", "{:.4f}"),
+                ("best_curve_rmse", "best RMSE along the fit", "{:.4f}"),
+                ("fit_wall_s", "fit wall (s)", "{:.1f}"), ("fit_cpu_s", "fit CPU (s)", "{:.1f}"),
+                ("sweeps", "sweeps", None), ("ms_per_sweep", "ms / sweep", "{:.1f}")]))
+    if "tensorly" in res:
+        parts.append("### tensorly's real tensors, against `parafac` at the same rank\n\n"
+                     + markdown_table(res["tensorly"]["rows"], [
+                         ("tensor", "tensor", None), ("rank", "rank", None),
+                         ("model", "model", None), ("metric", "metric", None),
+                         ("value", "value", "{:.4f}"), ("value_std", "std", "{:.4f}"),
+                         ("balanced_accuracy", "balanced acc.", "{:.3f}"),
+                         ("fit_s", "fit (s)", "{:.2f}")]))
+    if "scaling" in res:
+        parts.append("### Scaling (make_hypergraph, rank 10, diffusion 5 steps, 1 Adam step "
+                     "per mode per sweep)\n\n" + markdown_table(res["scaling"]["rows"], [
+                         ("K", "K", None), ("shape", "shape", None),
+                         ("dense_entries", "dense entries", "{:.2g}"), ("nnz", "nnz", None),
+                         ("s_per_sweep", "s / sweep", "{:.3f}"),
+                         ("peak_extra_mib", "peak extra memory (MiB)", "{:.0f}"),
+                         ("data_mib", "COO data (MiB)", "{:.0f}"),
+                         ("tensorly_s_per_sweep", "tensorly parafac s / sweep", "{:.3f}"),
+                         ("tensorly_peak_extra_mib", "tensorly memory (MiB)", "{:.0f}")]))
+    load = os.getloadavg()
+    parts.append(f"Load average at the end of the run: {load[0]:.1f} (1 min) on "
+                 f"{os.cpu_count()} cores.")
+    return "\n\n".join(parts)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--sections", default="movielens,tensorly,scaling")
+    p.add_argument("--ml-configs", nargs="*", default=None,
+                   help="substrings of the MovieLens configurations to run (default all)")
+    p.add_argument("--max-nnz", type=int, default=10**7)
+    p.add_argument("--sweeps", type=int, default=2, help="timed sweeps per scaling size")
+    p.add_argument("--data-home", default=None)
+    p.add_argument("--out", default=None)
+    p.add_argument("--scaling-one", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    if args.scaling_one:
+        K, n, small = (int(v) for v in args.scaling_one.split(","))
+        print(json.dumps(scaling_one(K, n, bool(small), args.sweeps, args.device, bool(small))))
+        return
+    warnings.simplefilter("ignore")
+    res = {}
+    sections = args.sections.split(",")
+    if "movielens" in sections:
+        from mmfactor.datasets import fetch_movielens_100k
+
+        res["movielens"] = bench_movielens(args, fetch_movielens_100k(args.data_home))
+    if "tensorly" in sections:
+        res["tensorly"] = bench_tensorly(args)
+    if "scaling" in sections:
+        res["scaling"] = bench_scaling(args)
+    md = _markdown(res, args)
+    name = "hyperlearn" if len(sections) == 3 else "hyperlearn_" + "_".join(sections)
+    write_results(name, {"sections": sections, "threads": args.threads, **res}, md, args.out)
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
