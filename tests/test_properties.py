@@ -1,0 +1,216 @@
+"""Property-based tests (hypothesis): MultiModal indexing, and fit/transform shapes,
+dtypes and determinism of every estimator on random small inputs.
+
+The example counts are small (the suite runs on two shared CPU cores) and deadlines are
+off (torch's first calls are slow); ``derandomize=True`` makes every run draw the same
+examples, so a failure reproduces.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+from sklearn.utils import _safe_indexing
+from test_reliability import ESTIMATORS
+
+from mmfactor import MultiModal
+
+SETTINGS = settings(max_examples=25, deadline=None, derandomize=True,
+                    suppress_health_check=[HealthCheck.too_slow])
+FIT_SETTINGS = settings(max_examples=4, deadline=None, derandomize=True,
+                        suppress_health_check=[HealthCheck.too_slow,
+                                               HealthCheck.data_too_large])
+
+# ---- MultiModal indexing ------------------------------------------------------------------
+
+
+@st.composite
+def multimodal(draw):
+    """A MultiModal of n rows with 1-4 views of mixed kinds, and a dense reference of each."""
+    n = draw(st.integers(1, 9))
+    kinds = draw(st.lists(st.sampled_from(["dense", "image", "csr", "coo", "torch", "texts"]),
+                          min_size=1, max_size=4))
+    rng = np.random.RandomState(draw(st.integers(0, 2**16)))
+    views, refs = {}, {}
+    for i, kind in enumerate(kinds):
+        name = f"v{i}"
+        if kind == "dense":
+            a = rng.rand(n, rng.randint(1, 4))
+            views[name], refs[name] = a, a
+        elif kind == "image":
+            a = rng.rand(n, 1, 2, 3)
+            views[name], refs[name] = a, a
+        elif kind in ("csr", "coo"):
+            a = sp.random(n, 3, density=0.5, random_state=rng, format=kind)
+            views[name], refs[name] = a, a.toarray()
+        elif kind == "torch":
+            t = torch.as_tensor(rng.rand(n, 2))
+            views[name], refs[name] = t, t.numpy().copy()
+        else:
+            texts = [f"text {j}" for j in range(n)]
+            views[name], refs[name] = texts, np.array(texts)
+    return MultiModal(shared={"graph": np.eye(3)}, **views), refs, n
+
+
+@st.composite
+def row_key(draw, n):
+    """A row selection of any kind scikit-learn's splitters use, plus its integer form."""
+    kind = draw(st.sampled_from(["slice", "mask", "array", "list", "negative", "torch",
+                                 "ellipsis", "empty"]))
+    if kind == "slice":
+        start = draw(st.integers(-n, n))
+        stop = draw(st.integers(-n, n))
+        step = draw(st.sampled_from([None, 1, 2, -1]))
+        key = slice(start, stop, step)
+        return key, np.arange(n)[key]
+    if kind == "mask":
+        mask = np.array(draw(st.lists(st.booleans(), min_size=n, max_size=n)))
+        return mask, np.flatnonzero(mask)
+    idx = np.array(draw(st.lists(st.integers(0, n - 1), min_size=1, max_size=2 * n)))
+    if kind == "empty":
+        return np.array([], dtype=int), np.array([], dtype=int)
+    if kind == "list":
+        return idx.tolist(), idx
+    if kind == "negative":
+        return idx - n, idx
+    if kind == "torch":
+        return torch.as_tensor(idx), idx
+    if kind == "ellipsis":
+        return (idx, Ellipsis), idx  # how sklearn's _safe_indexing calls it
+    return idx, idx
+
+
+def _dense(view):
+    if sp.issparse(view):
+        return view.toarray()
+    if isinstance(view, torch.Tensor):
+        return view.numpy()
+    return np.asarray(view)
+
+
+@SETTINGS
+@given(data=st.data())
+def test_indexing_takes_the_same_rows_of_every_view(data):
+    X, refs, n = data.draw(multimodal())
+    key, rows = data.draw(row_key(n))
+    snapshot = {k: _dense(v).copy() for k, v in zip(X.names, X.views, strict=True)}
+    sub = X[key]  # an empty selection gives a MultiModal of 0 samples
+    assert isinstance(sub, MultiModal)
+    assert sub.names == X.names and len(sub) == len(rows) and sub.shape == (len(rows),)
+    assert sub.shared is X.shared
+    for name, view in zip(sub.names, sub.views, strict=True):
+        np.testing.assert_array_equal(_dense(view), refs[name][rows])
+        assert type(view) is type(X.views[X.names.index(name)]) or sp.issparse(view)
+    for k, v in zip(X.names, X.views, strict=True):  # the original is untouched
+        np.testing.assert_array_equal(_dense(v), snapshot[k])
+
+
+@SETTINGS
+@given(data=st.data())
+def test_indexing_composes_and_matches_sklearn(data):
+    X, refs, n = data.draw(multimodal())
+    a = np.array(data.draw(st.lists(st.integers(0, n - 1), min_size=1, max_size=n)))
+    b = np.array(data.draw(st.lists(st.integers(0, len(a) - 1), min_size=1, max_size=n)))
+    twice, once = X[a][b], X[a[b]]
+    via_sklearn = _safe_indexing(X, a[b])
+    for v1, v2, v3 in zip(twice.views, once.views, via_sklearn.views, strict=True):
+        np.testing.assert_array_equal(_dense(v1), _dense(v2))
+        np.testing.assert_array_equal(_dense(v1), _dense(v3))
+
+
+@SETTINGS
+@given(data=st.data())
+def test_bad_keys_raise_index_errors(data):
+    X, _, n = data.draw(multimodal())
+    key = data.draw(st.sampled_from(["scalar", "np-scalar", "oob", "neg-oob", "mask", "float",
+                                     "2d"]))
+    bad, match = {
+        "scalar": (0, "cannot be indexed by a scalar"),
+        "np-scalar": (np.int64(0), "cannot be indexed by a scalar"),
+        "oob": ([n], f"out of range for {n} samples"),
+        "neg-oob": ([-n - 1], f"out of range for {n} samples"),
+        "mask": (np.ones(n + 1, bool), f"does not match {n} samples"),
+        "float": (np.array([0.5]), "must be integers or booleans"),
+        "2d": ((0, 1), "row indexing only"),
+    }[key]
+    with pytest.raises(IndexError, match=match):
+        X[bad]
+
+
+# ---- fit / transform on random small inputs ----------------------------------------------
+
+
+@st.composite
+def small_views(draw, *, non_negative=False, with_nan=False):
+    n = draw(st.integers(4, 10))
+    widths = draw(st.lists(st.integers(1, 5), min_size=1, max_size=3))
+    elements = st.floats(0 if non_negative else -10, 10, allow_nan=False, width=64)
+    views = {}
+    for i, d in enumerate(widths):
+        a = draw(hnp.arrays(np.float64, (n, d), elements=elements))
+        # a little noise keeps random draws away from exactly degenerate designs
+        a = a + 1e-3 * np.random.RandomState(i).rand(n, d)
+        if with_nan and d > 1:
+            a[0, 0] = np.nan
+        views[f"v{i}"] = a
+    return views
+
+
+def _fit_transform(name, views, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est = ESTIMATORS[name](**kw)
+        Z = est.fit_transform(MultiModal(**views))
+    return est, Z
+
+
+@pytest.mark.parametrize("name", list(ESTIMATORS))
+@FIT_SETTINGS
+@given(data=st.data())
+def test_fit_transform_shapes_dtypes_and_determinism(name, data):
+    views = data.draw(small_views(non_negative=name == "DFMF"))
+    if name == "HyperLearn":
+        views = {"v0": views["v0"]}  # one tensor; feature views are tested elsewhere
+    k = data.draw(st.integers(1, 3))
+    before = {n: v.copy() for n, v in views.items()}
+    est, Z = _fit_transform(name, views, n_components=k)
+    n = len(next(iter(views.values())))
+    assert Z.shape == (n, k) and Z.dtype == np.float32 and np.isfinite(Z).all()
+    assert all(np.array_equal(before[v], views[v]) for v in views)  # inputs untouched
+    # the same random_state gives the same fit, to the bit (CPU)
+    est2, Z2 = _fit_transform(name, views, n_components=k)
+    np.testing.assert_array_equal(Z, Z2)
+    # transform: one row per sample, any number of new rows, the declared dtype
+    m = data.draw(st.integers(1, n))
+    new = {v: a[:m] for v, a in views.items()}
+    T = est.transform(MultiModal(**new))
+    assert T.shape == (m, k) and T.dtype == np.float32 and np.isfinite(T).all()
+    np.testing.assert_array_equal(T, est2.transform(MultiModal(**new)))
+    assert list(est.get_feature_names_out()) == [f"{name.lower()}{i}" for i in range(k)]
+
+
+@pytest.mark.parametrize("name", ["CMF", "DFMF", "DCMF", "HyperLearn"])
+@FIT_SETTINGS
+@given(data=st.data())
+def test_missing_entries_give_finite_embeddings(name, data):
+    views = data.draw(small_views(non_negative=name == "DFMF", with_nan=True))
+    if name == "HyperLearn":
+        views = {"v0": views["v0"]}
+    est, Z = _fit_transform(name, views)
+    assert np.isfinite(Z).all() and Z.dtype == np.float32
+
+
+@pytest.mark.parametrize("name", ["CMF", "DFMF"])
+@FIT_SETTINGS
+@given(data=st.data())
+def test_dtype_float64_is_honoured(name, data):
+    views = data.draw(small_views(non_negative=True))
+    est, Z = _fit_transform(name, views, dtype="float64")
+    assert Z.dtype == np.float64 and est.transform(MultiModal(**views)).dtype == np.float64
