@@ -9,6 +9,7 @@ from ._multimodal import MultiModal
 from .factorization import CMF, DFMF
 from .neural import DCMF, MMEDA
 from .factorization import HyperLearn, SparseTensor
+from . import distributed  # noqa: F401 (mmfactor.distributed.run / fit: torch.distributed ranks)
 
 __version__ = "0.1.0.dev0"
 

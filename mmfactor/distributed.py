@@ -213,7 +213,8 @@ def _assign(units, costs, owners, world):
         out[u] = int(r)
         load[r] += costs[u]
     # greedy LPT: the costliest free unit to the least loaded rank (ties: lowest rank)
-    for u in sorted((u for u in units if u not in out), key=lambda u: (-costs[u], units.index(u))):
+    free = [u for u in units if u not in out]
+    for u in sorted(free, key=lambda u: (-costs[u], units.index(u))):
         r = int(np.argmin(load))
         out[u] = r
         load[r] += costs[u]
@@ -280,7 +281,7 @@ class _CMFHooks:
         self.solve = est._solve_entity  # the bound methods, before the hooks shadow them
         self.objective = est._objective
         self.assignment = None
-        self.compute = 0.0
+        self.units = {}
 
     def install(self):
         self.est._solve_entity = self.solve_entity
@@ -317,7 +318,7 @@ class _CMFHooks:
             return U[e], {}
         t = time.perf_counter()
         out = self.solve(e, rels, U, bias, n_rows)
-        self.compute += time.perf_counter() - t
+        self.units[e] = time.perf_counter() - t
         return out
 
     def sweep_end(self, rels, U, bias):
@@ -342,11 +343,13 @@ class _CMFHooks:
         terms = self.objective(rels, U, bias) if dist.get_rank() == 0 else None
         terms = _broadcast_terms(terms)
         t2 = time.perf_counter()
-        self.profile.append({"model": "CMF", "rank": dist.get_rank(), "compute_s": self.compute,
+        self.profile.append({"model": "CMF", "rank": dist.get_rank(),
+                             "compute_s": sum(self.units.values()),
+                             "unit_s": {str(u): v for u, v in self.units.items()},
                              "exchange_s": t1 - t0, "objective_s": t2 - t1,
                              "owned": sorted(e for e, r in self.assignment.items()
                                              if r == dist.get_rank())})
-        self.compute = 0.0
+        self.units = {}
         return terms
 
 
@@ -364,7 +367,7 @@ class _HyperLearnHooks:
         self.update = _hyperlearn.update_mode
         self.objective = est._objective
         self.assignment = None
-        self.compute = 0.0
+        self.units = {}
         self.losses = {}
 
     def install(self):
@@ -390,7 +393,7 @@ class _HyperLearnHooks:
             return factors[t], None
         t0 = time.perf_counter()
         new, loss = self.update(t, factors, state, n_steps)
-        self.compute += time.perf_counter() - t0
+        self.units[t] = time.perf_counter() - t0
         return new, loss
 
     def sweep_end(self, states, factors, losses):
@@ -413,10 +416,12 @@ class _HyperLearnHooks:
         terms = self.objective(states, factors, losses) if me == 0 else None
         terms = _broadcast_terms(terms)
         t2 = time.perf_counter()
-        self.profile.append({"model": "HyperLearn", "rank": me, "compute_s": self.compute,
+        self.profile.append({"model": "HyperLearn", "rank": me,
+                             "compute_s": sum(self.units.values()),
+                             "unit_s": {str(u): v for u, v in self.units.items()},
                              "exchange_s": t1 - t0, "objective_s": t2 - t1,
                              "owned": sorted(t for t, r in self.assignment.items() if r == me)})
-        self.compute = 0.0
+        self.units = {}
         return terms
 
 
@@ -484,8 +489,9 @@ def fit(estimator, X, y=None, *, owners=None, profile=None):
         by estimated cost (longest first, to the least loaded rank); HyperLearn's default
         is mode ``t`` on rank ``t % world_size``.
     profile : list, optional
-        One record per sweep is appended (seconds of this rank's updates, of the
-        exchange and of the objective, the units it owns).
+        One record per sweep is appended: seconds of this rank's updates (in total,
+        ``compute_s``, and per unit, ``unit_s``), of the exchange (including the wait
+        for slower ranks) and of the objective, and the units this rank owns.
 
     Returns
     -------
