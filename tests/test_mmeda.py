@@ -163,8 +163,9 @@ def test_standardize_option_and_input_untouched():
 
 def test_loss_weights():
     X = _data()
-    m = MMEDA(random_state=0, loss_weights={"column": 0.0, "cross": 2.0}, **TINY).fit(X)
-    total = (np.array(m.loss_terms_["img"]) + np.array(m.loss_terms_["vec"])
+    m = MMEDA(random_state=0, loss_weights={"column": 0.0, "cross": 2.0, "img": 3.0},
+              **TINY).fit(X)
+    total = (3 * np.array(m.loss_terms_["img"]) + np.array(m.loss_terms_["vec"])
              + 2 * np.array(m.loss_terms_["vec.ZV"]))
     np.testing.assert_allclose(m.loss_curve_, total, rtol=1e-4)
 

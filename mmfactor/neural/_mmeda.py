@@ -154,8 +154,11 @@ class MMEDA(MultiModalTransformer):
         for a matrix view, per channel for a tensor view), stored in ``view_means_`` and
         ``view_scales_``; reconstructions are returned on the original scale.
     loss_weights : dict, default=None
-        Weights of the kinds of terms: ``"view"`` (a view's reconstruction), ``"column"``
-        (the transpose's, II), ``"cross"`` (``Z V^T`` in II); missing kinds weigh 1.
+        Weights of the kinds of terms -- ``"view"`` (a view's reconstruction),
+        ``"column"`` (the transpose's, II), ``"cross"`` (``Z V^T`` in II) -- and of the
+        views, by name (multiplying all of that view's terms); missing keys weigh 1.
+        Every term is a mean over entries, so by default each view counts the same
+        whatever its number of features.
     max_column_rows : int, default=2048
         At most this many training rows form the column encoder's input (see above).
     batch_size : int, default=64
@@ -350,21 +353,23 @@ class MMEDA(MultiModalTransformer):
                 conv_stack_shapes(v.shape[2:], n_conv, name=v.name)
         return mm, views, kinds
 
-    def _weights(self):
-        w = {"view": 1.0, "column": 1.0, "cross": 1.0}
+    def _weights(self, names):
+        """Weights of the kinds of terms and of the views, from ``loss_weights``."""
+        kinds = {"view": 1.0, "column": 1.0, "cross": 1.0}
+        views = dict.fromkeys(names, 1.0)
         if self.loss_weights is not None:
-            unknown = set(self.loss_weights) - set(w)
+            unknown = set(self.loss_weights) - set(kinds) - set(views)
             if unknown:
                 raise ValueError(
-                    f"loss_weights has unknown keys {sorted(unknown)}; expected some of "
-                    f"{sorted(w)}."
+                    f"loss_weights has unknown keys {sorted(unknown)}; expected kinds of "
+                    f"terms {sorted(kinds)} or view names {list(names)}."
                 )
             for k, v in self.loss_weights.items():
                 if not isinstance(v, numbers.Real) or v < 0:
                     raise ValueError(f"loss_weights[{k!r}] must be a non-negative number; "
                                      f"got {v!r}.")
-                w[k] = float(v)
-        return w
+                (kinds if k in kinds else views)[k] = float(v)
+        return kinds, views
 
     # ---- the network ---------------------------------------------------------------
 
@@ -445,9 +450,9 @@ class MMEDA(MultiModalTransformer):
 
     def _fit(self, X):
         self._validate_params()
-        weights = self._weights()
         warm = self.warm_start and hasattr(self, "module_")
         mm, views, kinds = self._check_input(X, fitted=warm)
+        weights, view_w = self._weights(mm.names)
         n = len(mm)
         gen, rng = torch_generator(self.random_state)
         if not warm:
@@ -510,13 +515,13 @@ class MMEDA(MultiModalTransformer):
             for i, (ae, x, c, dev, name) in enumerate(zip(
                     net.view_aes, batches, codes, self.devices_, self.view_names_,
                     strict=True)):
-                key = str(i)
+                key, vw = str(i), view_w[name]
                 if kinds[i] == "conv" or self.variant == "II":
                     # a tensor is decoded from Z; in II a matrix also from its own code
                     src = Z.to(dev) if kinds[i] == "conv" else c
                     rec = torch.mean((ae.decode(src) - x) ** 2)
                     terms[name] = terms.get(name, 0.0) + rec.detach()
-                    total = total + weights["view"] * rec.to(self.devices_[0])
+                    total = total + vw * weights["view"] * rec.to(self.devices_[0])
                 if kinds[i] == "dense":
                     cols = next_cols(key)
                     xt = cols_T[key][cols.to(dev)]
@@ -525,13 +530,13 @@ class MMEDA(MultiModalTransformer):
                     cross = torch.mean((Z.to(dev) @ V.T - x[:, cols.to(dev)]) ** 2)
                     if self.variant == "I":
                         terms[name] = terms.get(name, 0.0) + cross.detach()
-                        total = total + weights["view"] * cross.to(self.devices_[0])
+                        total = total + vw * weights["view"] * cross.to(self.devices_[0])
                     else:
                         trec = torch.mean((xt_rec - xt) ** 2)
                         terms[name + ".T"] = terms.get(name + ".T", 0.0) + trec.detach()
                         terms[name + ".ZV"] = terms.get(name + ".ZV", 0.0) + cross.detach()
-                        total = (total + weights["column"] * trec.to(self.devices_[0])
-                                 + weights["cross"] * cross.to(self.devices_[0]))
+                        total = (total + vw * weights["column"] * trec.to(self.devices_[0])
+                                 + vw * weights["cross"] * cross.to(self.devices_[0]))
             return total
 
         def step(epoch):
