@@ -177,7 +177,7 @@ def run(backend=None, *, timeout=300.0, init_method="env://", owners=None):
             return out
 
         fit_transform.__doc__ = original.__doc__
-        fit_transform.__wrapped__ = original
+        fit_transform._mmfactor_original = original
         cls.fit_transform = fit_transform
 
     for cls in (CMF, HyperLearn):
@@ -504,7 +504,7 @@ def fit(estimator, X, y=None, *, owners=None, profile=None):
         When another rank dies or stalls past the group's timeout.
     """
     method = type(estimator).fit_transform
-    method = getattr(method, "__wrapped__", method)  # inside run(): the estimator's own
+    method = getattr(method, "_mmfactor_original", method)  # inside run(): the class's own
     return _fit(estimator, X, owners=owners, profile=profile if profile is not None else [],
                 call=lambda: method(estimator, X, y))[0]
 

@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
+from sklearn.pipeline import Pipeline
 
 import mmfactor
 import mmfactor.distributed as mmd
@@ -254,6 +255,12 @@ def test_run_routes_fit_and_restores(group):
         assert CMF.fit_transform is not original
         emb = est.fit_transform(X)
         assert len(info["profile"]) == est.n_iter_
+        # fit() inside run() hooks once; a Pipeline step is routed too
+        again = mmd.fit(cmf_problem()[0], X)
+        np.testing.assert_array_equal(again.factors_["a"], est.factors_["a"])
+        n = len(info["profile"])
+        Pipeline([("emb", cmf_problem()[0])]).fit(X)
+        assert len(info["profile"]) == n + est.n_iter_
     assert CMF.fit_transform is original
     assert dist.is_initialized()
     assert emb.shape == (60, 3)
