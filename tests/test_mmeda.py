@@ -284,3 +284,22 @@ def test_transform_errors():
         model.inverse_transform(np.zeros((3, 2)))
     with pytest.raises(ValueError, match="NaN or inf"):
         model.inverse_transform(np.full((3, 4), np.nan))
+
+
+def test_pca_rotation_turns_z_and_keeps_every_reconstruction():
+    X = _data()
+    plain = MMEDA(random_state=0, rotation=None, **TINY).fit(X)
+    turned = MMEDA(random_state=0, **TINY).fit(X)
+    assert plain.rotation_ is None
+    R = turned.rotation_
+    np.testing.assert_allclose(R.T @ R, np.eye(4), atol=1e-10)
+    Z0, Z1 = plain.transform(X), turned.transform(X)
+    np.testing.assert_allclose(Z1, Z0 @ R, rtol=1e-4, atol=1e-5)
+    cov = np.cov(Z1.T.astype(np.float64))
+    np.testing.assert_allclose(cov - np.diag(np.diag(cov)), 0, atol=1e-4)
+    assert np.all(np.diff(np.diag(cov)) <= 1e-6)
+    for a, b in zip(plain.reconstruct(X), turned.reconstruct(X), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+    for a, b in zip(plain.inverse_transform(Z0), turned.inverse_transform(Z1), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+    assert plain.score(X) == pytest.approx(turned.score(X), rel=1e-5)
