@@ -9,6 +9,7 @@ from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV, train_test_split
 from sklearn.pipeline import Pipeline
+from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from mmfactor import MMEDA, MultiModal
 from mmfactor.datasets import load_mfeat
@@ -303,3 +304,11 @@ def test_pca_rotation_turns_z_and_keeps_every_reconstruction():
     for a, b in zip(plain.inverse_transform(Z0), turned.inverse_transform(Z1), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
     assert plain.score(X) == pytest.approx(turned.score(X), rel=1e-5)
+
+
+@parametrize_with_checks(
+    [MMEDA(n_components=2, hidden_layer_sizes=(8,), view_components=4,
+           fusion_layer_sizes=(8,), max_iter=3, tol=0, random_state=0)]
+)
+def test_sklearn_compatible(estimator, check):
+    check(estimator)

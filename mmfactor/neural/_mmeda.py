@@ -35,9 +35,8 @@ class _ViewData:
         if self.sparse:
             self.data = sp.csr_matrix(data)
         else:
-            t = data if isinstance(data, torch.Tensor) else torch.as_tensor(np.asarray(data))
             # one float32 copy on the device, standardised; the user's array is untouched
-            self.data = (t.to(device=device, dtype=torch.float32) - self.mean) / self.scale
+            self.data = (_as_float32(data, device) - self.mean) / self.scale
 
     def rows(self, idx):
         """Standardised rows ``idx`` (a CPU int64 tensor) as a float32 tensor on the device."""
@@ -45,6 +44,13 @@ class _ViewData:
             block = torch.as_tensor(self.data[idx.numpy()].toarray(), dtype=torch.float32)
             return (block.to(self.device) - self.mean) / self.scale
         return self.data[idx.to(self.device)]
+
+
+def _as_float32(data, device):
+    """A float32 tensor on ``device`` from an array or tensor (a copy when it converts)."""
+    if isinstance(data, torch.Tensor):
+        return data.to(device=device, dtype=torch.float32)
+    return torch.from_numpy(np.array(data, dtype=np.float32)).to(device)
 
 
 def _stats(view, kind, standardize):
@@ -631,9 +637,7 @@ class MMEDA(MultiModalTransformer):
                     batch.append(d.rows(idx))
                 else:
                     v, m, s, dev = d
-                    t = v.data[start: start + _CHUNK]
-                    t = t if isinstance(t, torch.Tensor) else torch.as_tensor(t)
-                    t = t.to(device=dev, dtype=torch.float32)
+                    t = _as_float32(v.data[start: start + _CHUNK], dev)
                     batch.append((t - torch.as_tensor(m, dtype=torch.float32, device=dev))
                                  / torch.as_tensor(s, dtype=torch.float32, device=dev))
             yield batch
@@ -764,6 +768,11 @@ class MMEDA(MultiModalTransformer):
                     sums[i] += float(((rec - x.to(rec.device)) ** 2).sum())
                     counts[i] += x.numel()
         return -float(np.mean(sums / counts))
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = False  # an autoencoder needs complete views
+        return tags
 
     # ---- persistence -----------------------------------------------------------------
 
