@@ -43,6 +43,7 @@ import io
 import json
 import math
 import os
+import re
 import tempfile
 import zipfile
 from pathlib import Path
@@ -525,7 +526,9 @@ def load(path, *, key=None):
     try:
         tensors = torch.load(io.BytesIO(tensor_bytes), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - the weights-only unpickler refused it
-        raise ModelFormatError(f"load: the tensors of {path} are not plain tensors ({exc}).")
+        first = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip().splitlines()[0][:200]
+        raise ModelFormatError(f"load: the tensors of {path} are not plain tensors; "
+                               f"torch.load(weights_only=True) refused them ({first}).") from None
     if not isinstance(tensors, dict) or not all(isinstance(t, torch.Tensor)
                                                 for t in tensors.values()):
         raise ModelFormatError(f"load: the tensors of {path} are not a dict of tensors.")

@@ -326,8 +326,7 @@ KNOWN_GAPS = {
         what="CMF fails inside training with torch's 'false INTERNAL ASSERT FAILED ... "
              "torch.linalg.lstsq: Argument 4 has illegal value' (a RuntimeError)"),
     ("overflow-float32", "DFMF"): _F32.format(
-        what="DFMF fails in its SVD initialisation with torch's _LinAlgError 'linalg.svd: "
-             "... the input matrix contained non-finite values'"),
+        what="DFMF trains and stops with NonFiniteLossError at iteration 1"),
     ("overflow-float32", "MMEDA"): _F32.format(
         what="MMEDA trains and stops with NonFiniteLossError at iteration 1"),
     ("overflow-float32", "HyperLearn"): _F32.format(

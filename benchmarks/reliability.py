@@ -1,0 +1,445 @@
+"""The figures of benchmarks/RELIABILITY.md: bad inputs tried, faults injected, what survived.
+
+Runs, outside pytest, the same tables the reliability tests use (``tests/test_reliability.py``
+``BAD_INPUTS`` and the fault injections, ``tests/test_persistence.py``'s attacks,
+``tests/test_memory.py``'s subprocess measurement) and records every outcome, then
+writes ``results/reliability.json`` and rewrites the tables of ``RELIABILITY.md``.
+
+    python benchmarks/reliability.py              # everything but the 10^6 memory fits
+    python benchmarks/reliability.py --memory     # plus CMF and HyperLearn on 10^6 x 10^6
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import pickle
+import sys
+import tempfile
+import time
+import warnings
+import zipfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(HERE))
+
+import joblib  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from _common import command, machine, markdown_table  # noqa: E402
+
+import mmfactor  # noqa: E402
+import test_reliability as R  # noqa: E402
+from mmfactor._persistence import ModelFormatError, _digest  # noqa: E402
+from mmfactor._training import (  # noqa: E402
+    FitInterruptedWarning,
+    FitOutOfMemoryError,
+    NonFiniteLossError,
+)
+from mmfactor._training import fit_loop as real_fit_loop  # noqa: E402
+
+
+class Patch:
+    """Replace ``module.fit_loop`` for the duration of a ``with`` block."""
+
+    def __init__(self, name, loop):
+        self.module = sys.modules[R.LOOP_MODULES[name]]
+        self.loop = loop
+
+    def __enter__(self):
+        self.saved = self.module.fit_loop
+        self.module.fit_loop = self.loop
+
+    def __exit__(self, *exc):
+        self.module.fit_loop = self.saved
+
+
+def _quiet(fn):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return fn()
+
+
+# ---- bad inputs ------------------------------------------------------------------------
+
+
+def bad_inputs():
+    import re
+
+    rows = []
+    for bad in R.BAD_INPUTS:
+        for name in bad.only:
+            est = R.ESTIMATORS[name]() if bad.method == "fit" else R.fitted(name)
+            X, params = bad.make(name)
+            est.set_params(**params)
+            before = R._copies(X)
+            started = []
+
+            def loop(*a, _s=started, **k):
+                _s.append(True)
+                raise RuntimeError("training started")
+
+            t0 = time.perf_counter()
+            with Patch(name, loop):
+                try:
+                    _quiet(lambda est=est, X=X: getattr(est, bad.method)(X() if callable(X) else X))
+                    exc = None
+                except Exception as e:  # noqa: BLE001
+                    exc = e
+            seconds = time.perf_counter() - t0
+            unchanged = R._same(R._copies(X), before)
+            # with training started, the stub loop (not fit_loop) decides: not measured
+            unfitted = (None if started else
+                        bad.method != "fit" or R.fitted_attributes(est) == [])
+            if started:
+                outcome = "not caught before training"
+            elif exc is None:
+                outcome = "not caught"
+            elif isinstance(exc, bad.exc) and re.search(bad.match, str(exc)):
+                outcome = "clear error"
+            else:
+                outcome = f"unclear error ({type(exc).__name__})"
+            rows.append({"estimator": name, "input": bad.id, "method": bad.method,
+                         "outcome": outcome, "input_unchanged": unchanged,
+                         "left_unfitted": unfitted, "seconds": seconds,
+                         "message": None if exc is None else str(exc)[:300],
+                         "known_gap": (bad.id, name) in R.KNOWN_GAPS})
+    return rows
+
+
+# ---- faults ------------------------------------------------------------------------------
+
+
+def _inject(name, fault, at):
+    def loop(step, **kwargs):
+        def faulty(epoch):
+            if epoch == at:
+                return fault()
+            return step(epoch)
+
+        return real_fit_loop(faulty, **kwargs)
+
+    return Patch(name, loop)
+
+
+def _raise(exc):
+    def f():
+        raise exc
+
+    return f
+
+
+def faults():
+    rows = []
+    for name in R.ESTIMATORS:
+        X = R.base_input(name)
+        ref = R.ESTIMATORS[name](max_iter=1, tol=0)
+        Z_ref = _quiet(lambda ref=ref: ref.fit_transform(X))
+
+        # Ctrl-C after one complete sweep
+        est = R.ESTIMATORS[name](max_iter=3, tol=0)
+        with _inject(name, _raise(KeyboardInterrupt()), 1), warnings.catch_warnings(
+                record=True) as w:
+            warnings.simplefilter("always")
+            Z = est.fit_transform(X)
+        warned = any(issubclass(x.category, FitInterruptedWarning) for x in w)
+        rows.append({"estimator": name, "fault": "KeyboardInterrupt after sweep 1",
+                     "survived": bool(warned and np.array_equal(Z, Z_ref)
+                                      and np.isfinite(est.transform(X)).all()),
+                     "state": "fitted with the sweep-1 parameters, warned" if warned else "?"})
+
+        # Ctrl-C during the first sweep
+        est = R.ESTIMATORS[name]()
+        try:
+            with _inject(name, _raise(KeyboardInterrupt()), 0):
+                est.fit(X)
+            state = "no interrupt?"
+        except KeyboardInterrupt:
+            state = "unfitted" if R.fitted_attributes(est) == [] else "HALF-FITTED"
+        rows.append({"estimator": name, "fault": "KeyboardInterrupt in sweep 1",
+                     "survived": state == "unfitted", "state": state})
+
+        for label, fault, exc_type in [
+            ("loss becomes NaN (sweep 2)", lambda: {"loss": float("nan")}, NonFiniteLossError),
+            ("CUDA out of memory (sweep 2, simulated)",
+             _raise(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")),
+             FitOutOfMemoryError),
+            ("CPU allocation of 128 TiB (sweep 2, real)",
+             lambda: torch.empty((2**20, 2**25)), FitOutOfMemoryError),
+        ]:
+            est = R.ESTIMATORS[name](max_iter=3, tol=0)
+            try:
+                with _inject(name, fault, 1):
+                    _quiet(lambda est=est: est.fit(X))
+                msg, ok = "no error", False
+            except exc_type as e:
+                msg, ok = str(e), True
+            except Exception as e:  # noqa: BLE001
+                msg, ok = f"{type(e).__name__}: {e}", False
+            unfitted = R.fitted_attributes(est) == []
+            rows.append({"estimator": name, "fault": label, "survived": ok and unfitted,
+                         "state": ("unfitted" if unfitted else "HALF-FITTED")
+                         + f"; {msg.split('. ')[0][:110]}"})
+    return rows
+
+
+# ---- persistence ------------------------------------------------------------------------------
+
+
+def persistence(tmp):
+    rows = []
+    for name in R.ESTIMATORS:
+        est = R.fitted(name)
+        X = R.base_input(name)
+        Z = est.transform(X)
+        for how in ("pickle", "joblib", "mmfactor.save"):
+            path = tmp / f"{name}.{how}"
+            t0 = time.perf_counter()
+            if how == "pickle":
+                path.write_bytes(pickle.dumps(est))
+                t1 = time.perf_counter()
+                est2 = pickle.loads(path.read_bytes())
+            elif how == "joblib":
+                joblib.dump(est, path)
+                t1 = time.perf_counter()
+                est2 = joblib.load(path)
+            else:
+                mmfactor.save(est, path)
+                t1 = time.perf_counter()
+                est2 = mmfactor.load(path)
+            t2 = time.perf_counter()
+            rows.append({"estimator": name, "format": how, "bytes": path.stat().st_size,
+                         "save_ms": 1e3 * (t1 - t0), "load_ms": 1e3 * (t2 - t1),
+                         "exact": bool(np.array_equal(est2.transform(X), Z))})
+    return rows
+
+
+def attacks(tmp):
+    """Bad model files given to mmfactor.load: each must be refused, no code executed."""
+    est = R.fitted("CMF")
+
+    def members(p):
+        with zipfile.ZipFile(p) as zf:
+            return {n: zf.read(n) for n in zf.namelist()}
+
+    def write(p, m):
+        with zipfile.ZipFile(p, "w") as zf:
+            for n, b in m.items():
+                zf.writestr(n, b)
+
+    def edit(state_fn=None, header=None, tensors=None, resign=True):
+        def make(p):
+            m = members(p)
+            if state_fn:
+                s = json.loads(m["state.json"])
+                state_fn(s)
+                m["state.json"] = json.dumps(s).encode()
+            if tensors is not None:
+                m["tensors.pt"] = tensors
+            h = json.loads(m["header.json"])
+            if resign:
+                h["digest"] = _digest([m["state.json"], m["tensors.pt"]], None)
+            h.update(header or {})
+            m["header.json"] = json.dumps(h).encode()
+            write(p, m)
+        return make
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("CODE EXECUTED",))
+
+    buf = io.BytesIO()
+    torch.save({"0": Evil()}, buf)
+
+    def flip(p):
+        m = members(p)
+        m["state.json"] = m["state.json"].replace(b'"alpha":1.0', b'"alpha":7.0')
+        write(p, m)
+
+    def truncate(p):
+        p.write_bytes(p.read_bytes()[:500])
+
+    def set_cls(c):
+        def f(s):
+            s["cls"] = c
+        return f
+
+    def nested(s):
+        s["state"]["alpha"] = {"__t__": "object", "cls": "subprocess:Popen", "state": {}}
+
+    def unknown(s):
+        s["state"]["alpha"] = {"__t__": "pickle", "v": ""}
+
+    cases = {
+        "state edited, digest not recomputed": flip,
+        "tensors edited, digest not recomputed": edit(tensors=b"x" * 100, resign=False),
+        "truncated file": truncate,
+        "newer format version": edit(header={"format_version": 2}),
+        "incompatible mmfactor version (9.3.0)": edit(header={"mmfactor_version": "9.3.0"}),
+        "class os:system": edit(set_cls("os:system"), header={"class": "os:system"}),
+        "nested object subprocess:Popen": edit(nested),
+        "unknown value tag 'pickle'": edit(unknown),
+        "pickle payload (__reduce__) in tensors.pt": edit(tensors=buf.getvalue()),
+        "a joblib pickle instead of a model file": lambda p: joblib.dump(est, p),
+    }
+    rows = []
+    for label, make in cases.items():
+        p = tmp / "attack.mmf"
+        mmfactor.save(est, p)
+        make(p)
+        try:
+            mmfactor.load(p)
+            refused, msg = False, "loaded"
+        except ModelFormatError as e:
+            refused, msg = True, str(e)
+        rows.append({"attack": label, "refused": refused,
+                     "message": msg.replace(str(p), "<file>")[:150]})
+    # with a key: an attacker who recomputes the plain digest is refused
+    p = tmp / "signed.mmf"
+    mmfactor.save(est, p, key="secret")
+    edit(lambda s: s["state"].__setitem__("alpha", 7.0))(p)
+    try:
+        mmfactor.load(p, key="secret")
+        refused, msg = False, "loaded"
+    except ModelFormatError as e:
+        refused, msg = True, str(e)
+    rows.append({"attack": "signed file edited and re-hashed without the key",
+                 "refused": refused, "message": msg.replace(str(p), "<file>")[:150]})
+    return rows
+
+
+# ---- memory ------------------------------------------------------------------------------------
+
+
+def memory():
+    import test_memory
+
+    return [test_memory.measure(name, 10**6, 10**5) for name in ("CMF", "HyperLearn")]
+
+
+# ---- report ------------------------------------------------------------------------------------
+
+
+def summarize(res):
+    bad = res["bad_inputs"]
+    ids = sorted({r["input"] for r in bad})
+    per = {}
+    for r in bad:
+        d = per.setdefault(r["estimator"], {"estimator": r["estimator"], "tried": 0,
+                                            "clear": 0, "gaps": 0, "unchanged": 0,
+                                            "unfitted": 0})
+        d["tried"] += 1
+        d["clear"] += r["outcome"] == "clear error"
+        d["gaps"] += r["outcome"] != "clear error"
+        d["unchanged"] += r["input_unchanged"]
+        d["unfitted"] += bool(r["left_unfitted"])
+    lines = [
+        f"**Bad inputs**: {len(ids)} distinct, {len(bad)} (estimator, input) pairs tried; "
+        f"{sum(r['outcome'] == 'clear error' for r in bad)} raised the expected error with "
+        f"the expected message before training; inputs unchanged in "
+        f"{sum(r['input_unchanged'] for r in bad)}/{len(bad)}; estimator left unfitted in "
+        f"{sum(bool(r['left_unfitted']) for r in bad)}/"
+        f"{sum(r['left_unfitted'] is not None for r in bad)} that failed before training.",
+        "",
+        markdown_table(list(per.values()), [
+            ("estimator", "estimator", None), ("tried", "bad inputs tried", None),
+            ("clear", "clear error before training", None), ("gaps", "gaps", None),
+            ("unchanged", "input unchanged", None),
+            ("unfitted", "left unfitted (caught before training)", None)]),
+        "",
+        "Gaps (not caught, or not with a clear message):",
+        "",
+        markdown_table([r for r in bad if r["outcome"] != "clear error"], [
+            ("estimator", "estimator", None), ("input", "bad input", None),
+            ("outcome", "outcome", None), ("message", "what happened", None)]),
+        "",
+    ]
+    f = res["faults"]
+    lines += [
+        f"**Faults**: {len(f)} injected into the training loop, {sum(r['survived'] for r in f)}"
+        " survived (a fitted model with the best parameters and a warning, or an unfitted "
+        "estimator and a clear error; never half-fitted).",
+        "",
+        markdown_table(f, [("estimator", "estimator", None), ("fault", "fault", None),
+                           ("survived", "survived", None), ("state", "state after", None)]),
+        "",
+    ]
+    p = res["persistence"]
+    lines += [
+        f"**Persistence**: {len(p)} round trips, {sum(r['exact'] for r in p)} bit-exact "
+        "(`transform` output identical).",
+        "",
+        markdown_table(p, [("estimator", "estimator", None), ("format", "format", None),
+                           ("bytes", "file bytes", "{:,}"), ("save_ms", "save ms", "{:.1f}"),
+                           ("load_ms", "load ms", "{:.1f}"), ("exact", "exact", None)]),
+        "",
+    ]
+    a = res["attacks"]
+    lines += [
+        f"**Model-file attacks**: {len(a)} tampered, incompatible or malicious files given "
+        f"to `mmfactor.load`, {sum(r['refused'] for r in a)} refused with a clear error "
+        "(no code from the file ran).",
+        "",
+        markdown_table(a, [("attack", "file", None), ("refused", "refused", None),
+                           ("message", "message", None)]),
+        "",
+    ]
+    if res.get("memory"):
+        lines += [
+            "**Memory**: a 10^6 x 10^6 sparse relation with 10^5 entries (4 TB dense float32), "
+            "fitted in a fresh subprocess (`n_components=4`, `max_iter=2`; HyperLearn "
+            "`diffusion_steps=0`).",
+            "",
+            markdown_table([dict(r, fit_gib=r["fit_rss_bytes"] / 2**30,
+                                 py_mib=r["tracemalloc_peak_bytes"] / 2**20,
+                                 dense_tb=r["dense_float32_bytes"] / 1e12) for r in res["memory"]],
+                           [("estimator", "estimator", None), ("nnz", "stored entries", "{:,}"),
+                            ("dense_tb", "dense size (TB)", "{:.0f}"),
+                            ("fit_gib", "peak RSS over baseline (GiB)", "{:.2f}"),
+                            ("py_mib", "tracemalloc peak (MiB)", "{:.0f}"),
+                            ("seconds", "fit seconds", "{:.1f}")]),
+            "",
+        ]
+    return "\n".join(lines)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--memory", action="store_true",
+                    help="also fit CMF and HyperLearn on 10^6 x 10^6 (about 1 minute)")
+    ap.add_argument("--output", default=str(HERE / "results" / "reliability.json"))
+    ap.add_argument("--markdown", default=str(HERE / "RELIABILITY.md"),
+                    help="the file whose generated section is rewritten")
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        res = {"machine": machine(), "command": command(),
+               "bad_inputs": bad_inputs(), "faults": faults(),
+               "persistence": persistence(tmp), "attacks": attacks(tmp)}
+    if args.memory:
+        res["memory"] = memory()
+    elif Path(args.output).exists():  # keep the last memory figures
+        res["memory"] = json.loads(Path(args.output).read_text()).get("memory")
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.output).write_text(json.dumps(res, indent=1, default=str))
+    table = summarize(res)
+    m = res["machine"]
+    table = (f"Machine: {m['cpu']} ({m['cpu_count']} cores, torch threads "
+             f"{m['torch_threads']}), torch {m['torch']}. Command: `{res['command']}`\n\n"
+             + table)
+    md = Path(args.markdown)
+    begin, end = "<!-- BEGIN GENERATED by benchmarks/reliability.py -->", "<!-- END GENERATED -->"
+    text = md.read_text() if md.exists() else f"# Reliability\n\n{begin}\n{end}\n"
+    head, rest = text.split(begin, 1)
+    tail = rest.split(end, 1)[1]
+    md.write_text(f"{head}{begin}\n{table}\n{end}{tail}")
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
