@@ -73,7 +73,11 @@ def test_fit_transform_shapes_dtype_and_attributes():
     assert {"ae[sample]", "ae[a_col]", "a", "b", "penalty"} <= set(model.loss_terms_)
     assert list(model.get_feature_names_out()) == ["dcmf0", "dcmf1", "dcmf2"]
     # the training rows through the encoder give the fitted factor
-    np.testing.assert_allclose(model.transform(X), emb, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(model.transform(X), emb, rtol=1e-5, atol=1e-5)
+    # canonical rotation: uncorrelated sample components, by decreasing variance
+    cov = np.cov(emb.astype(np.float64), rowvar=False)
+    np.testing.assert_allclose(cov - np.diag(np.diag(cov)), 0, atol=1e-5)
+    assert np.all(np.diff(np.diag(cov)) <= 1e-7)
     assert model.transform(X[:7]).shape == (7, 3)
 
 

@@ -223,6 +223,20 @@ def _bilinear(code, other, part, k, slots):
     return pred
 
 
+def _canonical_rotation(U):
+    """The orthogonal ``R`` that makes the columns of ``U R`` uncorrelated, by variance.
+
+    ``U_r R (U_c R)^T = U_r U_c^T``: rotating every entity type's codes by the same ``R``
+    changes no prediction, but gives components ordered by variance with a fixed sign
+    (what a shallow downstream model, such as a depth-2 forest, benefits from).
+    """
+    U = U.astype(np.float64)
+    evals, evecs = np.linalg.eigh(np.cov(U, rowvar=False).reshape(U.shape[1], U.shape[1]))
+    R = evecs[:, np.argsort(evals)[::-1]]
+    R *= np.sign(R[np.abs(R).argmax(0), np.arange(R.shape[1])])
+    return R.astype(np.float32)
+
+
 # --------------------------------------------------------------------------------------
 # The estimator
 # --------------------------------------------------------------------------------------
@@ -315,7 +329,10 @@ class DCMF(MultiModalTransformer):
     Attributes
     ----------
     factors_ : dict of str -> ndarray of shape (n_members, n_components)
-        Every entity type's representation (the sample entity's for the training rows).
+        Every entity type's representation (the sample entity's for the training rows),
+        in the canonical rotation: the same orthogonal rotation of every type's codes
+        that makes the training samples' components uncorrelated, ordered by variance
+        (it changes no prediction: ``U_r R (U_c R)^T = U_r U_c^T``).
     biases_ : dict of str -> dict
         Per relation, the ``"row"`` and ``"col"`` biases (when ``fit_intercept``).
     autoencoders_ : dict of str -> torch.nn.Module
@@ -629,7 +646,8 @@ class DCMF(MultiModalTransformer):
         codes = {e: self._encode_all(nets[e], blocks[e], sizes[e], dev[e]) for e in entities}
         self.autoencoders_ = nets
         self._codes = {e: as_numpy(c) for e, c in codes.items()}
-        self.factors_ = {e: c[:, :k].copy() for e, c in self._codes.items()}
+        self._rotation = _canonical_rotation(self._codes[sample][:, :k])
+        self.factors_ = {e: c[:, :k] @ self._rotation for e, c in self._codes.items()}
         self.biases_ = {}
         if self.fit_intercept:
             for m, s in enumerate(specs):
@@ -734,7 +752,8 @@ class DCMF(MultiModalTransformer):
         embedding : ndarray of shape (n_samples, n_components), float32
         """
         check_is_fitted(self)
-        return np.concatenate([as_numpy(code[:, : self._k]) for _, code, *_ in self._chunks(X)])
+        codes = [as_numpy(code[:, : self._k]) for _, code, *_ in self._chunks(X)]
+        return np.concatenate(codes) @ self._rotation
 
     def reconstruct(self, X):
         """The autoencoder's reconstruction of every view of ``X``, on the data's scale.
