@@ -163,6 +163,11 @@ def small_views(draw, *, non_negative=False, with_nan=False):
     return views
 
 
+def _declared_dtype(est):
+    """The output dtype: the ``dtype`` parameter where there is one, else float32."""
+    return np.dtype(est.get_params().get("dtype", "float32"))
+
+
 def _fit_transform(name, views, **kw):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -182,7 +187,8 @@ def test_fit_transform_shapes_dtypes_and_determinism(name, data):
     before = {n: v.copy() for n, v in views.items()}
     est, Z = _fit_transform(name, views, n_components=k)
     n = len(next(iter(views.values())))
-    assert Z.shape == (n, k) and Z.dtype == np.float32 and np.isfinite(Z).all()
+    dtype = _declared_dtype(est)
+    assert Z.shape == (n, k) and Z.dtype == dtype and np.isfinite(Z).all()
     assert all(np.array_equal(before[v], views[v]) for v in views)  # inputs untouched
     # the same random_state gives the same fit, to the bit (CPU)
     est2, Z2 = _fit_transform(name, views, n_components=k)
@@ -191,7 +197,7 @@ def test_fit_transform_shapes_dtypes_and_determinism(name, data):
     m = data.draw(st.integers(1, n))
     new = {v: a[:m] for v, a in views.items()}
     T = est.transform(MultiModal(**new))
-    assert T.shape == (m, k) and T.dtype == np.float32 and np.isfinite(T).all()
+    assert T.shape == (m, k) and T.dtype == dtype and np.isfinite(T).all()
     np.testing.assert_array_equal(T, est2.transform(MultiModal(**new)))
     assert list(est.get_feature_names_out()) == [f"{name.lower()}{i}" for i in range(k)]
 
@@ -204,13 +210,16 @@ def test_missing_entries_give_finite_embeddings(name, data):
     if name == "HyperLearn":
         views = {"v0": views["v0"]}
     est, Z = _fit_transform(name, views)
-    assert np.isfinite(Z).all() and Z.dtype == np.float32
+    assert np.isfinite(Z).all() and Z.dtype == _declared_dtype(est)
 
 
-@pytest.mark.parametrize("name", ["CMF", "DFMF"])
+@pytest.mark.parametrize("name", ["CMF", "DFMF", "HyperLearn"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
 @FIT_SETTINGS
 @given(data=st.data())
-def test_dtype_float64_is_honoured(name, data):
+def test_the_dtype_parameter_is_honoured(name, dtype, data):
     views = data.draw(small_views(non_negative=True))
-    est, Z = _fit_transform(name, views, dtype="float64")
-    assert Z.dtype == np.float64 and est.transform(MultiModal(**views)).dtype == np.float64
+    if name == "HyperLearn":
+        views = {"v0": views["v0"]}
+    est, Z = _fit_transform(name, views, dtype=dtype)
+    assert Z.dtype == dtype and est.transform(MultiModal(**views)).dtype == dtype
