@@ -49,16 +49,41 @@ def _minmax(train, test):
     return out_tr, out_te
 
 
+def _raw(train, test):
+    """No preprocessing: the model standardises its views itself (MMEDA)."""
+    return list(train), list(test)
+
+
+def _hyperlearn_input(train, test):
+    """HyperLearn takes one matrix (samples x features, a 2-mode tensor) per fit: the
+    standardised views side by side, the views themselves riding along as mode-0
+    features for the k-nearest-neighbour graph over the samples."""
+    from mmfactor import MultiModal
+
+    tr, te = _standardize(train, test)
+    return MultiModal(np.hstack(tr), *tr), MultiModal(np.hstack(te), *te)
+
+
 def _registry(n_components, device, seed):
     """name -> (factory, preprocessing). Each factory builds a fresh estimator."""
     import mmfactor
 
-    models = {
-        "PCA (reference)": (lambda: _PCAConcat(n_components), _standardize),
-        "CMF": (lambda: mmfactor.CMF(n_components, alpha=30.0, max_iter=30,
-                                     random_state=seed, devices=device), _standardize),
+    k = n_components
+    return {
+        "PCA (reference)": (lambda: _PCAConcat(k), _standardize),
+        "CMF": (lambda: mmfactor.CMF(k, alpha=30.0, max_iter=30, random_state=seed,
+                                     devices=device), _standardize),
+        "DFMF": (lambda: mmfactor.DFMF(k, max_iter=100, random_state=seed, devices=device),
+                 _minmax),
+        "DCMF": (lambda: mmfactor.DCMF(k, max_iter=30, random_state=seed, devices=device),
+                 _standardize),
+        "MMEDA-I": (lambda: mmfactor.MMEDA(k, variant="I", max_iter=30, random_state=seed,
+                                           devices=device), _raw),
+        "MMEDA-II": (lambda: mmfactor.MMEDA(k, variant="II", max_iter=30, random_state=seed,
+                                            devices=device), _raw),
+        "HyperLearn": (lambda: mmfactor.HyperLearn(k, max_iter=50, random_state=seed,
+                                                   devices=device), _hyperlearn_input),
     }
-    return models
 
 
 class _PCAConcat:
@@ -109,7 +134,7 @@ def run(models=None, *, views=None, n_components=50, device="cpu", output="mmfac
 
     from mmfactor.datasets import load_mfeat
 
-    X, y = load_mfeat(views=views, image=False, return_X_y=True)
+    X, y = load_mfeat(views=views, return_X_y=True)
     idx_tr, idx_te = train_test_split(np.arange(len(y)), test_size=0.2, stratify=y,
                                       random_state=0)
     registry = _registry(n_components, device, seed)
