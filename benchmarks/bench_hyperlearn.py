@@ -56,15 +56,24 @@ def _rmse(pred, truth):
 
 # ---- MovieLens ----------------------------------------------------------------------------
 
+# lam and alpha chosen on a 10% validation split of the training ratings (grid over
+# lam in {0.02, ..., 3}, alpha / lam in {5, ..., 30}, rank in {10, 20, 30, 50}; best
+# validation RMSE 0.9046 at lam=0.05, alpha=0.4, rank 10)
 ML_CONFIGS = {
-    # the paper's pipeline: Chebyshev convolution (5 terms) + LSTM diffusion on both graphs
-    "HyperLearn (sRGCNN diffusion, 3 steps)": dict(
-        n_components=10, diffusion_steps=3, hidden_size=32, cheb_order=5, alpha=30.0,
-        lam=1.0, learning_rate_init=0.01, n_inner_iter=3, max_iter=200),
-    # the same loss, factors trained directly (graph-regularised biased CP by Adam)
-    "HyperLearn (no diffusion)": dict(
-        n_components=10, diffusion_steps=0, alpha=30.0, lam=1.0, learning_rate_init=0.01,
-        n_inner_iter=3, max_iter=200),
+    # graph-regularised biased CP, each mode solved by PCG (alternating least squares)
+    "HyperLearn ALS (rank 10, seed 0)": dict(
+        n_components=10, diffusion_steps=0, solver="als", update="gauss-seidel", lam=0.05,
+        alpha=0.4, n_inner_iter=5, max_iter=25, random_state=0),
+    "HyperLearn ALS (rank 10, seed 1)": dict(
+        n_components=10, diffusion_steps=0, solver="als", update="gauss-seidel", lam=0.05,
+        alpha=0.4, n_inner_iter=5, max_iter=25, random_state=1),
+    "HyperLearn ALS (rank 20, seed 0)": dict(
+        n_components=20, diffusion_steps=0, solver="als", update="gauss-seidel", lam=0.05,
+        alpha=0.5, n_inner_iter=5, max_iter=25, random_state=0),
+    # the paper's pipeline: Chebyshev convolution (5 terms) + LSTM diffusion, Adam, Jacobi
+    "HyperLearn sRGCNN diffusion (Adam, 3 steps)": dict(
+        n_components=10, diffusion_steps=3, hidden_size=32, cheb_order=5, lam=0.05,
+        alpha=0.4, learning_rate_init=0.01, n_inner_iter=3, max_iter=150, random_state=0),
 }
 
 
@@ -77,8 +86,8 @@ def bench_movielens(args, d):
     ens = []
     for name, cfg in configs.items():
         model = Traced(missing="unobserved", fit_intercept=True,
-                       graphs=[d.user_graph, d.movie_graph], tol=0, random_state=0,
-                       devices=args.device, **cfg)
+                       graphs=[d.user_graph, d.movie_graph], tol=0, devices=args.device,
+                       **cfg)
 
         def hook(factors, _c=coords):
             A = [f.detach().cpu().double().numpy() for f in factors]
@@ -89,7 +98,8 @@ def bench_movielens(args, d):
         model.fit(d.train)
         wall, cpu = time.perf_counter() - w0, time.process_time() - c0
         pred = model.predict_entries(coords)
-        ens.append(pred)
+        if "ALS" in name:
+            ens.append(pred)
         curves[name] = [{"wall_s": t["wall"] - w0, "cpu_s": t["cpu"] - c0,
                          "test_rmse": t["test_rmse"]} for t in model.trace_]
         rows.append({"model": name, "params": json.dumps(cfg), "test_rmse": _rmse(pred, te.data),
@@ -98,10 +108,10 @@ def bench_movielens(args, d):
                      "best_curve_rmse": min(c["test_rmse"] for c in curves[name])})
         print(rows[-1], flush=True)
     if len(ens) > 1:
-        rows.append({"model": "HyperLearn ensemble (mean of the above)",
+        rows.append({"model": "HyperLearn ALS ensemble (mean of the 3 ALS fits)",
                      "test_rmse": _rmse(np.mean(ens, 0), te.data),
-                     "fit_wall_s": sum(r["fit_wall_s"] for r in rows),
-                     "fit_cpu_s": sum(r["fit_cpu_s"] for r in rows)})
+                     "fit_wall_s": sum(r["fit_wall_s"] for r in rows if "ALS" in r["model"]),
+                     "fit_cpu_s": sum(r["fit_cpu_s"] for r in rows if "ALS" in r["model"])})
     # mmfactor CMF: ALS sweeps, traced by refitting with 1..n sweeps
     cmf_curve = []
     for it in range(1, 16):
@@ -191,7 +201,10 @@ def bench_tensorly(args):
         cands = {
             "tensorly parafac (ALS)": lambda R=R: parafac(T, R, n_iter_max=200, init="random",
                                                           random_state=0, tol=1e-8)[1][0],
-            "HyperLearn (no graphs)": lambda R=R: HyperLearn(
+            "HyperLearn ALS (no graphs)": lambda R=R: HyperLearn(
+                n_components=R, diffusion_steps=0, solver="als", update="gauss-seidel",
+                max_iter=200, tol=1e-8, random_state=0).fit(T).factors_[0],
+            "HyperLearn Adam (no graphs)": lambda R=R: HyperLearn(
                 n_components=R, diffusion_steps=0, max_iter=300, tol=1e-6,
                 learning_rate_init=0.02, random_state=0).fit(T).factors_[0],
             "HyperLearn (k-NN graphs of antigens, receptors)": lambda R=R: HyperLearn(
@@ -237,14 +250,17 @@ def bench_tensorly(args):
                 pred = tl.cp_to_tensor(cp)[ho]
                 errs.setdefault("tensorly parafac (masked ALS)", []).append(
                     np.sqrt(np.mean((pred - truth) ** 2)))
-                t0 = time.perf_counter()
-                m = HyperLearn(n_components=R, diffusion_steps=0, alpha=0.1, max_iter=500,
-                               tol=1e-7, learning_rate_init=0.02, random_state=seed).fit(train)
-                times.setdefault("HyperLearn (observed entries)", []).append(
-                    time.perf_counter() - t0)
-                pred = m.predict_entries(obs[held])
-                errs.setdefault("HyperLearn (observed entries)", []).append(
-                    np.sqrt(np.mean((pred - truth) ** 2)))
+                for name, kw in (
+                    ("HyperLearn ALS (observed entries)",
+                     dict(solver="als", update="gauss-seidel", max_iter=500, tol=1e-8)),
+                    ("HyperLearn Adam (observed entries)",
+                     dict(max_iter=300, tol=1e-6, learning_rate_init=0.02))):
+                    t0 = time.perf_counter()
+                    m = HyperLearn(n_components=R, diffusion_steps=0, alpha=0.1,
+                                   random_state=seed, **kw).fit(train)
+                    times.setdefault(name, []).append(time.perf_counter() - t0)
+                    pred = m.predict_entries(obs[held])
+                    errs.setdefault(name, []).append(np.sqrt(np.mean((pred - truth) ** 2)))
         for name in errs:
             rows.append({"tensor": "IL2 13x4x12x8 (3.8% missing)", "rank": R, "model": name,
                          "metric": "held-out RMSE (10% of observed, 5 splits; std units)",

@@ -33,6 +33,7 @@ __all__ = [
     "mttkrp",
     "TensorData",
     "mode_loss_grad",
+    "mode_normal_equations",
 ]
 
 CHUNK = 1 << 18  # coordinates per chunk in the scatter/gather kernels
@@ -407,3 +408,56 @@ def data_loss(factors, data, chunk=CHUNK):
         res = vals[sl] - _gather_prod(idx, factors, None, sl).sum(1)
         loss += float((res.double() ** 2).sum())
     return loss
+
+
+def mode_normal_equations(mode, factors, data, free, fixed_values, chunk=1 << 16):
+    """Normal equations of the least-squares data term in the ``free`` columns of ``A_mode``.
+
+    With the other factors fixed, ``||X - [[A]]||^2`` is quadratic in ``A_mode``; the
+    columns of ``A_mode`` split into ``free`` ones and fixed ones whose value is the same
+    on every row (``fixed_values``: the intercept columns). Returns ``(G, b)`` such that
+    the data term is ``sum_i a_i^T G_i a_i - 2 b_i^T a_i + const`` over the free part
+    ``a_i`` of each row: ``G`` of shape ``(F, F)`` (shared by every row, ``kind="full"``)
+    or ``(N_mode, F, F)`` (``kind="observed"``), ``b`` of shape ``(N_mode, F)``.
+    """
+    A = factors[mode]
+    R = A.shape[1]
+    free = torch.as_tensor(free, device=A.device)
+    fixed = torch.as_tensor([c for c in range(R) if c not in set(free.tolist())],
+                            dtype=torch.int64, device=A.device)
+    idx, vals = data.indices, data.values
+    fast = data.sort_mode == mode
+    chunk = data.chunk if fast else chunk
+    if data.kind == "full":
+        H = None
+        for s, B in enumerate(factors):
+            if s != mode:
+                Gs = B.T @ B
+                H = Gs if H is None else H * Gs
+        M = A.new_zeros(A.shape)
+        for k, s in enumerate(range(0, idx.shape[0], chunk)):
+            sl = slice(s, s + chunk)
+            w = _gather_prod(idx, factors, mode, sl) * vals[sl, None]
+            M = M + data.scatter(k, w) if fast else M.index_add_(0, idx[sl, mode], w)
+        b = M[:, free]
+        if len(fixed):
+            b = b - (fixed_values[None, :] @ H[fixed][:, free])
+        return H[free][:, free], b
+    F = len(free)
+    G = A.new_zeros(A.shape[0], F * F)
+    b = A.new_zeros(A.shape[0], F)
+    for k, s in enumerate(range(0, idx.shape[0], chunk)):
+        sl = slice(s, s + chunk)
+        prod = _gather_prod(idx, factors, mode, sl)
+        y = vals[sl]
+        if len(fixed):
+            y = y - prod[:, fixed] @ fixed_values
+        pf = prod[:, free]
+        outer = (pf[:, :, None] * pf[:, None, :]).reshape(-1, F * F)
+        if fast and chunk == data.chunk:
+            G = G + data.scatter(k, outer)
+            b = b + data.scatter(k, pf * y[:, None])
+        else:
+            G.index_add_(0, idx[sl, mode], outer)
+            b.index_add_(0, idx[sl, mode], pf * y[:, None])
+    return G.reshape(-1, F, F), b
