@@ -25,7 +25,7 @@ from sklearn.exceptions import NotFittedError
 from test_reliability import ESTIMATORS, base_input, fitted
 
 import mmfactor
-from mmfactor import MMEDA, MultiModal
+from mmfactor import MultiModal
 from mmfactor._persistence import FORMAT_VERSION, ModelFormatError, _digest
 
 
@@ -384,3 +384,10 @@ def test_the_file_is_json_plus_weights_only_tensors(saved):
     assert state["state"]["n_components"] == 2
     tensors = torch.load(io.BytesIO(m["tensors.pt"]), weights_only=True)
     assert all(isinstance(t, torch.Tensor) for t in tensors.values())
+
+
+def test_save_and_load_are_public():
+    assert {"save", "load"} <= set(mmfactor.__all__)
+    assert mmfactor.save is mmfactor._persistence.save
+    assert all(hasattr(cls, "save") for cls in (mmfactor.CMF, mmfactor.DFMF, mmfactor.DCMF,
+                                                mmfactor.MMEDA, mmfactor.HyperLearn))

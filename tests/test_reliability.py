@@ -21,7 +21,6 @@ one training loop of every estimator at the end of the module.
 from __future__ import annotations
 
 import copy
-import functools
 import warnings
 from dataclasses import dataclass, field
 
@@ -143,7 +142,6 @@ def _as_input(x):
     return lambda name: (x, {})  # a callable x is built inside pytest.raises
 
 
-rng0 = np.random.RandomState(1)
 NAN_A = _with_entry(np.nan)
 
 BAD_INPUTS = [
@@ -769,3 +767,22 @@ def test_goodreads_works_offline_from_a_populated_cache(tmp_path, monkeypatch):
     again = mds.fetch_goodreads_books(home, n_samples=3, progress=False,
                                       download_if_missing=False)
     np.testing.assert_array_equal(first.images, again.images)
+
+
+def _overcommit_refuses_terabytes():
+    try:
+        return Path("/proc/sys/vm/overcommit_memory").read_text().strip() in ("0", "2")
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _overcommit_refuses_terabytes(),
+                    reason="needs Linux heuristic/strict overcommit to refuse a 4 TB malloc")
+def test_a_real_out_of_memory_in_cmf_names_the_size_and_the_parameter():
+    """No injection: n_components=10^6 makes CMF's normal equations 10^6 x 10^6 (4 TB)."""
+    est = CMF(n_components=10**6, max_iter=2)
+    with pytest.raises(FitOutOfMemoryError, match=r"CMF: out of memory during iteration 1; "
+                                                  r"torch tried to allocate 3.6 TiB.*"
+                                                  r"n_components=1000000"):
+        est.fit(base_input("CMF"))
+    assert fitted_attributes(est) == []

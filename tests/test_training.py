@@ -50,7 +50,8 @@ def test_validation_drives_early_stopping_and_best_state():
         return {"loss": 1.0 / (e + 1)}  # the training loss keeps falling
 
     hist = fit_loop(step, max_iter=5, tol=1e-4, n_iter_no_change=2,
-                    validation=lambda: next(val), on_improvement=lambda: improved.append(epochs[-1]))
+                    validation=lambda: next(val),
+                    on_improvement=lambda: improved.append(epochs[-1]))
     assert hist.terms["validation"] == [5.0, 4.0, 4.5, 4.6]
     assert hist.converged and hist.n_iter == 4  # stopped by the validation loss
     assert improved == [0, 1]  # the best state is the one after epoch 1
