@@ -201,8 +201,11 @@ class DFMF(MultiModalTransformer):
         replaced by a small value so that the multiplicative rule can move them.
     missing : {"unobserved", "zero"}, default="unobserved"
         What an unstored entry of a sparse view means.
-    dtype : {"float32", "float64"}, default="float32"
-        Precision of the computation and of ``transform``'s output.
+    dtype : {"float32", "float64"}, default="float64"
+        Precision of the computation and of ``transform``'s output. float32 is faster,
+        but the backbones' least squares are ill-conditioned when a factor's columns are
+        nearly collinear (as ``random_c`` makes them, or a rank above an entity type's
+        number of members), and float32 then loses much of the fit.
     max_iter : int, default=200
         Maximum number of sweeps (also of the fold-in iterations of ``transform``).
     tol : float, default=1e-5
@@ -312,7 +315,7 @@ class DFMF(MultiModalTransformer):
         constraint_form="laplacian",
         init="random_c",
         missing="unobserved",
-        dtype="float32",
+        dtype="float64",
         max_iter=200,
         tol=1e-5,
         random_state=None,
@@ -606,7 +609,10 @@ class DFMF(MultiModalTransformer):
         # S = (G_r'G_r)^+ G_r' R~ G_c (G_c'G_c)^+: the small Gram matrices, their
         # pseudo-inverses and the k x k products in float64 (float32 normal equations
         # would lose G's small singular values); only R~ G_c runs in ``dtype``
-        pinv = {e: torch.linalg.pinv(g.double().T @ g.double(), hermitian=True)
+        # (singular values below G's own precision count as zero: a rank above the number
+        # of an entity's members leaves its Gram matrix singular)
+        pinv = {e: torch.linalg.pinv(g.double().T @ g.double(), hermitian=True,
+                                     rtol=torch.finfo(g.dtype).eps * max(g.shape))
                 for e, g in G.items()}
         for r in rels:
             Gr, Gc = self._on(G, r)
