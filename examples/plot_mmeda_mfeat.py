@@ -1,7 +1,7 @@
 """
-=======================================================
+========================================================
 Images and vectors together: MMEDA on handwritten digits
-=======================================================
+========================================================
 
 The MMEDA paper learns one vector per book from its cover (an image) and its
 description (a vector) at once. Here the same architecture runs on the embedded UCI
