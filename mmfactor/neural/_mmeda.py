@@ -166,8 +166,9 @@ class MMEDA(MultiModalTransformer):
         ``"pca"`` turns the fitted representation to the principal axes of ``Z`` on the
         training rows (decorrelated coordinates by decreasing variance; decoders and
         ``column_embeddings_`` turned with it, so every reconstruction is unchanged).
-        Axis-aligned downstream models gain from it (on the digits, a depth-2 random
-        forest gained 0.03 to 0.04 macro-F1). ``None`` keeps the network's axes.
+        Axis-aligned downstream models gain from it: on the digits, a depth-2 random
+        forest gained 0.03 to 0.14 macro-F1 in 8 of 10 configurations measured, and
+        moved by less than 0.01 in the other two. ``None`` keeps the network's axes.
     loss_weights : dict, default=None
         Weights of the kinds of terms -- ``"view"`` (a view's reconstruction),
         ``"column"`` (the transpose's, II), ``"cross"`` (``Z V^T`` in II) -- and of the
