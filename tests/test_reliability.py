@@ -235,6 +235,28 @@ BAD_INPUTS = [
     Bad("constraint-wrong-size", with_params(
         constraints={"sample": [np.eye(5)]}), ValueError, r"[Cc]onstraint.*(shape|size)",
         only=["DFMF"]),
+    Bad("graph0-wrong-size", with_params(graphs=[np.eye(11), None]), ValueError,
+        r"graphs\[0\] has shape \(11, 11\) but mode 0 has 12 items", only=["HyperLearn"]),
+    Bad("graph-nan", with_params(graphs=[None, np.full((5, 5), np.nan)]), ValueError,
+        r"graphs\[1\] of shape \(5, 5\) has NaN or infinite weights", only=["HyperLearn"]),
+    Bad("graph-not-square", with_params(graphs=[None, np.ones((5, 4))]), ValueError,
+        r"graphs\[1\] must be a square adjacency matrix; got shape \(5, 4\)",
+        only=["HyperLearn"]),
+    Bad("graph-strings", with_params(graphs=[None, "knn"]), TypeError,
+        r"graphs\[1\] must be a numeric adjacency matrix", only=["HyperLearn"]),
+    Bad("graphs-count-3-modes", lambda name: (np.random.RandomState(0).rand(6, 4, 3),
+                                              {"graphs": [None, None]}), ValueError,
+        r"graphs has 2 entries; expected one per mode of the tensor of shape \(6, 4, 3\)",
+        only=["HyperLearn"]),
+    Bad("features-wrong-rows",
+        lambda name: (MultiModal(a=base_views()["a"],
+                                 shared={"features": [None, np.ones((4, 3))]}), {}),
+        ValueError, r"features of mode 1 have shape \(4, 3\); expected \(5, n_features\)",
+        only=["HyperLearn"]),
+    Bad("constraint-nan", with_params(constraints={"sample": [np.full((12, 12), np.nan)]}),
+        ValueError, r"constraints\['sample'\]\[0\].*NaN values", only=["DFMF"]),
+    Bad("constraint-inf", with_params(constraints={"sample": [np.full((12, 12), np.inf)]}),
+        ValueError, r"constraints\['sample'\]\[0\].*infinite values", only=["DFMF"]),
     # ---- schemas and entity names -------------------------------------------------------
     Bad("relations-unknown-view", with_params(relations={"a": ("s", "x"), "zz": ("s", "y")}),
         ValueError, r"relations names \['zz'\].*neither views", only=MATRIX_ONLY),
@@ -258,6 +280,29 @@ BAD_INPUTS = [
         r"weights names unknown relations \['zz'\]", only=["CMF", "DCMF"]),
     Bad("loss-weights-unknown", with_params(loss_weights={"zz": 1.0}), ValueError,
         r"loss_weights.*'zz'", only=["MMEDA"]),
+    Bad("loss-weights-negative", with_params(loss_weights={"view": -1.0}), ValueError,
+        r"loss_weights\['view'\] must be a non-negative number; got -1.0", only=["MMEDA"]),
+    Bad("link-unknown-in-list", with_params(link=["identity", "probit"]), ValueError,
+        r"link of relation 'b' is 'probit'; expected 'identity' or 'sigmoid'", only=["CMF"]),
+    Bad("weights-wrong-length", with_params(weights=[1.0]), ValueError,
+        r"weights has 1 entries; expected one per relation", only=["CMF", "DCMF"]),
+    Bad("hidden-layer-zero", with_params(hidden_layer_sizes=(0,)), ValueError,
+        r"hidden_layer_sizes must be (a possibly empty tuple of )?positive integers",
+        only=["DCMF", "MMEDA"]),
+    Bad("conv-channels-zero",
+        lambda name: (MultiModal(img=np.random.RandomState(0).rand(12, 1, 4, 4),
+                                 b=base_views()["b"]), {"conv_channels": (0,)}),
+        ValueError, r"conv_channels must be a tuple of positive integers", only=["MMEDA"]),
+    Bad("early-stopping-too-few-rows",
+        lambda name: (MultiModal(a=base_views()["a"][:2], b=base_views()["b"][:2]),
+                      {"early_stopping": True}),
+        ValueError, r"validation_fraction=0.1 leaves 1 training row\(s\) of 2",
+        only=["MMEDA"]),
+    Bad("activation-unknown", with_params(activation="swish"), InvalidParameterError,
+        r"'activation' parameter", only=["DCMF", "MMEDA"]),
+    Bad("pandas-string-column",
+        lambda name: (__import__("pandas").DataFrame({"a": ["x"] * 12, "b": [1.0] * 12}), {}),
+        TypeError, r"'view0' has dtype object with entries that are not numbers"),
     # ---- devices ------------------------------------------------------------------------
     Bad("cuda-absent", with_params(devices="cuda:0"), ValueError,
         r"'cuda:0' was requested but this machine has 0 CUDA"),
@@ -293,6 +338,9 @@ BAD_INPUTS = [
         r"'batch_size' parameter", only=["DCMF", "MMEDA"]),
     Bad("validation-fraction-1.5", with_params(validation_fraction=1.5), InvalidParameterError,
         r"'validation_fraction' parameter", only=["DCMF", "MMEDA", "HyperLearn"]),
+    Bad("devices-int", with_params(devices=0), InvalidParameterError, r"'devices' parameter"),
+    Bad("verbose-negative", with_params(verbose=-1), InvalidParameterError,
+        r"'verbose' parameter"),
     Bad("n-components-float", with_params(n_components=2.5), InvalidParameterError,
         r"'n_components' parameter"),
     Bad("random-state-string", with_params(random_state="seed"), InvalidParameterError,
@@ -329,6 +377,19 @@ KNOWN_GAPS = {
         what="MMEDA trains and stops with NonFiniteLossError at iteration 1"),
     ("overflow-float32", "HyperLearn"): _F32.format(
         what="HyperLearn trains and stops with NonFiniteLossError at iteration 1"),
+    ("hidden-layer-zero", "MMEDA"): (
+        "mmfactor/neural/_mmeda.py MMEDA._fit: devices_, n_features_in_, view_names_, "
+        "view_kinds_, view_means_, view_scales_ are set before hidden_layer_sizes is "
+        "checked (when the networks are built), so the clear ValueError leaves a "
+        "half-fitted estimator (check_is_fitted passes, transform fails with an "
+        "AttributeError); expected: validate every parameter before setting any attribute"
+    ),
+    ("early-stopping-too-few-rows", "MMEDA"): (
+        "mmfactor/neural/_mmeda.py MMEDA._fit: devices_, n_features_in_, view_names_, "
+        "view_kinds_ are set before the early_stopping/validation_fraction check raises, "
+        "so the clear ValueError leaves a half-fitted estimator; expected: the check "
+        "before any attribute is set"
+    ),
     ("sparse-tensor-index-overflow", "HyperLearn"): (
         "mmfactor/factorization/_cp.py SparseTensor.__init__: a uint64 index >= 2**63 is cast "
         "with astype(np.int64), wraps to a negative number and is reported as 'SparseTensor "
@@ -350,6 +411,8 @@ def _copies(obj):
         return copy.deepcopy(obj)
     if isinstance(obj, dict):
         return {k: _copies(v) for k, v in obj.items()}
+    if hasattr(obj, "to_numpy") and hasattr(obj, "columns"):  # a pandas DataFrame
+        return obj.copy(deep=True)
     return obj
 
 
@@ -371,6 +434,8 @@ def _same(a, b):
         return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
     if isinstance(a, dict):
         return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if hasattr(a, "to_numpy") and hasattr(a, "columns"):
+        return bool(a.equals(b)) and list(a.dtypes) == list(b.dtypes)
     return a == b
 
 
