@@ -198,10 +198,15 @@ def test_code_block_extraction():
     assert code_blocks(text) == ["a = 1\n\nb = a + 1\n", "c = 3\n"]
 
 
-PAGES = sorted((DOCS / "user_guide").glob("*.rst")) + sorted(DOCS.glob("faq.rst"))
+PAGES = [DOCS / "index.rst", *sorted((DOCS / "user_guide").glob("*.rst")), DOCS / "faq.rst"]
+PAGES = [p for p in PAGES if p.exists()]
 
 
-@pytest.mark.parametrize("page", PAGES, ids=[p.stem for p in PAGES])
+def test_docs_pages_found():
+    assert {p.stem for p in PAGES} >= {"index", "multimodal", "models", "faq"}
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[str(p.relative_to(DOCS)) for p in PAGES])
 def test_docs_code_blocks_run(page, tmp_path, monkeypatch):
     import matplotlib
 
