@@ -9,6 +9,7 @@ from sklearn.metrics import adjusted_rand_score
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import Pipeline
 from sklearn.utils._param_validation import InvalidParameterError
+from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from mmfactor import HyperLearn, MultiModal, SparseTensor
 from mmfactor.datasets import make_hypergraph
@@ -378,6 +379,8 @@ def test_errors(hyper):
                                                                   None]}))
     with pytest.raises(ValueError, match="expected at least 2 dimensions"):
         HyperLearn(**FAST).fit(np.ones(5))
+    with pytest.raises(ValueError, match=r"n_samples = 1; at least 2 items in mode 0"):
+        HyperLearn(**FAST).fit(np.ones((1, 4)))
     with pytest.raises(ValueError, match=r"shape \(6, 4\) is all zeros"):
         HyperLearn(**FAST).fit(np.zeros((6, 4)))
     with pytest.raises(ValueError, match="has no observed entry"):
@@ -396,8 +399,8 @@ def test_errors(hyper):
     with pytest.raises(InvalidParameterError, match="update"):
         HyperLearn(update="random").fit(X)
     model = HyperLearn(n_components=2, **FAST).fit(X)
-    with pytest.raises(ValueError, match=r"has shape \(4, 30, 21\); the model was fitted on a "
-                                         r"tensor of shape \(40, 30, 20\), so expected "
+    with pytest.raises(ValueError, match=r"has shape \(4, 30, 21\) and the model was fitted on "
+                                         r"a tensor of shape \(40, 30, 20\), so expected "
                                          r"\(n_samples, 30, 20\)"):
         model.transform(SparseTensor([[0, 0, 0]], [1.0], shape=(4, 30, 21)))
     with pytest.raises(ValueError, match=r"X has 2 view\(s\)"):
@@ -419,3 +422,10 @@ def test_cuda_devices_per_mode(hyper):
     assert [d.type for d in model.devices_] == ["cuda", "cpu", "cuda"]
     clone = pickle.loads(pickle.dumps(model))
     assert clone.transform(hyper.X).shape == (40, 3)
+
+
+@parametrize_with_checks(
+    [HyperLearn(n_components=2, diffusion_steps=0, solver="als", update="gauss-seidel",
+                max_iter=5, tol=0, random_state=0)])
+def test_sklearn_common_checks(estimator, check):
+    check(estimator)

@@ -418,7 +418,7 @@ class HyperLearn(MultiModalTransformer):
     devices_ : list of torch.device
         One device per mode.
     n_features_in_ : int
-        Number of views seen in ``fit``.
+        Size of mode 1 (the number of columns when the tensor is a matrix).
 
     See Also
     --------
@@ -601,8 +601,8 @@ class HyperLearn(MultiModalTransformer):
         K = len(shape)
         if shape[0] < 2:
             raise ValueError(
-                f"View {mm.names[0]!r} has shape {shape}; at least 2 items in mode 0 are "
-                "required to fit this model."
+                f"View {mm.names[0]!r} has shape {shape}: n_samples = {shape[0]}; at least 2 "
+                "items in mode 0 (the samples) are required to fit this model."
             )
         if kind == "observed" and len(vals) == 0:
             raise ValueError(
@@ -799,7 +799,7 @@ class HyperLearn(MultiModalTransformer):
                                                   for t, a in enumerate(aug)]}
         else:
             self.biases_ = None
-        self.n_features_in_ = len(mm.views)
+        self.n_features_in_ = shape[1]  # the size of mode 1 (the columns of a matrix)
         self._n_views = len(mm.views)
         self._n_features_out = R
         del self._states, self._factors  # the data and optimizers are not kept
@@ -856,9 +856,10 @@ class HyperLearn(MultiModalTransformer):
         idx, vals, shape, kind = _as_coordinates(tensor, mm.names[0], self.missing)
         if tuple(shape[1:]) != tuple(self.shape_[1:]):
             raise ValueError(
-                f"View {mm.names[0]!r} has shape {tuple(shape)}; the model was fitted on a "
-                f"tensor of shape {self.shape_}, so expected (n_samples, "
-                f"{', '.join(map(str, self.shape_[1:]))})."
+                f"X has {shape[1]} features, but HyperLearn is expecting {self.shape_[1]} "
+                f"features as input: view {mm.names[0]!r} has shape {tuple(shape)} and the "
+                f"model was fitted on a tensor of shape {self.shape_}, so expected "
+                f"(n_samples, {', '.join(map(str, self.shape_[1:]))})."
             )
         dtype = _DTYPES[self.dtype]
         dev = self.devices_[0]
