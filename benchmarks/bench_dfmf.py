@@ -120,13 +120,15 @@ def run_skfusion(skf, ann, expr, ppi_dense, test, n_iter, seed, use_ppi):
     return pred, fit, times.tolist(), objs
 
 
-def run_dfmf(ann, expr, ppi, test, n_iter, seed, use_ppi, device, form="laplacian"):
+def run_dfmf(ann, expr, ppi, test, n_iter, seed, use_ppi, device, form="laplacian",
+             dtype="float64"):
     a = ann.copy()
     a[test] = np.nan
     X = MultiModal(ann=a, expr=expr, ppi=ppi) if use_ppi else MultiModal(ann=a, expr=expr)
     model = DFMF(n_components=RANKS, relations={"ann": ("gene", "go"), "expr": ("gene", "cond")},
                  constraints={"gene": "ppi"} if use_ppi else None, constraint_form=form,
-                 init="random_c", max_iter=n_iter, tol=0, random_state=seed, devices=device)
+                 init="random_c", max_iter=n_iter, tol=0, random_state=seed, devices=device,
+                 dtype=dtype)
     t0 = time.perf_counter()
     model.fit(X)
     fit = time.perf_counter() - t0
@@ -193,6 +195,9 @@ def main(argv=None):
         tag = f" + PPI x{w:g}"
         models["mmfactor DFMF" + tag] = lambda te, w=w: run_dfmf(
             ann, expr, ppi * w, te, args.n_iter, args.seed, True, args.device)
+        models["mmfactor DFMF" + tag + " float32"] = lambda te, w=w: run_dfmf(
+            ann, expr, ppi * w, te, args.n_iter, args.seed, True, args.device,
+            dtype="float32")
         models["mmfactor DFMF" + tag + " (raw Theta)"] = lambda te, w=w: run_dfmf(
             ann, expr, ppi * w, te, args.n_iter, args.seed, True, args.device, form="raw")
         if skf is not None:

@@ -78,6 +78,7 @@ class _Relation:
                 self.mode = "dense"
                 self.R = t
                 self.n_obs = t.numel()
+                self.sum_sq = float((t.double() ** 2).sum())
 
     def _set_observed(self, coo, device, dtype):
         self.mode = "observed"
@@ -115,16 +116,17 @@ class _Relation:
 
     def refresh(self, Gr, S, Gc):
         """Squared error over the observed entries; stores the residual for ``apply``."""
-        if self.mode == "dense":
+        if self.mode == "dense" and self.dtype != torch.float64:
             return float(((self.R - Gr @ (S @ Gc.T)) ** 2).sum())
         if self.mode == "masked":
             E = torch.where(self.mask, self.R - Gr @ (S @ Gc.T), torch.zeros((), dtype=self.dtype,
                                                                            device=self.device))
             self.E, self.stale = E, False
             return float((E**2).sum())
-        if self.mode == "sparse":
-            # ||R - P||^2 = ||R||^2 - 2 <R G_c, G_r S> + <G_r'G_r S, S G_c'G_c>, P never formed
-            inner = (torch.sparse.mm(self.R, Gc) * (Gr @ S)).sum()
+        if self.mode in ("sparse", "dense"):
+            # float64 or sparse: ||R - P||^2 = ||R||^2 - 2 <R G_c, G_r S>
+            #                                   + <G_r'G_r S, S G_c'G_c>, P never formed
+            inner = (_mm(self.R, Gc) * (Gr @ S)).sum()
             quad = ((Gr.T @ Gr @ S) * (S @ (Gc.T @ Gc))).sum()
             return self.sum_sq - 2 * float(inner) + float(quad)
         GrS = Gr @ S
@@ -193,7 +195,17 @@ class DFMF(MultiModalTransformer):
         sparse matrix, the name of a view of ``X`` (for the sample entity: an
         n_samples x n_samples view, used by ``transform`` among the new rows too) or of a
         matrix in ``X.shared``, or a list of these (summed). Only the symmetric part of
-        ``Theta`` enters ``tr(G^T Theta G)``, so ``Theta`` is symmetrized.
+        ``Theta`` enters ``tr(G^T Theta G)``, so ``Theta`` is symmetrized. A constraint
+        view of the sample entity cannot be row-sliced by cross-validation (it must stay
+        square): to hold samples out, mask their entries instead (NaN, as DFMC does).
+    constraint_form : {"laplacian", "raw"}, default="laplacian"
+        ``"raw"``: ``Theta`` as given, the paper's and scikit-fusion's form. Its
+        must-link (negative) entries make the objective unbounded below (see Notes): on
+        the paper's own Dictyostelium constraints it reaches -inf after about 56 sweeps.
+        ``"laplacian"``: the must-link part ``-W`` becomes ``D - W`` (``D`` the row sums
+        of ``W`` on the diagonal), so that it contributes
+        ``1/2 sum_ab w_ab ||g_a - g_b||^2 >= 0``: it pulls linked rows together and keeps
+        the objective bounded below. Cannot-link (positive) entries are kept as given.
     init : {"random_c", "random", "svd"}, default="random_c"
         ``"random"``: uniform [0, 1) factors. ``"random_c"`` (the paper's): each column of
         ``G_i`` averages a random 20% of the 50% longest columns of each relation of
@@ -260,10 +272,12 @@ class DFMF(MultiModalTransformer):
     first refills them from the current approximation, a majorize-minimize step of the
     masked objective, which therefore never increases either.
 
-    ``J`` is not bounded below when a must-link constraint is not balanced by a positive
-    diagonal: scaling ``G_i`` up and ``S`` down keeps the fit and lowers
-    ``tr(G_i^T Theta_i G_i)``. Pass a Laplacian-like ``Theta`` (``D - W``) for a bounded
-    objective, or keep ``max_iter`` moderate, as the paper does.
+    With ``constraint_form="raw"``, ``J`` is not bounded below when a must-link
+    constraint is not balanced by a positive diagonal: scaling ``G_i`` up and ``S`` down
+    keeps the fit and lowers ``tr(G_i^T Theta_i G_i)`` without end, so long fits diverge
+    (the error names the sweep). The default Laplacian form is bounded below by zero,
+    though its infimum pulls the constrained factor's scale slowly down (and ``S`` up);
+    the predictions ``G_i S G_j^T`` are unaffected by that scale.
 
     References
     ----------
