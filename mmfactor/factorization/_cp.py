@@ -68,7 +68,7 @@ class SparseTensor:
     --------
     >>> from mmfactor import SparseTensor
     >>> T = SparseTensor([[0, 1, 2], [1, 0, 0]], [1.0, 2.0], shape=(2, 2, 3))
-    >>> T.nnz, T.shape, T.to_dense()[1, 0, 0]
+    >>> T.nnz, T.shape, float(T.to_dense()[1, 0, 0])
     (2, (2, 2, 3), 2.0)
     """
 
