@@ -623,10 +623,12 @@ class DFMF(MultiModalTransformer):
         # S = (G_r'G_r)^+ G_r' R~ G_c (G_c'G_c)^+: the small Gram matrices, their
         # pseudo-inverses and the k x k products in float64 (float32 normal equations
         # would lose G's small singular values); only R~ G_c runs in ``dtype``
-        # (singular values below G's own precision count as zero: a rank above the number
-        # of an entity's members leaves its Gram matrix singular)
+        # (eigenvalues of G'G below eps of ``dtype`` times the largest count as zero: a
+        # rank above an entity's number of members leaves G'G singular, and a backbone
+        # built on its round-off would be huge and cancel badly in ``dtype``)
         pinv = {e: torch.linalg.pinv(g.double().T @ g.double(), hermitian=True,
-                                     rtol=torch.finfo(g.dtype).eps * max(g.shape))
+                                     rtol=torch.finfo(g.dtype).eps * (
+                                         1.0 if g.dtype == torch.float32 else max(g.shape)))
                 for e, g in G.items()}
         for r in rels:
             Gr, Gc = self._on(G, r)
