@@ -429,3 +429,11 @@ def test_cuda_devices_per_mode(hyper):
                 max_iter=5, tol=0, random_state=0)])
 def test_sklearn_common_checks(estimator, check):
     check(estimator)
+
+
+def test_svd_init_starts_closer(hyper):
+    kw = dict(n_components=3, diffusion_steps=0, solver="als", update="gauss-seidel",
+              max_iter=1, tol=0, random_state=0)
+    svd = HyperLearn(init="svd", **kw).fit(hyper.X)
+    rnd = HyperLearn(init="random", **kw).fit(hyper.X)
+    assert svd.loss_curve_[0] < rnd.loss_curve_[0]
