@@ -427,6 +427,8 @@ def main(argv=None):
     p.add_argument("--data-home", default=None)
     p.add_argument("--out", default=None)
     p.add_argument("--scaling-one", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--merge", nargs="+", default=None,
+                   help="JSON files of earlier runs of some sections, merged into one report")
     args = p.parse_args(argv)
     import torch
 
@@ -436,6 +438,19 @@ def main(argv=None):
         print(json.dumps(scaling_one(K, n, bool(small), args.sweeps, args.device, bool(small))))
         return
     warnings.simplefilter("ignore")
+    if args.merge:
+        res, commands = {}, []
+        for path in args.merge:
+            part = json.loads(Path(path).read_text())
+            commands.append(part["command"])
+            for sec in part["sections"]:
+                res[sec] = part[sec]
+        md = ("Sections measured in separate runs on this machine, at the same time: "
+              + "; ".join(f"`{c}`" for c in commands) + ".\n\n" + _markdown(res, args))
+        write_results("hyperlearn", {"sections": list(res), "merged_from": commands, **res},
+                      md, args.out)
+        print(md)
+        return
     res = {}
     sections = args.sections.split(",")
     if "movielens" in sections:

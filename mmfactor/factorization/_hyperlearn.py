@@ -172,7 +172,7 @@ class _ModeState:
 
 
 def update_mode(t, factors, state, n_steps=1):
-    """One alternating update of mode ``t``: the other factors frozen, ``n_steps`` Adam steps.
+    """One alternating update of mode ``t``: the other factors frozen, ``n_steps`` inner steps.
 
     This is the unit of work of HyperLearn's per-mode pipelines: a function of the mode,
     the current (augmented) factors of every mode and that mode's own state, returning
@@ -187,7 +187,8 @@ def update_mode(t, factors, state, n_steps=1):
     state : _ModeState
         Mode ``t``'s parameters, optimizer, data and graph, on its device.
     n_steps : int
-        Optimizer steps on ``loss_t = lam ||X_(t) - A_t Omega_t||^2 + 1/2 tr(A_t^T L_t
+        Adam steps (``solver="adam"``) or conjugate-gradient iterations (``"als"``) on
+        ``loss_t = lam ||X_(t) - A_t Omega_t||^2 + 1/2 tr(A_t^T L_t
         A_t) + alpha/2 ||A_t||^2`` (eq. 11 of the paper with the PSD Laplacian).
 
     Returns
@@ -354,7 +355,11 @@ class HyperLearn(MultiModalTransformer):
     hidden_size : int, default=32
         Channels of the graph convolution and of the LSTM.
     update : {"jacobi", "gauss-seidel"}, default="jacobi"
-        Order of the alternating per-mode updates.
+        Order of the alternating per-mode updates. ``"jacobi"`` updates every mode from
+        the previous sweep's factors (the modes can run in parallel, one per device or
+        rank); with ``solver="als"`` it takes a damped half step, since K exact
+        simultaneous solves rescale together and oscillate. ``"gauss-seidel"`` uses the
+        freshest factors (sequential; the faster and safer choice with ``"als"``).
     missing : {"zero", "unobserved"}, default="zero"
         What an unstored entry of a sparse input means: ``"zero"`` (a hypergraph: every
         entry counts) or ``"unobserved"`` (completion: the loss runs over the stored
