@@ -501,3 +501,68 @@ def resolve_relations(relations, mm, *, sample_entity=None):
 
 def _is_matrix(v):
     return sp.issparse(v) or (hasattr(v, "shape") and len(getattr(v, "shape", ())) == 2)
+
+
+def relation_data(mm, views, specs, *, missing="unobserved"):
+    """The matrix of every relation and the size of every entity type.
+
+    Views are taken as validated; shared matrices are validated here (named
+    ``shared['name']`` in errors). Every entity type must have one size across the
+    relations that mention it.
+
+    Returns
+    -------
+    data : list of View
+        One per spec, in order.
+    sizes : dict of str -> int
+        Number of members of each entity type.
+    """
+    by_name = dict(zip(mm.names, views, strict=True))
+    data = [
+        by_name[s.name] if s.source == "view"
+        else check_view(f"shared[{s.name!r}]", mm.shared[s.name], missing=missing, max_ndim=2)
+        for s in specs
+    ]
+    sizes = {}
+    for s, v in zip(specs, data, strict=True):
+        for ent, n in ((s.row, v.shape[0]), (s.col, v.shape[1])):
+            known, where = sizes.setdefault(ent, (n, s.name))
+            if known != n:
+                raise ValueError(
+                    f"Entity type {ent!r} has {known} members in relation {where!r} but {n} "
+                    f"in relation {s.name!r} (shape {v.shape}); relations sharing an entity "
+                    "type must agree on its size."
+                )
+    return data, {e: n for e, (n, _) in sizes.items()}
+
+
+def per_relation(value, names, what, default):
+    """A per-relation option (``weights=``, ``link=``) as a list in relation order.
+
+    ``value`` is ``None`` (the default for all), one value for all, a list with one entry
+    per relation, or a dict by relation name (missing names take the default).
+    """
+    if value is None:
+        return [default] * len(names)
+    if isinstance(value, dict):
+        unknown = [k for k in value if k not in names]
+        if unknown:
+            raise ValueError(f"{what} names unknown relations {unknown}; known: {names}.")
+        return [value.get(n, default) for n in names]
+    if isinstance(value, list | tuple):
+        if len(value) != len(names):
+            raise ValueError(
+                f"{what} has {len(value)} entries; expected one per relation "
+                f"({len(names)}: {names})."
+            )
+        return list(value)
+    return [value] * len(names)
+
+
+def relation_weights(weights, names):
+    """``weights=`` resolved and checked: one finite number >= 0 per relation."""
+    out = per_relation(weights, names, "weights", 1.0)
+    for n, w in zip(names, out, strict=True):
+        if isinstance(w, bool) or not isinstance(w, numbers.Real) or not np.isfinite(w) or w < 0:
+            raise ValueError(f"weight of relation {n!r} is {w!r}; expected a finite number >= 0.")
+    return [float(w) for w in out]

@@ -13,7 +13,14 @@ from sklearn.utils.validation import check_is_fitted
 
 from .._base import MultiModalTransformer
 from .._device import as_numpy, resolve_devices, torch_generator
-from .._multimodal import RelationSpec, check_view, check_views, resolve_relations
+from .._multimodal import (
+    RelationSpec,
+    check_views,
+    per_relation,
+    relation_data,
+    relation_weights,
+    resolve_relations,
+)
 from .._training import fit_loop
 
 __all__ = ["CMF"]
@@ -341,23 +348,6 @@ class CMF(MultiModalTransformer):
 
     # ---- input ---------------------------------------------------------------------
 
-    def _per_relation(self, value, names, what, default):
-        if value is None:
-            return [default] * len(names)
-        if isinstance(value, dict):
-            unknown = [k for k in value if k not in names]
-            if unknown:
-                raise ValueError(f"{what} names unknown relations {unknown}; known: {names}.")
-            return [value.get(n, default) for n in names]
-        if isinstance(value, list | tuple):
-            if len(value) != len(names):
-                raise ValueError(
-                    f"{what} has {len(value)} entries; expected one per relation "
-                    f"({len(names)}: {names})."
-                )
-            return list(value)
-        return [value] * len(names)
-
     def _prepare(self, X):
         """Validate X and the schema; return (mm, views, specs, sample, entities)."""
         mm, views = check_views(X, missing=self.missing, min_samples=2, max_ndim=2)
@@ -365,33 +355,13 @@ class CMF(MultiModalTransformer):
             self.relations, mm, sample_entity=self.sample_entity
         )
         names = [s.name for s in specs]
-        links = self._per_relation(self.link, names, "link", "identity")
+        links = per_relation(self.link, names, "link", "identity")
         for n, lk in zip(names, links, strict=True):
             if lk not in ("identity", "sigmoid"):
                 raise ValueError(f"link of relation {n!r} is {lk!r}; expected 'identity' or "
                                  "'sigmoid'.")
-        weights = self._per_relation(self.weights, names, "weights", 1.0)
-        for n, w in zip(names, weights, strict=True):
-            if not isinstance(w, numbers.Real) or not np.isfinite(w) or w < 0:
-                raise ValueError(f"weight of relation {n!r} is {w!r}; expected a finite "
-                                 "number >= 0.")
-        data = []
-        for s in specs:
-            if s.source == "view":
-                data.append(views[s.index])
-            else:
-                data.append(check_view(f"shared[{s.name!r}]", mm.shared[s.name],
-                                       missing=self.missing, max_ndim=2))
-        # every entity type must have one size across the relations that mention it
-        sizes = {}
-        for s, v in zip(specs, data, strict=True):
-            for ent, n in ((s.row, v.shape[0]), (s.col, v.shape[1])):
-                if sizes.setdefault(ent, (n, s.name))[0] != n:
-                    raise ValueError(
-                        f"Entity type {ent!r} has {sizes[ent][0]} members in relation "
-                        f"{sizes[ent][1]!r} but {n} in relation {s.name!r} (shape "
-                        f"{v.shape}); relations sharing an entity type must agree on its size."
-                    )
+        weights = relation_weights(self.weights, names)
+        data, sizes = relation_data(mm, views, specs, missing=self.missing)
         for s, v, lk in zip(specs, data, links, strict=True):
             if lk == "sigmoid":
                 vals = v.data.data if v.kind == "sparse" else as_numpy(v.data)
@@ -464,7 +434,7 @@ class CMF(MultiModalTransformer):
         gen, _ = torch_generator(self.random_state)
         k = self.n_components
         U = {
-            e: (0.1 * torch.randn(sizes[e][0], k, generator=gen, dtype=torch.float64))
+            e: (0.1 * torch.randn(sizes[e], k, generator=gen, dtype=torch.float64))
             .to(dtype).to(ent_dev[e])
             for e in entities
         }
