@@ -187,6 +187,63 @@ def faults():
     return rows
 
 
+def real_interrupts(fractions=(0.1, 0.3, 0.5, 0.7, 0.9)):
+    """A real asynchronous KeyboardInterrupt at several points of a real fit of each model.
+
+    Each fit runs ``max_iter=60, tol=0`` on 200 rows; a SIGALRM timer whose handler
+    raises KeyboardInterrupt, as Python's SIGINT (Ctrl-C) handler does, fires after a
+    fraction of the time an undisturbed fit takes. The outcome must be a
+    fitted model with a FitInterruptedWarning, an unfitted estimator with the
+    KeyboardInterrupt propagated, or (signal after the end) a complete fit.
+    """
+    import signal
+
+    from sklearn.utils.validation import check_is_fitted
+
+    def ctrl_c(signum, frame):
+        raise KeyboardInterrupt  # what Python's default SIGINT handler does
+
+    signal.signal(signal.SIGALRM, ctrl_c)
+
+    rng = np.random.RandomState(0)
+    X = R.MultiModal(a=rng.rand(200, 30), b=rng.rand(200, 20))
+    rows = []
+    for name in R.ESTIMATORS:
+        make = lambda name=name: R.ESTIMATORS[name](max_iter=60, tol=0)  # noqa: E731
+        t0 = time.perf_counter()
+        _quiet(lambda: make().fit(X))
+        full = time.perf_counter() - t0
+        for frac in fractions:
+            est = make()
+            raised = False
+            with warnings.catch_warnings(record=True) as w:
+                warnings.simplefilter("always")
+                signal.setitimer(signal.ITIMER_REAL, frac * full)
+                try:
+                    est.fit(X)
+                except KeyboardInterrupt:
+                    raised = True
+                finally:
+                    signal.setitimer(signal.ITIMER_REAL, 0)
+            warned = any(issubclass(x.category, FitInterruptedWarning) for x in w)
+            attrs = R.fitted_attributes(est)
+            if raised:
+                outcome = "unfitted, KeyboardInterrupt raised" if not attrs else "HALF-FITTED"
+            else:
+                try:
+                    check_is_fitted(est)
+                    ok = bool(np.isfinite(est.transform(X)).all())
+                except Exception:  # noqa: BLE001
+                    ok = False
+                outcome = ("fitted, warned" if warned and ok else
+                           "fitted, signal after the fit" if ok else "BROKEN")
+            rows.append({"estimator": name, "fraction": frac, "seconds_into_fit":
+                         frac * full, "n_iter": getattr(est, "n_iter_", None),
+                         "outcome": outcome,
+                         "survived": outcome not in ("HALF-FITTED", "BROKEN")})
+    return rows
+
+
 # ---- persistence ------------------------------------------------------------------------------
 
 
@@ -368,6 +425,18 @@ def summarize(res):
                            ("survived", "survived", None), ("state", "state after", None)]),
         "",
     ]
+    ri = res["real_interrupts"]
+    lines += [
+        f"**Real Ctrl-C**: {len(ri)} asynchronous KeyboardInterrupts (a signal timer, as "
+        "Ctrl-C) at 10-90% of a real fit "
+        "(`max_iter=60, tol=0`, 200 rows), "
+        f"{sum(r['survived'] for r in ri)} survived (never half-fitted or broken).",
+        "",
+        markdown_table(ri, [("estimator", "estimator", None),
+                            ("seconds_into_fit", "signal after (s)", "{:.2f}"),
+                            ("n_iter", "n_iter_", None), ("outcome", "outcome", None)]),
+        "",
+    ]
     p = res["persistence"]
     lines += [
         f"**Persistence**: {len(p)} round trips, {sum(r['exact'] for r in p)} bit-exact "
@@ -420,6 +489,7 @@ def main():
         tmp = Path(d)
         res = {"machine": machine(), "command": command(),
                "bad_inputs": bad_inputs(), "faults": faults(),
+               "real_interrupts": real_interrupts(),
                "persistence": persistence(tmp), "attacks": attacks(tmp)}
     if args.memory:
         res["memory"] = memory()

@@ -90,6 +90,7 @@ class MultiModalTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, B
         Returns
         -------
         path : pathlib.Path
+            The file written.
         """
         from ._persistence import save
 

@@ -392,6 +392,7 @@ def save(estimator, path, *, key=None):
     Returns
     -------
     path : pathlib.Path
+        The file written.
 
     Raises
     ------
@@ -472,6 +473,19 @@ def load(path, *, key=None):
         match its digest (corrupted or tampered with), it needs a key or the key is
         wrong, it was written by an incompatible format or mmfactor version, or it names
         a class or value type that is not allowed.
+
+    See Also
+    --------
+    save : Write the file.
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile, os
+    >>> from mmfactor import DFMF, load
+    >>> model = DFMF(n_components=2, max_iter=5, random_state=0).fit(np.ones((6, 3)))
+    >>> path = model.save(os.path.join(tempfile.mkdtemp(), "dfmf.mmf"))
+    >>> type(load(path)).__name__
+    'DFMF'
     """
     from . import __version__
 
