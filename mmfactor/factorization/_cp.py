@@ -134,7 +134,18 @@ class SparseTensor:
 
     @classmethod
     def from_dense(cls, array):
-        """The stored non-zeros of a dense array (NaN entries are left out)."""
+        """The non-zeros of a dense array (NaN entries are left out).
+
+        Parameters
+        ----------
+        array : array-like of shape (N_1, ..., N_K)
+            A dense tensor.
+
+        Returns
+        -------
+        tensor : SparseTensor
+            Its non-zero, non-NaN entries.
+        """
         arr = np.asarray(array, dtype=np.float64)
         keep = (arr != 0) & ~np.isnan(arr)
         idx = np.argwhere(keep)
@@ -142,13 +153,35 @@ class SparseTensor:
 
     @classmethod
     def from_scipy(cls, matrix):
-        """The stored entries of a SciPy sparse matrix (a 2-mode tensor)."""
+        """The stored entries of a SciPy sparse matrix (a 2-mode tensor).
+
+        Parameters
+        ----------
+        matrix : scipy sparse matrix or array of shape (N_1, N_2)
+            The matrix.
+
+        Returns
+        -------
+        tensor : SparseTensor
+            Its stored entries.
+        """
         coo = sp.coo_matrix(matrix)
         return cls(np.column_stack([coo.row, coo.col]), coo.data, coo.shape)
 
     @staticmethod
     def concatenate(parts):
-        """Stack sparse tensors along mode 0 (their other modes must agree)."""
+        """Stack sparse tensors along mode 0 (their other modes must agree).
+
+        Parameters
+        ----------
+        parts : iterable of SparseTensor
+            Tensors with the same sizes of modes 1 .. K-1.
+
+        Returns
+        -------
+        tensor : SparseTensor
+            Their items of mode 0 one after the other.
+        """
         parts = list(parts)
         if not parts:
             raise ValueError("Nothing to concatenate.")
@@ -167,14 +200,17 @@ class SparseTensor:
 
     @property
     def nnz(self):
+        """Number of stored entries (hyperedges)."""
         return len(self.values)
 
     @property
     def ndim(self):
+        """Order K of the tensor."""
         return len(self.shape)
 
     @property
     def dtype(self):
+        """Data type of the values (float64)."""
         return self.values.dtype
 
     def __len__(self):
@@ -222,7 +258,13 @@ class SparseTensor:
         return SparseTensor._trusted(idx, self.values[take].copy(), (len(rows),) + self.shape[1:])
 
     def to_dense(self):
-        """The dense ndarray (only for small tensors: it has ``prod(shape)`` entries)."""
+        """The dense array (only for small tensors: it has ``prod(shape)`` entries).
+
+        Returns
+        -------
+        array : ndarray of shape ``shape``
+            Zeros where nothing is stored.
+        """
         out = np.zeros(self.shape)
         np.add.at(out, tuple(self.indices.T), self.values)
         return out

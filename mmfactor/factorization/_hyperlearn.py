@@ -429,7 +429,7 @@ class HyperLearn(MultiModalTransformer):
     --------
     CMF : Collective matrix factorization (closed-form ALS).
     SparseTensor : Coordinates of a K-order sparse tensor.
-    knn_graph : k-nearest-neighbour graphs from per-mode features.
+    knn_graph : The k-nearest-neighbour graph of per-mode features.
 
     Notes
     -----
@@ -967,6 +967,7 @@ class HyperLearn(MultiModalTransformer):
         Returns
         -------
         values : ndarray of float64, shape (n_entries,)
+            ``mu + sum_t b_t[i_t] + sum_r prod_t A_t[i_t, r]`` at each coordinate.
         """
         check_is_fitted(self)
         coords = np.asarray(coords)
