@@ -338,6 +338,14 @@ def test_invalid_parameters(params, match):
         DCMF(**params).fit(_views())
 
 
+def test_hidden_layer_sizes_int_and_empty():
+    X = _views()
+    one = DCMF(**{**FAST, "hidden_layer_sizes": 5}).fit(X)
+    assert one.autoencoders_["sample"].inp.out_features == 5
+    linear = DCMF(**{**FAST, "hidden_layer_sizes": ()}).fit(X)
+    assert linear.transform(X).shape == (30, 10)
+
+
 @pytest.mark.parametrize("sizes", [(0,), (4, -1), ("a",), (2.5,)])
 def test_bad_hidden_layer_sizes(sizes):
     with pytest.raises(ValueError, match="hidden_layer_sizes must be positive integers"):

@@ -393,7 +393,7 @@ class DCMF(MultiModalTransformer):
         "n_components": [Interval(numbers.Integral, 1, None, closed="left")],
         "relations": [None, list, tuple, dict],
         "sample_entity": [None, str],
-        "hidden_layer_sizes": ["array-like"],
+        "hidden_layer_sizes": ["array-like", Interval(numbers.Integral, 1, None, closed="left")],
         "activation": [StrOptions(set(ACTIVATIONS))],
         "alpha": [Interval(numbers.Real, 0, None, closed="left")],
         "weights": [None, list, tuple, dict],
