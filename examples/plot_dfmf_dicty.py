@@ -63,9 +63,9 @@ def mean_auc(y, scores):
     return np.array([roc_auc_score(y[:, j], scores[:, j]) for j in terms]), terms
 
 
-fused = DFMF(ranks, relations=schema, constraints={"gene": "ppi"}, max_iter=100, tol=0,
-             random_state=0).fit(MultiModal(ann=masked, expr=expr, ppi=ppi * 100))
-no_ppi = DFMF(ranks, relations=schema, max_iter=100, tol=0,
+fused = DFMF(ranks, relations=schema, constraints={"gene": "ppi"}, max_iter=60, tol=0,
+             dtype="float32", random_state=0).fit(MultiModal(ann=masked, expr=expr, ppi=ppi * 100))
+no_ppi = DFMF(ranks, relations=schema, max_iter=60, tol=0, dtype="float32",
               random_state=0).fit(MultiModal(ann=masked, expr=expr))
 
 auc_fused, terms = mean_auc(ann[test], held_out_scores(fused))
@@ -82,8 +82,8 @@ print(f"mean AUC over {len(terms)} GO terms: with interactions {auc_fused.mean()
 # sparse matrix is a view whose every entry is missing.
 import scipy.sparse as sp  # noqa: E402
 
-inductive = DFMF(ranks, relations=schema, constraints={"gene": "ppi"}, max_iter=100, tol=0,
-                 random_state=0)
+inductive = DFMF(ranks, relations=schema, constraints={"gene": "ppi"}, max_iter=60, tol=0,
+                 dtype="float32", random_state=0)
 inductive.fit(MultiModal(ann=ann[train], expr=expr[train], ppi=ppi[train][:, train] * 100))
 Z = inductive.transform(MultiModal(ann=sp.csr_matrix((len(test), ann.shape[1])),
                                    expr=expr[test], ppi=ppi[test][:, test] * 100))
