@@ -231,8 +231,6 @@ def fit_loop(
     KeyboardInterrupt
         Interrupted before the first sweep completed (the estimator is left unfitted).
     """
-    from tqdm.auto import tqdm
-
     if estimator is not None and not isinstance(estimator, str):
         est, name, in_fit = estimator, type(estimator).__name__, True
     else:
@@ -244,8 +242,11 @@ def fit_loop(
     best = math.inf
     no_change = 0
     epoch = 0
-    bar = tqdm(total=max_iter, desc=desc, disable=not verbose, leave=False)
+    bar = None
     try:
+        from tqdm.auto import tqdm  # inside the try: a Ctrl-C here also unfits
+
+        bar = tqdm(total=max_iter, desc=desc, disable=not verbose, leave=False)
         for epoch in range(max_iter):
             try:
                 losses = dict(step(epoch))
@@ -295,7 +296,8 @@ def fit_loop(
             raise FitOutOfMemoryError(_oom_message(name, epoch, exc, est)) from exc
         raise
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
     if hist.interrupted:
         if on_interrupt is not None:
             on_interrupt()
