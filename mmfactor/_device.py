@@ -15,6 +15,8 @@ fallback.
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import torch
 
@@ -111,13 +113,30 @@ def to_device(obj, device):
     return obj
 
 
+def _copy_to_cpu(obj):
+    # Module.to() moves a module in place: copy it first so that pickling never moves
+    # the live model off its device
+    if isinstance(obj, torch.nn.Module):
+        on_cpu = all(t.device.type == "cpu" for t in
+                     list(obj.parameters()) + list(obj.buffers()))
+        return obj if on_cpu else copy.deepcopy(obj).to("cpu")
+    if isinstance(obj, torch.Tensor):
+        return obj.to("cpu")  # a new tensor when it was elsewhere
+    if isinstance(obj, dict):
+        return {k: _copy_to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(_copy_to_cpu(v) for v in obj)
+    return obj
+
+
 def state_to_cpu(state):
-    """A copy of an estimator's ``__dict__`` with every tensor/module moved to the CPU.
+    """A copy of an estimator's ``__dict__`` with every tensor/module on the CPU.
 
     Used by ``__getstate__`` so that a model fitted on CUDA unpickles on a machine
-    without a GPU; the devices it was fitted on stay in ``devices_``.
+    without a GPU; the devices it was fitted on stay in ``devices_``. The estimator
+    itself is left where it is (modules on another device are copied, not moved).
     """
-    return {k: to_device(v, "cpu") for k, v in state.items()}
+    return {k: _copy_to_cpu(v) for k, v in state.items()}
 
 
 def as_numpy(t):
