@@ -12,7 +12,13 @@ from sklearn.utils.validation import check_is_fitted
 
 from .._base import MultiModalTransformer
 from .._device import as_numpy, resolve_devices, torch_generator
-from .._multimodal import MultiModal, check_view, check_views, resolve_relations
+from .._multimodal import (
+    MultiModal,
+    check_view,
+    check_views,
+    relation_data,
+    resolve_relations,
+)
 from .._training import fit_loop
 from ._cmf import _csr, _torch_csr
 
@@ -377,7 +383,6 @@ class DFMF(MultiModalTransformer):
             self.relations, rel_mm, sample_entity=self.sample_entity
         )
         by_name = dict(zip(mm.names, views, strict=True))
-        data = []
         for s in specs:
             if s.row == s.col:
                 raise ValueError(
@@ -385,27 +390,14 @@ class DFMF(MultiModalTransformer):
                     "takes such a matrix as a constraint: pass constraints={"
                     f"{s.row!r}: {s.name!r}}} instead."
                 )
-            if s.source == "view":
-                data.append(by_name[s.name])
-            else:
-                data.append(check_view(f"shared[{s.name!r}]", mm.shared[s.name],
-                                       missing=self.missing, max_ndim=2))
-        sizes = {}
-        for s, v in zip(specs, data, strict=True):
-            for ent, n in ((s.row, v.shape[0]), (s.col, v.shape[1])):
-                if sizes.setdefault(ent, (n, s.name))[0] != n:
-                    raise ValueError(
-                        f"Entity type {ent!r} has {sizes[ent][0]} members in relation "
-                        f"{sizes[ent][1]!r} but {n} in relation {s.name!r} (shape "
-                        f"{v.shape}); relations sharing an entity type must agree on its size."
-                    )
+        data, sizes = relation_data(mm, views, specs, missing=self.missing)
         ranks = self._ranks(entities)
         thetas = {}
         for ent, spec in (self.constraints or {}).items():
             if ent not in entities:
                 raise ValueError(f"constraints names entity type {ent!r}, which no relation "
                                  f"involves; the entity types are {entities}.")
-            thetas[ent] = self._theta(ent, spec, mm, by_name, sizes[ent][0],
+            thetas[ent] = self._theta(ent, spec, mm, by_name, sizes[ent],
                                       self.constraint_form)
         return mm, views, data, specs, sample, entities, ranks, thetas
 
