@@ -141,10 +141,12 @@ def hyper():
                            graph_degree=4, random_state=0)
 
 
-@pytest.mark.parametrize("net", [dict(diffusion_steps=0, update="gauss-seidel"),
-                                 dict(diffusion_steps=2, hidden_size=8, n_inner_iter=3)])
+@pytest.mark.parametrize("net", [dict(diffusion_steps=0, update="gauss-seidel", solver="als",
+                                      max_iter=8),
+                                 dict(diffusion_steps=2, hidden_size=8, n_inner_iter=3,
+                                      max_iter=60)])
 def test_recovers_planted_communities(hyper, net):
-    model = HyperLearn(n_components=3, graphs=hyper.graphs, max_iter=60, tol=0,
+    model = HyperLearn(n_components=3, graphs=hyper.graphs, tol=0,
                        learning_rate_init=0.05, random_state=0, **net)
     model.fit(hyper.X)
     for f, lab in zip(model.factors_, hyper.labels, strict=True):
