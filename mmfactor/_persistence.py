@@ -38,12 +38,12 @@ from __future__ import annotations
 import collections
 import hashlib
 import hmac
-import importlib
 import io
 import json
 import math
 import os
 import re
+import sys
 import tempfile
 import zipfile
 from pathlib import Path
@@ -198,19 +198,29 @@ def _resolve_class(name):
         )
     if not modname.startswith(_TORCH_NN) and modname.split(".")[0] not in _ALLOWED_ROOTS:
         raise ModelFormatError(f"load: refusing module {modname!r}.")  # pragma: no cover
+    # only modules that are already loaded (``import mmfactor`` loads every estimator's
+    # module, ``import torch`` every torch.nn module): loading never imports anything
+    obj = sys.modules.get(modname)
     try:
-        obj = importlib.import_module(modname)
+        if obj is None:
+            raise AttributeError(modname)
         for part in qual.split("."):
             if part.startswith("__") or part == "<locals>":
                 raise AttributeError(part)
             obj = getattr(obj, part)
-    except (ImportError, AttributeError):
+    except AttributeError:
         raise ModelFormatError(
             f"load: the class {modname}.{qual} does not exist in this mmfactor; the file "
             "was written by an incompatible version."
         ) from None
     if not isinstance(obj, type):
         raise ModelFormatError(f"load: {modname}.{qual} is not a class.")
+    if not _allowed_module(obj.__module__):
+        # a class merely imported into an mmfactor module (pathlib.Path, ...)
+        raise ModelFormatError(
+            f"load: {modname}.{qual} is {obj.__module__}.{obj.__qualname__}, defined "
+            "outside mmfactor and torch.nn; refusing it."
+        )
     if modname.startswith(_TORCH_NN) and not issubclass(obj, torch.nn.Module):
         raise ModelFormatError(f"load: {modname}.{qual} is not a torch.nn.Module.")
     return obj
@@ -546,7 +556,13 @@ def load(path, *, key=None):
     if not isinstance(tensors, dict) or not all(isinstance(t, torch.Tensor)
                                                 for t in tensors.values()):
         raise ModelFormatError(f"load: the tensors of {path} are not a dict of tensors.")
-    payload = json.loads(state_bytes)
+    try:
+        payload = json.loads(state_bytes)
+    except (ValueError, RecursionError) as exc:
+        raise ModelFormatError(f"load: {path} holds a malformed state "
+                               f"({type(exc).__name__}).") from None
+    if not isinstance(payload, dict) or not isinstance(payload.get("state"), dict):
+        raise ModelFormatError(f"load: {path} holds a malformed state.")
     if payload.get("cls") != header.get("class"):
         raise ModelFormatError(f"load: {path}: header and state name different classes.")
     cls = _resolve_class(payload["cls"])
@@ -556,7 +572,15 @@ def load(path, *, key=None):
                                                                              BaseEstimator):
         raise ModelFormatError(f"load: {payload['cls']} is not an mmfactor estimator.")
     dec = _Decoder(tensors)
-    state = {str(k): dec.decode(v) for k, v in payload["state"].items()}
-    est = cls.__new__(cls)
-    est.__setstate__(state)
+    try:
+        state = {str(k): dec.decode(v) for k, v in payload["state"].items()}
+        est = cls.__new__(cls)
+        est.__setstate__(state)
+    except ModelFormatError:
+        raise
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError, RuntimeError,
+            RecursionError) as exc:
+        raise ModelFormatError(
+            f"load: {path} holds a malformed state ({type(exc).__name__}: {exc})."
+        ) from None
     return est

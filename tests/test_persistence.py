@@ -287,14 +287,18 @@ def test_a_compatible_patch_version_loads(saved):
 
 @pytest.mark.parametrize("cls", ["os:system", "builtins:eval", "subprocess:Popen",
                                  "mmfactor.factorization._cmf:np.load",
-                                 "mmfactor:__builtins__", "torch.nn:functional.F"])
+                                 "mmfactor:__builtins__", "torch.nn:functional.F",
+                                 "mmfactor.datasets._base:Path",
+                                 "mmfactor.distributed:os.PathLike",
+                                 "mmfactor.not_a_module:CMF"])
 def test_classes_outside_mmfactor_are_never_imported(saved, cls):
     m = _members(saved)
     state = json.loads(m["state.json"])
     state["cls"] = cls
     _rewrite(saved, state=state, header={"class": cls})
     with pytest.raises(ModelFormatError, match=r"refusing to import|does not exist|not a class|"
-                                               r"not a torch.nn.Module|not an mmfactor"):
+                                               r"not a torch.nn.Module|not an mmfactor|"
+                                               r"defined outside mmfactor"):
         mmfactor.load(saved)
 
 
@@ -391,3 +395,35 @@ def test_save_and_load_are_public():
     assert mmfactor.save is mmfactor._persistence.save
     assert all(hasattr(cls, "save") for cls in (mmfactor.CMF, mmfactor.DFMF, mmfactor.DCMF,
                                                 mmfactor.MMEDA, mmfactor.HyperLearn))
+
+
+@pytest.mark.parametrize("bad", [
+    {"__t__": "device", "v": "warp:9"},
+    {"__t__": "tensor", "key": "999", "requires_grad": False},
+    {"__t__": "ndarray", "key": "0", "dtype": "<f8", "shape": [7, 7, 7]},
+    {"__t__": "ndarray", "key": "0", "dtype": "|O", "shape": [1]},
+    {"__t__": "float", "v": "1e999x"},
+])
+def test_malformed_values_are_refused_cleanly(saved, bad):
+    m = _members(saved)
+    state = json.loads(m["state.json"])
+    state["state"]["alpha"] = bad
+    _rewrite(saved, state=state)
+    with pytest.raises(ModelFormatError, match=r"load: "):
+        mmfactor.load(saved)
+
+
+def test_deeply_nested_state_is_refused_cleanly(saved):
+    m = _members(saved)
+    state = json.loads(m["state.json"])
+    text = json.dumps(state, separators=(",", ":"))
+    deep = '{"__t__":"list","v":[' * 100000 + "1" + "]}" * 100000
+    raw = text.replace('"alpha":1.0', '"alpha":' + deep, 1)
+    assert len(raw) > len(text)
+    m["state.json"] = raw.encode()
+    h = json.loads(m["header.json"])
+    h["digest"] = _digest([m["state.json"], m["tensors.pt"]], None)
+    m["header.json"] = json.dumps(h).encode()
+    _write(saved, m)
+    with pytest.raises(ModelFormatError, match=r"malformed|nest"):
+        mmfactor.load(saved)
