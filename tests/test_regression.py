@@ -106,3 +106,69 @@ def test_pipeline_predicts_few_new_rows_with_sparse_ratings(n_test):
     pred = pipe.predict(X[te])
     assert pred.shape == (n_test,)
     assert np.abs(pred - y[te]).max() < 0.3 * y.std()
+
+
+def _other_estimators():
+    from mmfactor import DCMF, DFMF, MMEDA, HyperLearn
+
+    return {
+        # name: (estimator, non-negative data, R^2 it must reach on the held-out rows)
+        "DFMF": (DFMF(4, max_iter=200, random_state=0), True, 0.8),
+        "DCMF": (DCMF(4, hidden_layer_sizes=(), max_iter=60, random_state=0), False, 0.8),
+        "MMEDA": (MMEDA(4, hidden_layer_sizes=(32,), view_components=8,
+                        fusion_layer_sizes=(16,), max_iter=60, random_state=0), False, 0.8),
+        "HyperLearn": (HyperLearn(4, missing="unobserved", diffusion_steps=0, solver="als",
+                                  max_iter=30, random_state=0), False, 0.8),
+    }
+
+
+_HYPERLEARN_XFAIL = (
+    "HyperLearn.fit_transform returns factors_[0] (the fitted, diffused factors) while "
+    "transform returns least-squares fold-ins: on the same training rows the two differ "
+    "by 36% to 160% (relative Frobenius norm), so a regression fitted on fit_transform's "
+    "output does not apply to transform's (held-out R^2 -68 here). Needs: fit_transform "
+    "(and the factors used for training rows) consistent with transform, e.g. solve mode "
+    "0 last by the same least squares, as CMF does."
+)
+
+
+@pytest.mark.parametrize("name", [
+    "DFMF",
+    pytest.param("DCMF", marks=pytest.mark.slow),  # 107 s on 2 busy cores
+    pytest.param("MMEDA", marks=pytest.mark.slow),  # 53 s on 2 busy cores
+    pytest.param("HyperLearn", marks=pytest.mark.xfail(strict=True,
+                                                       reason=_HYPERLEARN_XFAIL)),
+])
+def test_every_estimator_in_a_regression_pipeline(name):
+    """Each estimator's embedding of unseen rows (transform) predicts a linear target."""
+    est, nonneg, r2_min = _other_estimators()[name]
+    rng = np.random.RandomState(0)
+    n, k = 240, 4
+    U = rng.rand(n, k) if nonneg else rng.randn(n, k)
+    views = [U @ (rng.rand(k, m) if nonneg else rng.randn(k, m)) for m in (30, 20)]
+    if name == "HyperLearn":
+        views = views[:1]  # one K=2 tensor (a matrix)
+    X = MultiModal(*views)
+    y = U @ rng.randn(k)
+    tr, te = _split(n)
+    pipe = Pipeline([("emb", est), ("reg", LinearRegression())]).fit(X[tr], y[tr])
+    assert pipe.predict(X[te]).shape == (len(te),)
+    assert pipe.score(X[te], y[te]) > r2_min
+
+
+def test_hyperlearn_transform_of_training_rows_matches_fit_transform():
+    """What a Pipeline needs: the training rows' embedding from fit_transform and the
+    embedding transform gives the same rows agree (they do for CMF)."""
+    from mmfactor import HyperLearn
+
+    rng = np.random.RandomState(0)
+    X = rng.randn(120, 4) @ rng.randn(4, 30)
+    cmf = CMF(4, alpha=0.1, max_iter=30, random_state=0)
+    np.testing.assert_allclose(cmf.fit_transform(X), cmf.transform(X), rtol=1e-3, atol=1e-3)
+    hl = HyperLearn(4, missing="unobserved", diffusion_steps=0, solver="als", max_iter=30,
+                    random_state=0)
+    F = hl.fit_transform(X)
+    rel = np.linalg.norm(F - hl.transform(X)) / np.linalg.norm(F)
+    if rel > 0.05:
+        pytest.xfail(f"HyperLearn: transform differs from fit_transform by {rel:.0%}. "
+                     + _HYPERLEARN_XFAIL)
