@@ -143,7 +143,8 @@ class _ModeState:
         self.lam, self.alpha = lam, alpha
         params = [base] + ([bias] if bias is not None else [])
         params += list(net.parameters()) if net is not None else []
-        self.optimizer = torch.optim.Adam(params, lr=lr)
+        # ALS needs no optimizer (and creating one imports torch._dynamo: seconds)
+        self.optimizer = torch.optim.Adam(params, lr=lr) if solver == "adam" else None
 
     def core(self):
         return self.net(self.base, self.L_tilde) if self.net is not None else self.base
