@@ -50,8 +50,11 @@ def cmf_problem():
     return est, X
 
 
-def hyperlearn_problem():
+def hyperlearn_problem(solver="adam"):
     d = make_hypergraph((30, 20, 10), n_communities=3, n_hyperedges=600, random_state=0)
+    if solver == "als":  # the closed-form per-mode solver; returns the estimator only
+        return HyperLearn(3, graphs=d.graphs, diffusion_steps=0, solver="als", max_iter=6,
+                          tol=0, dtype="float64", random_state=0)
     est = HyperLearn(3, graphs=d.graphs, diffusion_steps=2, cheb_order=3, max_iter=8, tol=0,
                      dtype="float64", random_state=0)
     return est, d.X
@@ -86,8 +89,10 @@ def _rank_main(rank, world, port, out, fault, timeout):
             cmf.fit(X)
             hl, T = hyperlearn_problem()
             hl.fit(T)
+            als = hyperlearn_problem(solver="als").fit(T)
             owned = sorted({str(u) for rec in info["profile"] for u in rec["owned"]})
-            joblib.dump({"cmf": cmf, "hl": hl, "owned": owned}, f"{out}.rank{rank}")
+            joblib.dump({"cmf": cmf, "hl": hl, "als": als, "owned": owned},
+                        f"{out}.rank{rank}")
     except BaseException:
         Path(f"{out}.rank{rank}.err").write_text(traceback.format_exc())
         os._exit(1)
@@ -128,12 +133,12 @@ def launch(world, out, *, fault=None, timeout=60, wait=LAUNCH_TIMEOUT, until_ran
 def reference():
     cmf, X = cmf_problem()
     hl, T = hyperlearn_problem()
-    return cmf.fit(X), hl.fit(T), X, T
+    return cmf.fit(X), hl.fit(T), X, T, hyperlearn_problem(solver="als").fit(T)
 
 
 @pytest.mark.parametrize("world", [2, 3])
 def test_ranks_match_single_process_jacobi(world, tmp_path, reference):
-    ref_cmf, ref_hl, X, T = reference
+    ref_cmf, ref_hl, X, T, ref_als = reference
     results = launch(world, tmp_path / "fit")
     for r, (code, err) in enumerate(results):
         assert code == 0, f"rank {r} failed ({code}):\n{err[-3000:]}"
@@ -154,6 +159,8 @@ def test_ranks_match_single_process_jacobi(world, tmp_path, reference):
         for a, b in zip(hl.factors_, ref_hl.factors_, strict=True):
             np.testing.assert_allclose(a, b, atol=ATOL, rtol=0)
         np.testing.assert_allclose(hl.loss_curve_, ref_hl.loss_curve_, rtol=1e-12)
+        for a, b in zip(f["als"].factors_, ref_als.factors_, strict=True):
+            np.testing.assert_allclose(a, b, atol=ATOL, rtol=0)
     # rank 0's model is an ordinary fitted estimator: no hooks left, transform works
     cmf = fitted[0]["cmf"]
     assert "_solve_entity" not in cmf.__dict__ and "_objective" not in cmf.__dict__
@@ -164,7 +171,7 @@ def test_ranks_match_single_process_jacobi(world, tmp_path, reference):
 @pytest.mark.slow
 def test_torchrun_command_line(tmp_path, reference):
     """``torchrun -m mmfactor.distributed EST DATA -o OUT``: the documented launch."""
-    ref_cmf, _, X, _ = reference
+    ref_cmf, _, X, _, _ = reference
     est, _ = cmf_problem()
     joblib.dump(est, tmp_path / "est.joblib")
     joblib.dump(X, tmp_path / "X.joblib")
