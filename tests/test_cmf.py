@@ -260,3 +260,26 @@ def test_torch_tensor_views_with_nan():
     ten = CMF(2, max_iter=5, tol=0, random_state=0).fit_transform([t, data.X.views[1]])
     np.testing.assert_allclose(ten, arr, rtol=1e-5, atol=1e-6)
     assert torch.isnan(t).any()  # the user's tensor keeps its NaN
+
+
+@pytest.mark.parametrize("missing", ["unobserved", "zero"])
+def test_objective_from_normal_equations_matches_direct_evaluation(missing):
+    rng = np.random.RandomState(1)
+    S = sp.random(40, 25, density=0.3, format="csr", random_state=1)
+    D = rng.randn(40, 6)
+    D[rng.rand(40, 6) < 0.2] = np.nan
+    G = rng.rand(25, 4)
+    X = MultiModal(r=S, d=D, shared={"g": G})
+    rel = {"r": ("u", "m"), "d": ("u", "f"), "g": ("m", "t")}
+    m = CMF(3, relations=rel, weights={"d": 0.5, "g": 2.0}, alpha=0.3, alpha_bias=0.1,
+            missing=missing, max_iter=4, tol=0, random_state=0, dtype="float64").fit(X)
+    # every relation's squared error, recomputed directly from the fitted model
+    for name, M in (("r", S.toarray() if missing == "zero" else S), ("d", D), ("g", G)):
+        if sp.issparse(M):
+            r, c = M.nonzero()
+            vals = np.asarray(M[r, c]).ravel()
+        else:
+            r, c = np.nonzero(~np.isnan(M))
+            vals = M[r, c]
+        direct = ((m.predict_entries(np.c_[r, c], relation=name) - vals) ** 2).sum()
+        assert np.isclose(m.loss_terms_[name][-1], direct, rtol=1e-6), name

@@ -55,6 +55,8 @@ class _Relation:
                 self.mode = "full"
                 self.X = _torch_csr(csr, device, dtype)
                 self.XT = _torch_csr(csr.T.tocsr(), device, dtype)
+                self.row_sums = torch.as_tensor(np.asarray(csr.sum(1)).ravel())
+                self.col_sums = torch.as_tensor(np.asarray(csr.sum(0)).ravel())
                 self.n_obs = self.shape[0] * self.shape[1]
                 self.sum_sq = float((csr.data.astype(np.float64) ** 2).sum())
                 self.total = float(csr.data.sum())
@@ -69,21 +71,26 @@ class _Relation:
                 self.mode = "full"
                 self.X = torch.tensor(arr, dtype=dtype, device=device)
                 self.XT = self.X.T
+                self.row_sums = torch.as_tensor(arr.sum(1, dtype=np.float64))
+                self.col_sums = torch.as_tensor(arr.sum(0, dtype=np.float64))
                 self.n_obs = arr.size
                 self.sum_sq = float((arr.astype(np.float64) ** 2).sum())
                 self.total = float(arr.sum(dtype=np.float64))
 
     def _set_observed(self, coo, device, dtype):
         self.mode = "observed"
-        order = np.lexsort((coo.col, coo.row))
-        rows, cols, vals = coo.row[order], coo.col[order], coo.data[order]
-        perm = np.lexsort((rows, cols))
+        rows, cols, vals = coo.row, coo.col, coo.data
+        if len(rows) > 1 and not (np.diff(rows) >= 0).all():  # COO from CSR is row-sorted
+            order = np.argsort(rows, kind="stable")
+            rows, cols, vals = rows[order], cols[order], vals[order]
+        perm = np.argsort(cols, kind="stable")  # column order, rows ascending within
         n_r, n_c = self.shape
         as_t = lambda a, dt=torch.int64: torch.as_tensor(np.ascontiguousarray(a), dtype=dt,  # noqa: E731
                                                          device=device)
         self.rows, self.cols = as_t(rows), as_t(cols)
         self.vals = as_t(vals, dtype)
-        self.perm = as_t(perm)
+        self.rows_c, self.vals_c = as_t(rows[perm]), as_t(vals[perm], dtype)
+        self.w_vals = torch.full((len(vals),), self.weight, dtype=dtype, device=device)
         self.crow_r = as_t(np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=n_r))]))
         self.crow_c = as_t(np.concatenate([[0], np.cumsum(np.bincount(cols, minlength=n_c))]))
         self.n_obs = len(vals)
@@ -99,8 +106,10 @@ class _Relation:
 
         ``Z`` (n_other x D) is the design of the other side (its factor, plus a ones column
         at this relation's bias slot); ``offset`` (n_other) is subtracted from every target
-        (global mean plus the other side's bias). Returns ``(A, b)`` with ``A`` either
-        (n x D x D) or one (D x D) shared by every row, and ``b`` (n x D).
+        (global mean plus the other side's bias). Returns ``(A, b, sum_y2)`` with ``A``
+        either (n x D x D) or one (D x D) shared by every row, ``b`` (n x D), both
+        weighted, and ``sum_y2`` the unweighted sum of the squared targets: with them the
+        loss of any solution ``theta`` is ``sum_y2 - (2 theta.b - theta A theta) / w``.
         """
         w = self.weight
         D = Z.shape[1]
@@ -109,18 +118,21 @@ class _Relation:
             A = w * (Z.T @ Z)
             b = X @ Z if not X.is_sparse_csr else torch.sparse.mm(X, Z)
             b = w * (b - (offset @ Z)[None, :])
-            return A, b
+            # sum_ij (x_ij - o_j)^2 = ||X||^2 - 2 sum_j o_j colsum_j + n sum_j o_j^2
+            o = offset.double()
+            sums = self.col_sums if side == "row" else self.row_sums
+            sum_y2 = self.sum_sq - 2 * float(o @ sums.to(o)) + X.shape[0] * float(o @ o)
+            return A, b, sum_y2
         if side == "row":
             crow, idx, vals = self.crow_r, self.cols, self.vals
         else:
-            crow, idx, vals = self.crow_c, self.rows[self.perm], self.vals[self.perm]
+            crow, idx, vals = self.crow_c, self.rows_c, self.vals_c
         y = vals - offset[idx]
         n = len(crow) - 1
         b = torch.sparse.mm(_csr(crow, idx, y * w, (n, Z.shape[0])), Z)
         outer = (Z[:, :, None] * Z[:, None, :]).reshape(Z.shape[0], D * D)
-        S = _csr(crow, idx, torch.full_like(y, w), (n, Z.shape[0]))
-        A = torch.sparse.mm(S, outer).reshape(n, D, D)
-        return A, b
+        A = torch.sparse.mm(_csr(crow, idx, self.w_vals, (n, Z.shape[0])), outer)
+        return A.reshape(n, D, D), b, float((y.double() ** 2).sum())
 
     def loss(self, Ua, Va):
         """Sum of squared errors (identity) or log-loss (sigmoid) of ``Ua Va^T``, unweighted."""
@@ -494,11 +506,15 @@ class CMF(MultiModalTransformer):
         Va = torch.cat([Uc, one_c, b["col"].to(dev)[:, None]], 1)
         return Ua, Va
 
-    def _objective(self, rels, U, bias):
+    def _objective(self, rels, U, bias, known=None):
+        """The objective and its terms; ``known`` holds relation losses already computed."""
         terms, total = {}, 0.0
         for r in rels:
-            Ua, Va = self._augmented(r, U, bias, r.device)
-            val = float(r.loss(Ua, Va))
+            if known is not None and r.name in known:
+                val = known[r.name]
+            else:
+                Ua, Va = self._augmented(r, U, bias, r.device)
+                val = float(r.loss(Ua, Va))
             terms[r.name] = val
             total += r.weight * val
         pen = sum(float((u.double() ** 2).sum()) for u in U.values())
@@ -508,8 +524,12 @@ class CMF(MultiModalTransformer):
         terms["loss"] = total + terms["penalty"]
         return terms
 
-    def _solve_entity(self, e, rels, U, bias, n_rows):
-        """Exact least-squares update of entity type ``e``'s factor (and its biases)."""
+    def _solve_entity(self, e, rels, U, bias, n_rows, sse=None):
+        """Exact least-squares update of entity type ``e``'s factor (and its biases).
+
+        When ``sse`` is a dict, the loss of every relation of ``e`` at the solution is
+        written into it, from the normal equations (O(n D^2), no pass over the entries).
+        """
         k = self.n_components
         dev = self._ent_dev[e]
         dtype = _DTYPES[self.dtype]
@@ -521,6 +541,7 @@ class CMF(MultiModalTransformer):
                 parts.append((r, "col"))
         slots = {id(r): k + i for i, (r, _) in enumerate(p for p in parts if p[0].biased)}
         D = k + len(slots)
+        pieces = []
         A_shared = torch.zeros(D, D, dtype=dtype, device=dev)  # identical for every row
         A_rows = None  # per-row Gram matrices, only when some relation has missing entries
         b = torch.zeros(n_rows, D, dtype=dtype, device=dev)
@@ -534,7 +555,9 @@ class CMF(MultiModalTransformer):
                 Z[:, slots[id(r)]] = 1.0
                 bb = bias[r.name]
                 offset = offset + bb["mean"] + bb["col" if side == "row" else "row"].to(r.device)
-            Ar, br = r.normal_equations(side, Z, offset)
+            Ar, br, sum_y2 = r.normal_equations(side, Z, offset)
+            if sse is not None:
+                pieces.append((r, Ar, br, sum_y2))
             if Ar.dim() == 2:
                 A_shared += Ar.to(dev)
             else:
@@ -557,6 +580,12 @@ class CMF(MultiModalTransformer):
                 theta = torch.linalg.lstsq(A, b[..., None]).solution[..., 0]
             else:
                 theta = torch.cholesky_solve(b[..., None], L)[..., 0]
+        for r, Ar, br, sum_y2 in pieces:
+            if r.weight > 0 and r.link == "identity":
+                t = theta.to(r.device).double()
+                quad = (t @ Ar.double() * t).sum() if Ar.dim() == 2 else torch.einsum(
+                    "nd,nde,ne->", t, Ar.double(), t)
+                sse[r.name] = sum_y2 - float(2 * (t * br.double()).sum() - quad) / r.weight
         new_bias = {}
         for r, side in parts:
             if r.biased:
@@ -571,7 +600,11 @@ class CMF(MultiModalTransformer):
         if self.update == "jacobi":
             # every entity type from the previous sweep's factors: the solves are
             # independent, so they can run in parallel (see mmfactor.distributed)
-            solved = [self._solve_entity(e, rels, U, bias, U[e].shape[0]) for e in order]
+            solved = self._jacobi_solves(order, rels, U, bias)
+        # Gauss-Seidel: the loss of each relation comes exactly from the normal equations
+        # of whichever of its entity types is solved last (nothing it involves changes
+        # after that); relations of an entity type with itself are evaluated directly
+        sse = {} if self.update == "gauss-seidel" else None
         for i, e in enumerate(order):
             if self.update == "jacobi":
                 # damped: the two halves of an undamped bilinear Jacobi iteration are two
@@ -581,10 +614,18 @@ class CMF(MultiModalTransformer):
                 nb = {key: 0.5 * (bias[key[0]][key[1]] + v.to(bias[key[0]][key[1]].device))
                       for key, v in nb.items()}
             else:
-                U[e], nb = self._solve_entity(e, rels, U, bias, U[e].shape[0])
+                U[e], nb = self._solve_entity(e, rels, U, bias, U[e].shape[0], sse=sse)
             for (name, side), v in nb.items():
                 bias[name][side] = v.to(bias[name][side].device)
-        return self._objective(rels, U, bias)
+        if sse is not None:
+            sse = {n: v for n, v in sse.items()
+                   if not any(r.name == n and r.row == r.col for r in rels)}
+        return self._objective(rels, U, bias, known=sse)
+
+    def _jacobi_solves(self, order, rels, U, bias):
+        """The undamped solves of ``order`` from the current factors (a Jacobi sweep's work;
+        :mod:`mmfactor.distributed` splits it across ranks)."""
+        return [self._solve_entity(e, rels, U, bias, U[e].shape[0]) for e in order]
 
     def _lbfgs_step(self, trainable, bias_sides=("row", "col")):
         """Full-batch L-BFGS over the factors of ``trainable`` entity types and the biases."""
