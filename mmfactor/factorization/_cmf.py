@@ -617,9 +617,10 @@ class CMF(MultiModalTransformer):
                 U[e], nb = self._solve_entity(e, rels, U, bias, U[e].shape[0], sse=sse)
             for (name, side), v in nb.items():
                 bias[name][side] = v.to(bias[name][side].device)
-        if sse is not None:
-            sse = {n: v for n, v in sse.items()
-                   if not any(r.name == n and r.row == r.col for r in rels)}
+        if sse is None:
+            return self._objective(rels, U, bias)
+        sse = {n: v for n, v in sse.items() if not any(r.name == n and r.row == r.col
+                                                       for r in rels)}
         return self._objective(rels, U, bias, known=sse)
 
     def _jacobi_solves(self, order, rels, U, bias):
