@@ -53,10 +53,10 @@ for i, r in enumerate(rows):
     ax.text(i - 0.2, r["macro_f1"] + 0.01, f"{r['macro_f1']:.2f}", ha="center",
             fontsize="small")
 ax.set_xticks(x, names)
-ax.set_ylim(0, 1)
+ax.set_ylim(0, 1.15)
 ax.set_ylabel("test score")
-ax.set_title("Unsupervised embeddings of the digits -> RandomForest(max_depth=2)")
-ax.legend(loc="lower right")
+ax.set_title("Unsupervised embeddings of the digits\n-> RandomForest(max_depth=2)")
+ax.legend(loc="upper right", ncol=2)
 ax_table.axis("off")
 table = ax_table.table(
     cellText=[[f"{r['macro_f1']:.3f}", f"{r['accuracy']:.3f}", f"{r['fit_s']:.2f}"]

@@ -206,7 +206,20 @@ def test_docs_pages_found():
     assert {p.stem for p in PAGES} >= {"index", "multimodal", "models", "faq"}
 
 
-@pytest.mark.parametrize("page", PAGES, ids=[str(p.relative_to(DOCS)) for p in PAGES])
+#: Pages whose code blocks fit models on real data for tens of seconds: run with -m slow.
+SLOW_PAGES = {"index.rst", "user_guide/training.rst", "user_guide/models.rst"}
+
+
+def _page_params():
+    out = []
+    for p in PAGES:
+        rel = p.relative_to(DOCS).as_posix()
+        marks = [pytest.mark.slow] if rel in SLOW_PAGES else []
+        out.append(pytest.param(p, id=rel, marks=marks))
+    return out
+
+
+@pytest.mark.parametrize("page", _page_params())
 def test_docs_code_blocks_run(page, tmp_path, monkeypatch):
     import matplotlib
 
