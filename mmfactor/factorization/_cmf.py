@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numbers
-import warnings
 
 import numpy as np
 import scipy.sparse as sp
@@ -21,6 +20,7 @@ from .._multimodal import (
     relation_weights,
     resolve_relations,
 )
+from .._sparse import _csr, _torch_csr
 from .._training import fit_loop
 
 __all__ = ["CMF"]
@@ -157,24 +157,6 @@ class _Relation:
             Xc = Xc.to_dense() if Xc.is_sparse_csr else Xc
             out = out + _pointwise_loss(self.link, Ua[s : s + step] @ Va.T, Xc)
         return out
-
-
-def _csr(crow, col, values, size):
-    """A torch CSR tensor from trusted (already validated) index arrays, without warnings."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
-        return torch.sparse_csr_tensor(crow, col, values, size=size, check_invariants=False)
-
-
-def _torch_csr(csr, device, dtype):
-    csr = sp.csr_matrix(csr)
-    csr.sort_indices()
-    return _csr(
-        torch.as_tensor(csr.indptr, dtype=torch.int64, device=device),
-        torch.as_tensor(csr.indices, dtype=torch.int64, device=device),
-        torch.as_tensor(csr.data, dtype=dtype, device=device),
-        csr.shape,
-    )
 
 
 def _pointwise_loss(link, pred, target):

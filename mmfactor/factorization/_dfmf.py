@@ -19,8 +19,8 @@ from .._multimodal import (
     relation_data,
     resolve_relations,
 )
+from .._sparse import _csr, _torch_csr
 from .._training import fit_loop
-from ._cmf import _csr, _torch_csr
 
 __all__ = ["DFMF"]
 
