@@ -188,7 +188,7 @@ class MultiModal:
     def __repr__(self):
         parts = []
         for name, v in zip(self.names, self.views, strict=True):
-            shape = tuple(getattr(v, "shape", (len(v),)))
+            shape = tuple(v.shape) if hasattr(v, "shape") else (len(v),)
             kind = "sparse" if sp.issparse(v) else type(v).__name__
             parts.append(f"{name}={kind}{shape}")
         if self.shared:
@@ -566,3 +566,43 @@ def relation_weights(weights, names):
         if isinstance(w, bool) or not isinstance(w, numbers.Real) or not np.isfinite(w) or w < 0:
             raise ValueError(f"weight of relation {n!r} is {w!r}; expected a finite number >= 0.")
     return [float(w) for w in out]
+
+
+def check_entries(coords, relation, relations, sizes):
+    """Validate ``predict_entries`` arguments against the fitted relations.
+
+    Parameters
+    ----------
+    coords : array-like of shape (n_entries, 2)
+        Integer (row, column) indices.
+    relation : int or str
+        A fitted relation, by position or name.
+    relations : list of (name, row_entity, col_entity)
+        The fitted relations (``relations_``).
+    sizes : dict of str -> int
+        Number of members of each entity type.
+
+    Returns
+    -------
+    index : int
+        Position of the relation.
+    coords : ndarray of shape (n_entries, 2)
+    """
+    names = [r[0] for r in relations]
+    if isinstance(relation, str) and relation in names:
+        index = names.index(relation)
+    elif (isinstance(relation, numbers.Integral) and not isinstance(relation, bool)
+          and -len(names) <= relation < len(names)):
+        index = int(relation) % len(names)
+    else:
+        raise ValueError(f"relation={relation!r} is neither the name nor the position of a "
+                         f"fitted relation; the relations are {names}.")
+    coords = np.asarray(coords)
+    if coords.ndim != 2 or coords.shape[1] != 2 or not np.issubdtype(coords.dtype, np.integer):
+        raise ValueError(f"coords must be an integer array of shape (n_entries, 2); got shape "
+                         f"{coords.shape} and dtype {coords.dtype}.")
+    name, row, col = relations[index]
+    shape = (sizes[row], sizes[col])
+    if coords.size and ((coords < 0).any() or (coords.max(0) >= shape).any()):
+        raise ValueError(f"coords out of range for relation {name!r} of shape {shape}.")
+    return index, coords

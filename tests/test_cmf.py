@@ -230,9 +230,9 @@ def test_transform_and_predict_entries_errors():
         m.predict_entries([[0, 99]])
     with pytest.raises(ValueError, match="integer array of shape \\(n_entries, 2\\)"):
         m.predict_entries([[0.5, 1]])
-    with pytest.raises(ValueError, match="Unknown relation 'zz'"):
+    with pytest.raises(ValueError, match="relation='zz' is neither the name nor the position"):
         m.predict_entries([[0, 0]], relation="zz")
-    with pytest.raises(ValueError, match="relation=5 is out of range"):
+    with pytest.raises(ValueError, match="relation=5 is neither"):
         m.predict_entries([[0, 0]], relation=5)
 
 

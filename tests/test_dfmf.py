@@ -376,9 +376,9 @@ def test_transform_and_predict_entries_errors(fitted):
     with pytest.raises(ValueError, match=r"X has 1 view\(s\) \['a'\] but the model was "
                                          r"fitted on 2 view\(s\) \['a', 'b'\]"):
         model.transform(MultiModal(a=np.ones((4, 30))))
-    with pytest.raises(ValueError, match="Unknown relation 'zz'"):
+    with pytest.raises(ValueError, match="relation='zz' is neither the name nor the position"):
         model.predict_entries([[0, 0]], relation="zz")
-    with pytest.raises(ValueError, match="relation=5 is out of range"):
+    with pytest.raises(ValueError, match="relation=5 is neither"):
         model.predict_entries([[0, 0]], relation=5)
     with pytest.raises(ValueError, match=r"coords must be an integer array of shape"):
         model.predict_entries([0.5, 1.0])

@@ -14,6 +14,7 @@ from .._base import MultiModalTransformer
 from .._device import as_numpy, resolve_devices, torch_generator
 from .._multimodal import (
     RelationSpec,
+    check_entries,
     check_views,
     per_relation,
     relation_data,
@@ -739,28 +740,9 @@ class CMF(MultiModalTransformer):
             Predictions on the scale of the data (probabilities for a sigmoid link).
         """
         check_is_fitted(self)
-        names = [r[0] for r in self.relations_]
-        if isinstance(relation, str):
-            if relation not in names:
-                raise ValueError(f"Unknown relation {relation!r}; fitted relations: {names}.")
-            idx = names.index(relation)
-        elif isinstance(relation, numbers.Integral) and -len(names) <= relation < len(names):
-            idx = int(relation)
-        else:
-            raise ValueError(f"relation={relation!r} is out of range; there are {len(names)} "
-                             f"relations: {names}.")
+        sizes = {e: f.shape[0] for e, f in self.factors_.items()}
+        idx, coords = check_entries(coords, relation, self.relations_, sizes)
         name, row, col = self.relations_[idx]
-        coords = np.asarray(coords)
-        if coords.ndim != 2 or coords.shape[1] != 2 or not np.issubdtype(coords.dtype,
-                                                                           np.integer):
-            raise ValueError(f"coords must be an integer array of shape (n_entries, 2); got "
-                             f"shape {coords.shape} and dtype {coords.dtype}.")
-        n_r, n_c = self.factors_[row].shape[0], self.factors_[col].shape[0]
-        if coords.size and (coords.min(0) < 0).any() or (coords[:, 0] >= n_r).any() or (
-            coords[:, 1] >= n_c
-        ).any():
-            raise ValueError(f"coords out of range for relation {name!r} of shape "
-                             f"({n_r}, {n_c}).")
         r_idx, c_idx = coords[:, 0], coords[:, 1]
         pred = (self.factors_[row][r_idx] * self.factors_[col][c_idx]).sum(1)
         if name in self.biases_:

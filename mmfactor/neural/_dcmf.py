@@ -15,7 +15,13 @@ from torch import nn
 
 from .._base import MultiModalTransformer
 from .._device import as_numpy, resolve_devices, torch_generator
-from .._multimodal import check_view, check_views, resolve_relations
+from .._multimodal import (
+    check_entries,
+    check_views,
+    relation_data,
+    relation_weights,
+    resolve_relations,
+)
 from .._training import fit_loop
 from ._modules import ACTIVATIONS, build_module, mlp
 
@@ -472,48 +478,17 @@ class DCMF(MultiModalTransformer):
         mm, views = check_views(X, missing=self.missing, min_samples=2, max_ndim=2)
         specs, sample, entities = resolve_relations(self.relations, mm,
                                                     sample_entity=self.sample_entity)
-        data = []
         for s in specs:
-            if s.source == "view":
-                data.append(views[s.index])
-                continue
-            if sample in (s.row, s.col):
+            if s.source == "shared" and sample in (s.row, s.col):
                 raise ValueError(
                     f"Shared matrix {s.name!r} relates the sample entity {sample!r} "
                     f"({s.row!r} x {s.col!r}); only views may involve the samples (their rows "
                     "are split across folds and encoded for new samples). Pass it as a view, "
                     "transposed if the samples are its columns."
                 )
-            data.append(check_view(f"shared[{s.name!r}]", mm.shared[s.name],
-                                   missing=self.missing, max_ndim=2))
-        sizes = {}
-        for s, v in zip(specs, data, strict=True):
-            for ent, n in ((s.row, v.shape[0]), (s.col, v.shape[1])):
-                known, where = sizes.setdefault(ent, (n, s.name))
-                if known != n:
-                    raise ValueError(
-                        f"Entity type {ent!r} has {known} members in relation {where!r} but "
-                        f"{n} in relation {s.name!r} of shape {v.shape}; relations sharing an "
-                        "entity type must agree on its size."
-                    )
-        names = [s.name for s in specs]
-        w = self.weights
-        if isinstance(w, dict):
-            unknown = sorted(set(w) - set(names))
-            if unknown:
-                raise ValueError(f"weights names unknown relations {unknown}; the relations "
-                                 f"are {names}.")
-            w = [w.get(n, 1.0) for n in names]
-        elif w is None:
-            w = [1.0] * len(names)
-        elif len(w) != len(names):
-            raise ValueError(f"weights has {len(w)} entries; expected one per relation "
-                             f"({len(names)}: {names}).")
-        for n, wi in zip(names, w, strict=True):
-            if not isinstance(wi, numbers.Real) or not np.isfinite(wi) or wi < 0:
-                raise ValueError(f"weight of relation {n!r} is {wi!r}; expected a finite "
-                                 "number >= 0.")
-        return mm, specs, data, sample, entities, {n: sizes[n][0] for n in sizes}, list(w)
+        data, sizes = relation_data(mm, views, specs, missing=self.missing)
+        w = relation_weights(self.weights, [s.name for s in specs])
+        return mm, specs, data, sample, entities, sizes, w
 
     # ---- fitting -------------------------------------------------------------------
 
@@ -825,24 +800,9 @@ class DCMF(MultiModalTransformer):
             Predictions on the scale of the data.
         """
         check_is_fitted(self)
-        names = [r[0] for r in self.relations_]
-        if isinstance(relation, str) and relation in names:
-            m = names.index(relation)
-        elif (isinstance(relation, numbers.Integral) and not isinstance(relation, bool)
-              and -len(names) <= relation < len(names)):
-            m = int(relation) % len(names)
-        else:
-            raise ValueError(f"relation={relation!r} is neither the name nor the position of "
-                             f"a fitted relation; the relations are {names}.")
-        coords = np.asarray(coords)
-        if coords.ndim != 2 or coords.shape[1] != 2 or not np.issubdtype(coords.dtype,
-                                                                           np.integer):
-            raise ValueError(f"coords must be an integer array of shape (n_entries, 2); got "
-                             f"shape {coords.shape} and dtype {coords.dtype}.")
+        sizes = {e: len(c) for e, c in self._codes.items()}
+        m, coords = check_entries(coords, relation, self.relations_, sizes)
         name, row, col = self.relations_[m]
-        shape = (len(self._codes[row]), len(self._codes[col]))
-        if coords.size and ((coords < 0).any() or (coords.max(0) >= shape).any()):
-            raise ValueError(f"coords out of range for relation {name!r} of shape {shape}.")
         part = _Part(rows=torch.as_tensor(coords[:, 0]), cols=torch.as_tensor(coords[:, 1]))
         with torch.no_grad():
             pred = _bilinear(torch.as_tensor(self._codes[row]),
