@@ -37,7 +37,7 @@ X = MultiModal(ratings=data.train, rated=rated, side=side,
                shared={"genre": data.movie_genres})
 y = data.user_age.astype(float)
 train, test = train_test_split(np.arange(len(y)), test_size=0.2, random_state=0)
-print({name: v.shape for name, v in zip(X.names, X.views)})
+print({name: v.shape for name, v in zip(X.names, X.views, strict=True)})
 
 # %%
 # Embedding + regression in one pipeline
