@@ -46,9 +46,16 @@ IGNORED = {
 }
 
 #: Where an Examples section (EX01) is optional: methods and properties (the class's
-#: example shows them in use), and the functions that download or delete cached data
-#: (their example would need the network, or would empty the user's cache).
+#: example shows them in use), exception classes, the functions that download or delete
+#: cached data (their example would need the network, or would empty the user's cache)
+#: and those that need a torch.distributed process group (their example needs torchrun;
+#: docs/distributed.rst shows them in use).
 EXAMPLES_OPTIONAL = {
+    "mmfactor.distributed.RankFailedError",
+    "mmfactor.distributed.fit",
+    "mmfactor.distributed.rank",
+    "mmfactor.distributed.run",
+    "mmfactor.distributed.world_size",
     "mmfactor.datasets.fetch_dicty",
     "mmfactor.datasets.fetch_goodreads_books",
     "mmfactor.datasets.fetch_movielens_100k",
