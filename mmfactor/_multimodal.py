@@ -40,8 +40,8 @@ def _take_rows(view, key):
         return view[torch.as_tensor(key, device=view.device)]
     if sp.issparse(view):
         return sp.csr_array(view)[key] if isinstance(view, sp.sparray) else sp.csr_matrix(view)[key]
-    if isinstance(view, np.ndarray):
-        return view[key]
+    if isinstance(view, np.ndarray) or not isinstance(view, list | tuple):
+        return view[key]  # arrays, and objects with row indexing of their own (SparseTensor)
     if isinstance(key, slice):
         return view[key]
     key = np.asarray(key)
