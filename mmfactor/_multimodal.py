@@ -270,6 +270,7 @@ def check_view(name, view, *, missing="unobserved", allow_nan=True, min_ndim=2, 
                 "missing='unobserved'."
             )
         _check_shape(name, csr.shape, min_ndim, max_ndim)
+        _check_float32_range(name, csr.shape, np.abs(csr.data).max() if csr.nnz else 0.0)
         return View(name, csr, "sparse", missing=missing)
     if isinstance(view, torch.Tensor):
         if view.is_complex():
@@ -282,6 +283,9 @@ def check_view(name, view, *, missing="unobserved", allow_nan=True, min_ndim=2, 
         has_nan = bool(torch.isnan(t).any())
         if bool((bad & ~torch.isnan(t)).any()):
             raise ValueError(f"View {name!r} of shape {tuple(view.shape)} has infinite values.")
+        if t.dtype == torch.float64 and t.numel():
+            _check_float32_range(name, tuple(view.shape),
+                                 float(torch.nan_to_num(t.abs(), nan=0.0).max()))
         if has_nan and not allow_nan:
             raise ValueError(
                 f"View {name!r} of shape {tuple(view.shape)} has NaN values; this model "
@@ -311,6 +315,7 @@ def check_view(name, view, *, missing="unobserved", allow_nan=True, min_ndim=2, 
             f"View {name!r} of shape {arr.shape} has infinite values; use NaN for missing "
             "entries."
         )
+    _check_float32_range(name, arr.shape, np.nanmax(np.abs(arr)) if arr.size else 0.0)
     has_nan = bool(np.isnan(arr).any())
     if has_nan and not allow_nan:
         raise ValueError(
@@ -320,6 +325,19 @@ def check_view(name, view, *, missing="unobserved", allow_nan=True, min_ndim=2, 
     if has_nan and np.isnan(arr).all():
         raise ValueError(f"View {name!r} of shape {arr.shape} has no observed entry (all NaN).")
     return View(name, arr, "dense", has_nan=has_nan)
+
+
+_F32_MAX = float(np.finfo(np.float32).max)
+
+
+def _check_float32_range(name, shape, max_abs):
+    """Values the models' float32 computations would turn into infinities."""
+    if np.isfinite(max_abs) and max_abs > _F32_MAX:
+        raise ValueError(
+            f"View {name!r} of shape {tuple(shape)} has values up to {max_abs:.3g} in "
+            f"magnitude, beyond the float32 range ({_F32_MAX:.3g}) the models compute in; "
+            "rescale the view (e.g. StandardScaler) before fitting."
+        )
 
 
 def _check_shape(name, shape, min_ndim, max_ndim):

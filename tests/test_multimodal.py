@@ -151,3 +151,9 @@ def test_resolve_relations_errors():
         resolve_relations({"r": ("u",), "s": ("u", "o")}, X)
     with pytest.raises(TypeError, match="relations must be"):
         resolve_relations("u,m", X)
+
+
+@pytest.mark.parametrize("make", [np.asarray, sp.csr_matrix, torch.as_tensor])
+def test_values_beyond_float32_range_are_refused(make):
+    with pytest.raises(ValueError, match="View 'v' of shape \\(2, 2\\) has values up to 1e\\+300"):
+        check_view("v", make(np.array([[1.0, 1e300], [0.0, 2.0]])))

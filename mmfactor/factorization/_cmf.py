@@ -198,9 +198,9 @@ class CMF(MultiModalTransformer):
         L2 penalty on every factor row.
     alpha_bias : float, default=None
         L2 penalty on the biases (default: ``alpha``).
-    weights : None, list or dict, default=None
-        Weight of each relation's loss (default 1 each); a list in the order of
-        ``relations`` or a dict by relation name.
+    weights : None, float, list or dict, default=None
+        Weight of each relation's loss (default 1 each); one float for all, a list in
+        the order of ``relations`` or a dict by relation name.
     link : {"identity", "sigmoid"} or list or dict, default="identity"
         Link of each relation (one for all, a list, or a dict by name). The sigmoid link
         fits binary (0/1) relations with the logistic loss.
@@ -281,7 +281,7 @@ class CMF(MultiModalTransformer):
         "sample_entity": [None, str],
         "alpha": [Interval(numbers.Real, 0, None, closed="left")],
         "alpha_bias": [None, Interval(numbers.Real, 0, None, closed="left")],
-        "weights": [None, list, tuple, dict],
+        "weights": [None, Interval(numbers.Real, 0, None, closed="left"), list, tuple, dict],
         "link": [StrOptions({"identity", "sigmoid"}), list, tuple, dict],
         "fit_intercept": ["boolean"],
         "missing": [StrOptions({"unobserved", "zero"})],
@@ -411,9 +411,11 @@ class CMF(MultiModalTransformer):
         """
         self._validate_params()
         mm, data, specs, sample, entities, links, weights, sizes, solver = self._prepare(X)
-        self.devices_ = resolve_devices(self.devices, mm.names)
+        # fitted (public) attributes are set only once training is over: an error or a
+        # Ctrl-C before that leaves the estimator unfitted, never half-fitted
+        devices = resolve_devices(self.devices, mm.names)
         dtype = _DTYPES[self.dtype]
-        view_dev = dict(zip(mm.names, self.devices_, strict=True))
+        view_dev = dict(zip(mm.names, devices, strict=True))
         ent_dev = {}
         for s in specs:
             if s.source == "view":
@@ -443,8 +445,7 @@ class CMF(MultiModalTransformer):
                     "col": torch.zeros(r.shape[1], dtype=dtype, device=ent_dev[r.col]),
                 }
         self._rels, self._U, self._bias, self._ent_dev = rels, U, bias, ent_dev
-        self.sample_entity_ = sample
-        self.relations_ = [(r.name, r.row, r.col) for r in rels]
+        self._sample = sample
         self._links = dict(zip([s.name for s in specs], links, strict=True))
         self._weights = dict(zip([s.name for s in specs], weights, strict=True))
         self._solver = solver
@@ -452,6 +453,9 @@ class CMF(MultiModalTransformer):
         hist = fit_loop(step, max_iter=self.max_iter, tol=self.tol,
                         n_iter_no_change=self.n_iter_no_change, verbose=self.verbose,
                         desc="CMF", estimator="CMF")
+        self.devices_ = devices
+        self.sample_entity_ = sample
+        self.relations_ = [(r.name, r.row, r.col) for r in rels]
         self.loss_curve_ = hist.loss
         self.loss_terms_ = hist.terms
         self.n_iter_ = hist.n_iter
@@ -579,7 +583,7 @@ class CMF(MultiModalTransformer):
         U, bias, rels = self._U, self._bias, self._rels
         # the sample entity last: its fitted factor is then exactly what transform gives
         # for the training rows (a fold-in against the final factors of everything else)
-        order = [e for e in U if e != self.sample_entity_] + [self.sample_entity_]
+        order = [e for e in U if e != self._sample] + [self._sample]
         if self.update == "jacobi":
             # every entity type from the previous sweep's factors: the solves are
             # independent, so they can run in parallel (see mmfactor.distributed)

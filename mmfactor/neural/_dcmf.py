@@ -298,9 +298,9 @@ class DCMF(MultiModalTransformer):
         Activation of the hidden layers (the code and the output are linear).
     alpha : float, default=1e-4
         L2 penalty on the networks' weight matrices.
-    weights : None, list or dict, default=None
-        Weight ``w_m`` of each relation's factorization loss (default 1 each); a list in
-        the order of the relations or a dict by relation name.
+    weights : None, float, list or dict, default=None
+        Weight ``w_m`` of each relation's factorization loss (default 1 each); one float
+        for all, a list in the order of the relations or a dict by relation name.
     reconstruction_weight : float, default=1.0
         Weight of the autoencoders' reconstruction losses.
     fit_intercept : bool, default=True
@@ -402,7 +402,7 @@ class DCMF(MultiModalTransformer):
         "hidden_layer_sizes": ["array-like", Interval(numbers.Integral, 1, None, closed="left")],
         "activation": [StrOptions(set(ACTIVATIONS))],
         "alpha": [Interval(numbers.Real, 0, None, closed="left")],
-        "weights": [None, list, tuple, dict],
+        "weights": [None, Interval(numbers.Real, 0, None, closed="left"), list, tuple, dict],
         "reconstruction_weight": [Interval(numbers.Real, 0, None, closed="left")],
         "fit_intercept": ["boolean"],
         "missing": [StrOptions({"unobserved", "zero"})],
