@@ -495,9 +495,9 @@ class DFMF(MultiModalTransformer):
         self._validate_params()
         mm, views, data, specs, sample, entities, ranks, thetas = self._prepare(X)
         con_views = self._constraint_view_names(mm)
-        self.devices_ = resolve_devices(self.devices, mm.names)
+        devices = resolve_devices(self.devices, mm.names)  # self.devices_ once fitted
         dtype = _DTYPES[self.dtype]
-        view_dev = dict(zip(mm.names, self.devices_, strict=True))
+        view_dev = dict(zip(mm.names, devices, strict=True))
         ent_dev = {}
         for s in specs:
             if s.source == "view":
@@ -527,6 +527,7 @@ class DFMF(MultiModalTransformer):
 
         hist = fit_loop(step, max_iter=self.max_iter, tol=self.tol, verbose=self.verbose,
                         desc="DFMF", estimator="DFMF")
+        self.devices_ = devices
         self.loss_curve_ = hist.loss
         self.loss_terms_ = hist.terms
         self.n_iter_ = hist.n_iter

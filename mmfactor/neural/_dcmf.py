@@ -528,8 +528,8 @@ class DCMF(MultiModalTransformer):
         self._validate_params()
         hidden = self._check_hidden()
         mm, specs, data, sample, entities, sizes, weights = self._prepare(X)
-        self.devices_ = resolve_devices(self.devices, entities)
-        dev = dict(zip(entities, self.devices_, strict=True))
+        devices = resolve_devices(self.devices, entities)  # self.devices_ once fitted
+        dev = dict(zip(entities, devices, strict=True))
         gen, rng = torch_generator(self.random_state)
         k = self.n_components
         mats = [_Matrix(v, missing=self.missing) for v in data]
@@ -619,6 +619,7 @@ class DCMF(MultiModalTransformer):
             net.eval()
             net.requires_grad_(False)
         codes = {e: self._encode_all(nets[e], blocks[e], sizes[e], dev[e]) for e in entities}
+        self.devices_ = devices
         self.autoencoders_ = nets
         self._codes = {e: as_numpy(c) for e, c in codes.items()}
         self._rotation = _canonical_rotation(self._codes[sample][:, :k])
