@@ -301,7 +301,8 @@ BAD_INPUTS = [
     Bad("activation-unknown", with_params(activation="swish"), InvalidParameterError,
         r"'activation' parameter", only=["DCMF", "MMEDA"]),
     Bad("pandas-string-column",
-        lambda name: (__import__("pandas").DataFrame({"a": ["x"] * 12, "b": [1.0] * 12}), {}),
+        lambda name: (pytest.importorskip("pandas").DataFrame({"a": ["x"] * 12,
+                                                               "b": [1.0] * 12}), {}),
         TypeError, r"'view0' has dtype object with entries that are not numbers"),
     # ---- devices ------------------------------------------------------------------------
     Bad("cuda-absent", with_params(devices="cuda:0"), ValueError,
