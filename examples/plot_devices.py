@@ -90,7 +90,7 @@ assert np.allclose(clone.transform(X[unseen[:10]]), model.transform(X[unseen[:10
 # ------------------------------------------------------------------
 # The loss terms are the image view's and the Fourier view's reconstructions, the
 # Fourier columns' (the transpose autoencoder) and the cross term ``Z V^T`` (MMEDA-II);
-# the map shows the first two principal axes of the embedding of the 1,333 digits the
+# the map shows the first two principal axes of the embedding of 667 digits the
 # model never saw, coloured by the digit (a label MMEDA never saw either).
 fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
 plot_loss_curves(model, ax=ax1)
