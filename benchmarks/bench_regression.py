@@ -393,9 +393,10 @@ def report(rows, selection, args, tr, te, out=None, extra=None):
         "differ from them on the same rows, so the regression learned on the training "
         "users does not carry over to the folded-in test users (negative R^2; see "
         "`tests/test_regression.py`, strict xfail). MMEDA cannot mask missing entries: "
-        "the unrated movies enter it as 0. DCMF and MMEDA-II ran 3 epochs, DFMF and "
-        "HyperLearn 30 sweeps, without the `n_components` grid: the 2 CPU cores were "
-        "shared with 7 other jobs (load ~20) and a longer run did not fit in the time.",
+        f"the unrated movies enter it as 0. DCMF ran {args.dcmf_iter} epochs, MMEDA-II "
+        f"{args.mmeda_iter}, DFMF {args.dfmf_iter} sweeps, HyperLearn {args.hl_iter}, "
+        "without the `n_components` grid: the 2 CPU cores were shared with 7 other jobs "
+        "and a longer run did not fit in the time.",
     ]
     if not selection:
         selection = [{"config": c, "cv_r2": v} for c, v in CMF_SELECTION]
