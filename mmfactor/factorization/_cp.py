@@ -82,6 +82,12 @@ class SparseTensor:
         if idx.size and not np.issubdtype(idx.dtype, np.integer):
             if not np.all(np.equal(np.mod(idx, 1), 0)):
                 raise TypeError(f"SparseTensor indices must be integers; got dtype {idx.dtype}.")
+        if idx.size and np.issubdtype(idx.dtype, np.unsignedinteger) and idx.max() > np.iinfo(
+                np.int64).max:
+            raise ValueError(
+                f"SparseTensor index {int(idx.max())} overflows int64: it is out of range for "
+                "any tensor mmfactor can hold."
+            )
         idx = idx.astype(np.int64, copy=True)
         nnz, K = idx.shape
         vals = np.ones(nnz) if values is None else np.asarray(values, dtype=np.float64).copy()

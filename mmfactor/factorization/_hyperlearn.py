@@ -697,7 +697,7 @@ class HyperLearn(MultiModalTransformer):
         """
         self._validate_params()
         mm, idx, vals, shape, kind, graphs, K = self._prepare(X)
-        self.devices_ = resolve_devices(self.devices, [f"mode{t}" for t in range(K)])
+        devices = resolve_devices(self.devices, [f"mode{t}" for t in range(K)])
         dtype = _DTYPES[self.dtype]
         gen, rng = torch_generator(self.random_state)
         R = self.n_components
@@ -712,7 +712,7 @@ class HyperLearn(MultiModalTransformer):
                     f"entry out of {len(vals)} observed ones."
                 )
             va, tr = np.sort(perm[:n_val]), np.sort(perm[n_val:])
-            val_data = TensorData(idx[va], vals[va], shape, "observed", self.devices_[0], dtype)
+            val_data = TensorData(idx[va], vals[va], shape, "observed", devices[0], dtype)
             idx, vals = idx[tr], vals[tr]
 
         mu = 0.0
@@ -730,7 +730,7 @@ class HyperLearn(MultiModalTransformer):
 
         states = []
         for t in range(K):
-            dev = self.devices_[t]
+            dev = devices[t]
             base = torch.as_tensor(bases[t], dtype=dtype).to(dev).requires_grad_(True)
             has_graph = graphs[t] is not None and graphs[t].nnz > 0
             net = None
@@ -782,7 +782,7 @@ class HyperLearn(MultiModalTransformer):
         validation = on_improvement = None
         if val_data is not None:
             def validation():
-                facs = [f.to(self.devices_[0]) for f in self._factors]
+                facs = [f.to(devices[0]) for f in self._factors]
                 return float(np.sqrt(data_loss(facs, val_data) / val_data.nnz))
 
             def on_improvement():
@@ -792,6 +792,7 @@ class HyperLearn(MultiModalTransformer):
                         n_iter_no_change=self.n_iter_no_change, verbose=self.verbose,
                         desc="HyperLearn", estimator="HyperLearn",
                         validation=validation, on_improvement=on_improvement)
+        self.devices_ = devices
         factors = best.get("factors", self._factors)
         self.loss_curve_ = hist.loss
         self.loss_terms_ = hist.terms
