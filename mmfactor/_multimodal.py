@@ -135,6 +135,7 @@ class MultiModal:
 
     @property
     def ndim(self):
+        """``1``: a ``MultiModal`` is indexed along its samples only."""
         return 1
 
     def __getitem__(self, key):

@@ -79,12 +79,24 @@ def _require_group():
 
 
 def rank():
-    """This process's rank in the default group (0 when no group is initialised)."""
+    """Return this process's rank in the default group.
+
+    Returns
+    -------
+    rank : int
+        The rank, 0 when no process group is initialised.
+    """
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
 def world_size():
-    """Number of ranks in the default group (1 when no group is initialised)."""
+    """Return the number of ranks in the default group.
+
+    Returns
+    -------
+    world_size : int
+        The number of ranks, 1 when no process group is initialised.
+    """
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 

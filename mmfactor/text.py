@@ -144,6 +144,7 @@ class Word2VecMean(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         Returns
         -------
         self : Word2VecMean
+            The fitted transformer.
         """
         self._validate_params()
         texts = _check_texts(X, "Word2VecMean.fit")

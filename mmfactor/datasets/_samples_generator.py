@@ -20,7 +20,7 @@ def make_collective(
     nonnegative=False,
     random_state=None,
 ):
-    """Views ``X_v = U V_v^T + noise`` that share one planted sample factor ``U``.
+    """Generate views ``X_v = U V_v^T + noise`` sharing a planted sample factor ``U``.
 
     Parameters
     ----------

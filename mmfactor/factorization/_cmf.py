@@ -699,6 +699,7 @@ class CMF(MultiModalTransformer):
         Returns
         -------
         embedding : ndarray of shape (n_samples, n_components)
+            The new samples' factor (``dtype``), in the fitted rotation.
         """
         U, _, _ = self._fold_in(X)
         return as_numpy(U[self.sample_entity_].detach())

@@ -761,6 +761,7 @@ class DFMF(MultiModalTransformer):
         Returns
         -------
         embedding : ndarray of shape (n_samples, n_components_[sample_entity])
+            The new samples' non-negative factor.
         """
         G, _, _ = self._fold_in(X)
         return as_numpy(G[self.sample_entity_]).copy()
@@ -819,6 +820,7 @@ class DFMF(MultiModalTransformer):
         Returns
         -------
         values : ndarray of shape (n_entries,)
+            The predicted entries ``G_r S G_c^T`` at ``coords``.
         """
         check_is_fitted(self)
         sizes = {e: f.shape[0] for e, f in self.factors_.items()}

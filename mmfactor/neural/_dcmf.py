@@ -726,6 +726,7 @@ class DCMF(MultiModalTransformer):
         Returns
         -------
         embedding : ndarray of shape (n_samples, n_components), float32
+            The samples' codes, in the fitted rotation.
         """
         check_is_fitted(self)
         codes = [as_numpy(code[:, : self._k]) for _, code, *_ in self._chunks(X)]
@@ -752,7 +753,7 @@ class DCMF(MultiModalTransformer):
                 for i, n in enumerate(names)]
 
     def score(self, X, y=None):
-        """Minus the model's loss on the views of ``X`` (standardized scale, per entry).
+        """Return minus the model's loss on the views of ``X`` (standardized, per entry).
 
         The samples are encoded; the loss is the reconstruction error of their
         autoencoder plus each view's factorization error against the fitted codes of its
@@ -768,6 +769,7 @@ class DCMF(MultiModalTransformer):
         Returns
         -------
         score : float
+            Minus the weighted loss per entry (higher is better).
         """
         ae, rel = [0.0, 0], {}
         for parts, code, blocks, net, device in self._chunks(X):

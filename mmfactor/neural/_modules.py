@@ -106,6 +106,15 @@ class DenseAutoencoder(nn.Module):
     Attributes
     ----------
     encoder, decoder : torch.nn.Sequential
+
+    Examples
+    --------
+    >>> import torch
+    >>> from mmfactor.neural import DenseAutoencoder
+    >>> ae = DenseAutoencoder(8, (6,), 2)
+    >>> code, recon = ae(torch.zeros(5, 8))
+    >>> tuple(code.shape), tuple(recon.shape)
+    ((5, 2), (5, 8))
     """
 
     def __init__(self, n_features, hidden_layer_sizes, n_components, *, activation="relu",
@@ -118,13 +127,50 @@ class DenseAutoencoder(nn.Module):
         self.decoder = mlp([n_components, *hidden[::-1], n_features], activation, None)
 
     def encode(self, x):
+        """Encode a batch.
+
+        Parameters
+        ----------
+        x : torch.Tensor of shape (n, n_features)
+            The batch.
+
+        Returns
+        -------
+        code : torch.Tensor of shape (n, n_components)
+            The result.
+        """
         return self.encoder(x)
 
     def decode(self, code):
+        """Decode a batch of codes.
+
+        Parameters
+        ----------
+        code : torch.Tensor of shape (n, n_components)
+            The batch.
+
+        Returns
+        -------
+        reconstruction : torch.Tensor of shape (n, n_features)
+            The result.
+        """
         return self.decoder(code)
 
     def forward(self, x):
-        """Return ``(code, reconstruction)``."""
+        """Encode and decode a batch.
+
+        Parameters
+        ----------
+        x : torch.Tensor of shape (n, n_features)
+            The batch.
+
+        Returns
+        -------
+        code : torch.Tensor of shape (n, n_components)
+            The codes.
+        reconstruction : torch.Tensor of shape (n, n_features)
+            The decoded codes.
+        """
         code = self.encode(x)
         return code, self.decode(code)
 
@@ -186,6 +232,15 @@ class ConvAutoencoder(nn.Module):
         reads another representation (MMEDA-I decodes the fused one) sets it.
     name : str, default="input"
         Used in error messages.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from mmfactor.neural import ConvAutoencoder
+    >>> ae = ConvAutoencoder((1, 16, 15), (4, 8), (16,), 3)
+    >>> code, recon = ae(torch.zeros(2, 1, 16, 15))
+    >>> tuple(code.shape), tuple(recon.shape)
+    ((2, 3), (2, 1, 16, 15))
     """
 
     def __init__(self, input_shape, conv_channels, hidden_layer_sizes, n_components, *,
@@ -233,17 +288,54 @@ class ConvAutoencoder(nn.Module):
         self.upsample = nn.Sequential(*up)
 
     def encode(self, x):
+        """Encode a batch.
+
+        Parameters
+        ----------
+        x : torch.Tensor of shape (n, C, *spatial)
+            The batch.
+
+        Returns
+        -------
+        code : torch.Tensor of shape (n, n_components)
+            The result.
+        """
         h = self.features(x).flatten(1)
         if self.encoder_head is not None:
             h = self.encoder_head(h)
         return self.code(h)
 
     def decode(self, code):
+        """Decode a batch of codes.
+
+        Parameters
+        ----------
+        code : torch.Tensor of shape (n, code_input)
+            The batch.
+
+        Returns
+        -------
+        reconstruction : torch.Tensor of shape (n, C, *spatial)
+            The result.
+        """
         h = self.decoder_head(code)
         return self.upsample(h.view(code.shape[0], *self._flat_shape))
 
     def forward(self, x):
-        """Return ``(code, reconstruction)``."""
+        """Encode and decode a batch.
+
+        Parameters
+        ----------
+        x : torch.Tensor of shape (n, C, *spatial)
+            The batch.
+
+        Returns
+        -------
+        code : torch.Tensor of shape (n, n_components)
+            The codes.
+        reconstruction : torch.Tensor of shape (n, C, *spatial)
+            The decoded codes, the shape of the input.
+        """
         code = self.encode(x)
         return code, self.decode(code)
 
