@@ -193,7 +193,7 @@ class Word2VecMean(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
 
         Returns
         -------
-        vectors : ndarray of shape (n_texts, vector_size_), float32
+        vectors : ndarray of shape (n_texts, ``vector_size_``), float32
             Zeros for a text without any known word.
         """
         check_is_fitted(self)
