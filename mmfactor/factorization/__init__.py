@@ -1,9 +1,8 @@
 """Factorization models: collective matrix factorization and its relatives."""
 
 from ._cmf import CMF
-from ._dfmf import DFMF
 from ._cp import SparseTensor
+from ._dfmf import DFMF
 from ._hyperlearn import HyperLearn
 
-__all__ = ["CMF", "DFMF"]
-__all__ += ["HyperLearn", "SparseTensor"]
+__all__ = ["CMF", "DFMF", "HyperLearn", "SparseTensor"]
