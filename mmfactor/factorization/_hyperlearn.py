@@ -693,7 +693,9 @@ class HyperLearn(MultiModalTransformer):
         Returns
         -------
         embedding : ndarray of shape (n_samples, n_components)
-            ``factors_[0]``.
+            What :meth:`transform` gives the training rows (their fold-in against the
+            fitted factors of the other modes); ``factors_[0]`` keeps the mode-0 factor
+            learned jointly with the graphs.
         """
         self._validate_params()
         mm, idx, vals, shape, kind, graphs, K = self._prepare(X)
@@ -810,7 +812,11 @@ class HyperLearn(MultiModalTransformer):
         self._n_views = len(mm.views)
         self._n_features_out = R
         del self._states, self._factors  # the data and optimizers are not kept
-        return self.factors_[0].copy()
+        # The embedding returned is the one transform gives these rows (a fold-in against
+        # the fitted factors of the other modes), not factors_[0] as learned jointly with
+        # the graphs: a Pipeline then trains its downstream model on the same map it
+        # applies to new rows.
+        return self.transform(X)
 
     def _objective(self, states, factors, losses):
         """eq. (10) + penalty with the factors after a sweep, and each mode's loss_t."""
