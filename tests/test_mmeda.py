@@ -306,6 +306,32 @@ def test_pca_rotation_turns_z_and_keeps_every_reconstruction():
     assert plain.score(X) == pytest.approx(turned.score(X), rel=1e-5)
 
 
+@pytest.mark.parametrize("rotation", ["varimax", "ica"])
+def test_varimax_and_ica_rotations_map_z_and_keep_every_reconstruction(rotation):
+    X = _data()
+    plain = MMEDA(random_state=0, rotation=None, **TINY).fit(X)
+    turned = MMEDA(random_state=0, rotation=rotation, **TINY).fit(X)
+    W = turned.rotation_
+    assert W.shape == (4, 4) and np.isfinite(W).all()
+    Z0, Z1 = plain.transform(X), turned.transform(X)
+    np.testing.assert_allclose(Z1, Z0 @ W, rtol=1e-4, atol=1e-4)
+    if rotation == "varimax":  # orthogonal
+        np.testing.assert_allclose(W.T @ W, np.eye(4), atol=1e-10)
+    else:  # whitened: unit-variance, uncorrelated coordinates on the training rows
+        np.testing.assert_allclose(np.cov(Z1.T.astype(np.float64)), np.eye(4), atol=1e-3)
+    for a, b in zip(plain.reconstruct(X), turned.reconstruct(X), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+    for a, b in zip(plain.inverse_transform(Z0), turned.inverse_transform(Z1), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+    assert plain.score(X) == pytest.approx(turned.score(X), rel=1e-5)
+    # deterministic, and the pickled model decodes the same
+    again = MMEDA(random_state=0, rotation=rotation, **TINY).fit(X)
+    np.testing.assert_array_equal(again.rotation_, W)
+    back = pickle.loads(pickle.dumps(turned))
+    for a, b in zip(back.inverse_transform(Z1), turned.inverse_transform(Z1), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+
+
 @parametrize_with_checks(
     [MMEDA(n_components=2, hidden_layer_sizes=(8,), view_components=4,
            fusion_layer_sizes=(8,), max_iter=3, tol=0, random_state=0)]
