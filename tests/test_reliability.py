@@ -765,12 +765,6 @@ def test_goodreads_checks_the_sha256_of_its_files(tmp_path):
         mds.fetch_goodreads_books(home, n_samples=2, progress=False)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    f"{GOODREADS_GAP} fetch_goodreads_books/_cover: the cover path is built as "
-    "home / 'covers' / f'{book_id}{ext}' from the (unverified) data file, so a book_id "
-    "such as '../../../escape' writes the cover outside the cache (and image_url may be "
-    "any URL, file:// included); expected a ValueError naming the book id and 'outside "
-    "the cache', as safe_extract raises for archives"))
 def test_goodreads_refuses_cover_paths_that_escape_the_cache(tmp_path):
     home = _goodreads_source(tmp_path, ["1", "../../../escape"])
     try:
@@ -781,11 +775,6 @@ def test_goodreads_refuses_cover_paths_that_escape_the_cache(tmp_path):
     assert not escaped, f"written outside the cache: {escaped}"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    f"{GOODREADS_GAP} _cover: the temporary '.part-*' file of a cover download is removed "
-    "on OSError only; a KeyboardInterrupt (or http.client.IncompleteRead, not an "
-    "OSError) leaves it in covers/; expected 'except BaseException: remove tmp; raise' as "
-    "in datasets/_base.py _download"))
 def test_goodreads_interrupted_cover_download_leaves_nothing(tmp_path, monkeypatch):
     home = _goodreads_source(tmp_path, ["1", "2"])
 

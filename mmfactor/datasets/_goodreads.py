@@ -105,10 +105,12 @@ def _cover(url, path, image_size, download_if_missing):
             with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=30) as r:
                 out.write(r.read())
             os.replace(tmp, path)
-        except OSError:
+        except BaseException as exc:  # no half-written cover survives, whatever stopped it
             if os.path.exists(tmp):
                 os.remove(tmp)
-            return None
+            if isinstance(exc, OSError):
+                return None  # an unreachable cover: the book is skipped
+            raise
     try:
         with Image.open(path) as im:
             im = im.convert("RGB").resize((image_size[1], image_size[0]), Image.BILINEAR)
@@ -213,8 +215,12 @@ def fetch_goodreads_books(data_home=None, *, n_samples=5000, random_state=0,
     for i in order:
         b = cands[i]
         ext = os.path.splitext(b["image_url"].split("?")[0])[1] or ".jpg"
-        img = _cover(b["image_url"], home / "covers" / f"{b['book_id']}{ext}",
-                     image_size, download_if_missing)
+        covers = (home / "covers").resolve()
+        path = (covers / f"{b['book_id']}{ext}").resolve()
+        if path.parent != covers:
+            raise ValueError(f"Book id {b['book_id']!r} would put its cover at {path}, "
+                             f"outside the cache {covers}; refusing it.")
+        img = _cover(b["image_url"], path, image_size, download_if_missing)
         if img is None:
             continue
         picked.append(b)
