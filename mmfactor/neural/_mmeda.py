@@ -677,6 +677,7 @@ class MMEDA(MultiModalTransformer):
         Returns
         -------
         Z : ndarray of shape (n_samples, n_components), float32
+            The fused representation, in the fitted rotation.
         """
         check_is_fitted(self)
         self.module_.eval()
@@ -765,7 +766,7 @@ class MMEDA(MultiModalTransformer):
         return [np.concatenate(parts, 0) for parts in out]
 
     def score(self, X, y=None):
-        """Minus the mean squared reconstruction error of the (standardised) views.
+        """Return minus the mean squared reconstruction error of the standardised views.
 
         Parameters
         ----------
