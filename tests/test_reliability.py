@@ -362,19 +362,6 @@ BAD_INPUTS = [
 # reason. Each one is a strict xfail: fixing the validation turns it into a failure
 # that says "remove me from KNOWN_GAPS".
 KNOWN_GAPS = {
-    ("hidden-layer-zero", "MMEDA"): (
-        "mmfactor/neural/_mmeda.py MMEDA._fit: devices_, n_features_in_, view_names_, "
-        "view_kinds_, view_means_, view_scales_ are set before hidden_layer_sizes is "
-        "checked (when the networks are built), so the clear ValueError leaves a "
-        "half-fitted estimator (check_is_fitted passes, transform fails with an "
-        "AttributeError); expected: validate every parameter before setting any attribute"
-    ),
-    ("early-stopping-too-few-rows", "MMEDA"): (
-        "mmfactor/neural/_mmeda.py MMEDA._fit: devices_, n_features_in_, view_names_, "
-        "view_kinds_ are set before the early_stopping/validation_fraction check raises, "
-        "so the clear ValueError leaves a half-fitted estimator; expected: the check "
-        "before any attribute is set"
-    ),
 }
 
 
@@ -877,9 +864,6 @@ _PREP = (
     "attributes after training (keep resolved devices in a local until then)"
 )
 PREP_GAPS = {
-    "MMEDA": _PREP.format(file="mmfactor/neural/_mmeda.py", cls="MMEDA", where="_fit",
-                          attrs="devices_, n_features_in_, view_names_, view_kinds_, "
-                                "view_means_, view_scales_"),
 }
 
 

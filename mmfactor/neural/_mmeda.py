@@ -16,8 +16,14 @@ from .._base import MultiModalTransformer
 from .._device import as_numpy, resolve_devices, torch_generator
 from .._multimodal import check_views
 from .._training import fit_loop
-from ._modules import ACTIVATIONS, ConvAutoencoder, DenseAutoencoder, build_module, mlp
-from ._modules import conv_stack_shapes
+from ._modules import (
+    ACTIVATIONS,
+    ConvAutoencoder,
+    DenseAutoencoder,
+    build_module,
+    conv_stack_shapes,
+    mlp,
+)
 
 __all__ = ["MMEDA"]
 
@@ -498,6 +504,20 @@ class MMEDA(MultiModalTransformer):
         return self.transform(X)
 
     def _fit(self, X):
+        warm = self.warm_start and hasattr(self, "module_")
+        before = set(vars(self))
+        try:
+            return self._fit_impl(X)
+        except BaseException:
+            # never half-fitted: a fresh fit that fails (a late validation error, Ctrl-C
+            # while the networks are built) leaves the estimator unfitted
+            if not warm:
+                for key in list(vars(self)):
+                    if key not in before or (key.endswith("_") and not key.startswith("__")):
+                        delattr(self, key)
+            raise
+
+    def _fit_impl(self, X):
         self._validate_params()
         warm = self.warm_start and hasattr(self, "module_")
         mm, views, kinds = self._check_input(X, fitted=warm)
