@@ -1,6 +1,6 @@
 """
 Predicting a continuous target from an embedding: users' age on MovieLens-100K
-=============================================================================
+==============================================================================
 
 The MMEDA paper evaluates each embedding with a downstream scikit-learn
 :class:`~sklearn.linear_model.LinearRegression` (mean squared error of a target that is

@@ -292,7 +292,7 @@ class ConvAutoencoder(nn.Module):
 
         Parameters
         ----------
-        x : torch.Tensor of shape (n, C, *spatial)
+        x : torch.Tensor of shape (n, C, ...)
             The batch.
 
         Returns
@@ -315,7 +315,7 @@ class ConvAutoencoder(nn.Module):
 
         Returns
         -------
-        reconstruction : torch.Tensor of shape (n, C, *spatial)
+        reconstruction : torch.Tensor of shape (n, C, ...)
             The result.
         """
         h = self.decoder_head(code)
@@ -326,14 +326,14 @@ class ConvAutoencoder(nn.Module):
 
         Parameters
         ----------
-        x : torch.Tensor of shape (n, C, *spatial)
+        x : torch.Tensor of shape (n, C, ...)
             The batch.
 
         Returns
         -------
         code : torch.Tensor of shape (n, n_components)
             The codes.
-        reconstruction : torch.Tensor of shape (n, C, *spatial)
+        reconstruction : torch.Tensor of shape (n, C, ...)
             The decoded codes, the shape of the input.
         """
         code = self.encode(x)
