@@ -416,15 +416,7 @@ def test_cuda_fit_matches_cpu_and_unpickles(data):
     np.testing.assert_allclose(Z, cpu.transform(X[:5]), rtol=1e-5, atol=1e-8)
 
 
-_NOT_CONVERGED = (
-    "fit_transform returns the factor fitted jointly with every other factor; transform "
-    "folds the rows in with the rest frozen, so the two agree only at convergence (the "
-    "multiplicative rule is far from it after the check's few sweeps)"
-)
-EXPECTED_FAILED = {
-    "check_transformer_general": _NOT_CONVERGED,
-    "check_transformer_data_not_an_array": _NOT_CONVERGED,
-}
+EXPECTED_FAILED = {}  # every scikit-learn check passes
 
 
 @parametrize_with_checks([DFMF(n_components=2, max_iter=5, tol=0, random_state=0)],

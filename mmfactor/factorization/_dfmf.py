@@ -490,7 +490,8 @@ class DFMF(MultiModalTransformer):
         Returns
         -------
         embedding : ndarray of shape (n_samples, n_components_[sample_entity])
-            The sample entity's non-negative factor.
+            What :meth:`transform` gives the training rows (their non-negative fold-in);
+            ``factors_`` keeps the factor fitted jointly with the others.
         """
         self._validate_params()
         mm, views, data, specs, sample, entities, ranks, thetas = self._prepare(X)
@@ -544,7 +545,10 @@ class DFMF(MultiModalTransformer):
             if isinstance(s, str) and s in mm.names
         }
         self._n_features_out = ranks[sample]
-        return self.factors_[sample].copy()
+        # what transform gives these rows (a fold-in with everything else frozen), so a
+        # Pipeline trains its downstream model on the map it applies to new rows;
+        # factors_ keeps the factor fitted jointly with the others
+        return self.transform(X)
 
     @staticmethod
     def _theta_parts(theta, device, dtype):
