@@ -16,6 +16,24 @@ class MultiModalTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, B
     Subclasses set ``_n_features_out`` (the embedding width) in ``fit``.
     """
 
+    def fit(self, X, y=None):
+        """Fit the model to the views of ``X``.
+
+        Parameters
+        ----------
+        X : MultiModal, list of array-like or array-like
+            The views (rows = samples), plus shared matrices or graphs the model uses.
+        y : Ignored
+            Not used, present for API consistency.
+
+        Returns
+        -------
+        self : object
+            The fitted estimator.
+        """
+        self.fit_transform(X)
+        return self
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = True

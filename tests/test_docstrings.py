@@ -103,7 +103,12 @@ def _public_objects():
             out.append((public, obj, path, kind))
             if not inspect.isclass(obj):
                 continue
-            for attr, value in vars(obj).items():
+            # the class's own members and those it inherits from mmfactor's base classes
+            members = {}
+            for klass in reversed(obj.__mro__):
+                if _own(klass):
+                    members.update({a: (v, klass) for a, v in vars(klass).items()})
+            for attr, (value, owner) in members.items():
                 if attr.startswith("_"):
                     continue
                 if isinstance(value, property):
@@ -116,7 +121,8 @@ def _public_objects():
                     continue
                 if not _own(target):
                     continue
-                out.append((f"{public}.{attr}", value, f"{path}.{attr}", member_kind))
+                owner_path = f"{owner.__module__}.{owner.__qualname__}"
+                out.append((f"{public}.{attr}", value, f"{owner_path}.{attr}", member_kind))
     return out
 
 

@@ -376,24 +376,6 @@ class CMF(MultiModalTransformer):
 
     # ---- fitting -------------------------------------------------------------------
 
-    def fit(self, X, y=None):
-        """Fit the factorization.
-
-        Parameters
-        ----------
-        X : MultiModal, list of array-like or array-like
-            The views (rows = samples), plus shared matrices named in ``relations``.
-        y : Ignored
-            Not used, present for API consistency.
-
-        Returns
-        -------
-        self : CMF
-            The fitted estimator.
-        """
-        self.fit_transform(X)
-        return self
-
     def fit_transform(self, X, y=None):
         """Fit the factorization and return the samples' factor.
 

@@ -458,25 +458,6 @@ class DFMF(MultiModalTransformer):
 
     # ---- fitting -------------------------------------------------------------------
 
-    def fit(self, X, y=None):
-        """Fit the factorization.
-
-        Parameters
-        ----------
-        X : MultiModal, list of array-like or array-like
-            The views (rows = samples), plus shared matrices named in ``relations`` or
-            ``constraints``.
-        y : Ignored
-            Not used, present for API consistency.
-
-        Returns
-        -------
-        self : DFMF
-            The fitted estimator.
-        """
-        self.fit_transform(X)
-        return self
-
     def fit_transform(self, X, y=None):
         """Fit the factorization and return the samples' factor.
 

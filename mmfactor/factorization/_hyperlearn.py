@@ -660,26 +660,6 @@ class HyperLearn(MultiModalTransformer):
 
     # ---- fitting -------------------------------------------------------------------
 
-    def fit(self, X, y=None):
-        """Fit the factorization.
-
-        Parameters
-        ----------
-        X : ndarray, torch.Tensor, SciPy sparse matrix, SparseTensor or MultiModal
-            The K-order tensor (rows = mode-0 items = samples); a ``MultiModal`` holds it
-            as its first view, optional mode-0 feature views after it and
-            ``shared={"graphs": [...], "features": [...]}``.
-        y : Ignored
-            Not used, present for API consistency.
-
-        Returns
-        -------
-        self : HyperLearn
-            The fitted estimator.
-        """
-        self.fit_transform(X)
-        return self
-
     def fit_transform(self, X, y=None):
         """Fit the factorization and return the factor of mode 0 (the samples).
 

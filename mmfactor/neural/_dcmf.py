@@ -492,24 +492,6 @@ class DCMF(MultiModalTransformer):
 
     # ---- fitting -------------------------------------------------------------------
 
-    def fit(self, X, y=None):
-        """Fit the autoencoders and factorizations.
-
-        Parameters
-        ----------
-        X : MultiModal, list of array-like or array-like
-            The views (rows = samples), plus shared matrices named in ``relations``.
-        y : Ignored
-            Not used, present for API consistency.
-
-        Returns
-        -------
-        self : DCMF
-            The fitted estimator.
-        """
-        self.fit_transform(X)
-        return self
-
     def fit_transform(self, X, y=None):
         """Fit the model and return the samples' representation.
 
