@@ -6,8 +6,13 @@ import numpy as np
 import pytest
 
 from mmfactor import MultiModal
-from mmfactor.datasets import fetch_movielens_100k, get_data_home, load_mfeat, make_collective
-from mmfactor.datasets import _base
+from mmfactor.datasets import (
+    _base,
+    fetch_movielens_100k,
+    get_data_home,
+    load_mfeat,
+    make_collective,
+)
 from mmfactor.datasets._base import RemoteFile, fetch_file, safe_extract  # noqa: I001
 
 
@@ -59,25 +64,28 @@ def test_data_home_env(monkeypatch, tmp_path):
     assert get_data_home(tmp_path / "x") == tmp_path / "x"
 
 
-def _serve(monkeypatch, payload):
+class _Resp:
+    """An HTTP response serving ``payload`` and announcing ``length`` bytes."""
+
+    def __init__(self, payload, length=None):
+        self.data = payload
+        self.headers = {"Content-Length": str(len(payload) if length is None else length)}
+
+    def read(self, n):
+        out, self.data = self.data[:n], self.data[n:]
+        return out
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
+
+
+def _serve(monkeypatch, payload, length=None):
     """Make downloads return ``payload`` (no network in tests)."""
-
-    class Resp:
-        def __init__(self):
-            self.data = payload
-            self.headers = {"Content-Length": str(len(payload))}
-
-        def read(self, n):
-            out, self.data = self.data[:n], self.data[n:]
-            return out
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *a):
-            return False
-
-    monkeypatch.setattr(_base.urllib.request, "urlopen", lambda url, timeout: Resp())
+    monkeypatch.setattr(_base.urllib.request, "urlopen",
+                        lambda url, timeout: _Resp(payload, length))
 
 
 def test_fetch_file_checks_sha256_and_leaves_no_partial_file(monkeypatch, tmp_path):
@@ -104,9 +112,84 @@ def test_interrupted_download_leaves_nothing(monkeypatch, tmp_path):
         raise ConnectionResetError("network went away")
 
     monkeypatch.setattr(_base.urllib.request, "urlopen", broken)
-    with pytest.raises(ConnectionResetError):
+    with pytest.raises(OSError, match="network went away") as err:
         fetch_file(RemoteFile("d/f.bin", "u", "0" * 64), tmp_path, progress=False)
+    assert isinstance(err.value.__cause__, ConnectionResetError)
     assert list((tmp_path / "d").iterdir()) == []
+
+
+def test_short_download_is_refused_and_leaves_nothing(monkeypatch, tmp_path):
+    payload = b"0123456789"
+    _serve(monkeypatch, payload, length=len(payload) + 5)  # the connection closed early
+    with pytest.raises(OSError, match="Incomplete download of u: 10 of 15 bytes"):
+        fetch_file(RemoteFile("d/f.bin", "u", None), tmp_path, progress=False)
+    assert list((tmp_path / "d").iterdir()) == []
+
+
+def test_without_published_checksum_the_first_download_is_recorded_and_checked(
+        monkeypatch, tmp_path):
+    payload = b"data with no published checksum"
+    remote = RemoteFile("d/f.bin", "https://example.invalid/f", None)
+    _serve(monkeypatch, payload)
+    path = fetch_file(remote, tmp_path, progress=False)
+    digest = hashlib.sha256(payload).hexdigest()
+    assert path.read_bytes() == payload
+    assert (tmp_path / "d" / "f.bin.sha256").read_text() == f"{digest}  f.bin\n"
+    _serve(monkeypatch, b"a changed origin")  # the record, not the origin, is the reference
+    assert fetch_file(remote, tmp_path, progress=False).read_bytes() == payload
+    for edited in (payload[:-3], payload[:-1] + b"X"):  # truncated, then corrupted
+        path.write_bytes(edited)
+        with pytest.raises(ValueError, match="does not match the SHA-256 recorded when it "
+                                             "entered the cache"):
+            fetch_file(remote, tmp_path, progress=False)
+        assert path.read_bytes() == edited  # refused, and not silently replaced
+
+
+def test_a_file_put_in_the_cache_by_hand_is_recorded_on_first_use(tmp_path):
+    path = tmp_path / "d" / "f.bin"
+    path.parent.mkdir()
+    path.write_bytes(b"copied by hand")
+    remote = RemoteFile("d/f.bin", "https://example.invalid/f", None)
+    assert fetch_file(remote, tmp_path, download_if_missing=False) == path
+    path.write_bytes(b"copied by hanD")
+    with pytest.raises(ValueError, match="SHA-256 recorded"):
+        fetch_file(remote, tmp_path, download_if_missing=False)
+
+
+def test_truncated_gzip_without_published_checksum_is_refused(monkeypatch, tmp_path):
+    import gzip
+
+    whole = gzip.compress(b"line\n" * 10_000)
+    _serve(monkeypatch, whole[: len(whole) // 2])  # the server itself sent half a file
+    with pytest.raises(ValueError, match="not a complete gzip stream"):
+        fetch_file(RemoteFile("d/f.json.gz", "u", None), tmp_path, progress=False)
+    assert list((tmp_path / "d").iterdir()) == []
+    _serve(monkeypatch, whole)
+    path = fetch_file(RemoteFile("d/f.json.gz", "u", None), tmp_path, progress=False)
+    assert gzip.decompress(path.read_bytes()) == b"line\n" * 10_000
+
+
+def test_mirrors_are_tried_in_order(monkeypatch, tmp_path):
+    payload = b"from the mirror"
+    tried = []
+
+    def urlopen(url, timeout):
+        tried.append(url)
+        if url != "https://mirror.invalid/f":
+            raise ConnectionRefusedError(f"{url} is down")
+        return _Resp(payload)
+
+    monkeypatch.setattr(_base.urllib.request, "urlopen", urlopen)
+    remote = RemoteFile("d/f.bin", "https://origin.invalid/f", hashlib.sha256(payload).hexdigest(),
+                        mirrors=("https://old.invalid/f", "https://mirror.invalid/f"))
+    assert fetch_file(remote, tmp_path, progress=False).read_bytes() == payload
+    assert tried == ["https://origin.invalid/f", "https://old.invalid/f",
+                     "https://mirror.invalid/f"]
+    monkeypatch.setattr(_base.urllib.request, "urlopen",
+                        lambda url, timeout: (_ for _ in ()).throw(TimeoutError(url)))
+    with pytest.raises(OSError, match="any of its origins:\n  https://origin.invalid/g"):
+        fetch_file(RemoteFile("d/g.bin", "https://origin.invalid/g", None,
+                              mirrors=("https://old.invalid/g",)), tmp_path, progress=False)
 
 
 def test_archive_extraction_refuses_escaping_paths(tmp_path):

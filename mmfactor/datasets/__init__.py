@@ -3,9 +3,9 @@
 from ._base import clear_data_home, get_data_home
 from ._dicty import fetch_dicty
 from ._goodreads import fetch_goodreads_books
+from ._hypergraph import make_hypergraph
 from ._mfeat import load_mfeat
 from ._movielens import fetch_movielens_100k
-from ._hypergraph import make_hypergraph
 from ._samples_generator import make_collective
 
 __all__ = [

@@ -3,19 +3,27 @@
 A loader names its files as :class:`RemoteFile` records (where the file lies in the cache,
 where it comes from, its SHA-256). :func:`fetch_file` returns the cached copy when it is
 there and intact, and otherwise downloads it to a temporary file in the same folder,
-checks the hash and renames it into place, so no half-written file ever survives a
-failure. Archives are extracted member by member, refusing any member whose path would
-escape the cache.
+checks its length and its hash and only then renames it into place, so no half-written
+or corrupted file ever survives a failure. Archives are extracted member by member,
+refusing any member whose path would escape the cache.
+
+A file whose origin publishes no checksum (``sha256=None``) is trusted on first use: its
+SHA-256 is recorded beside it (``<file>.sha256``) when it enters the cache, and every
+later use checks the cached file against that record, so a cached file that was
+truncated, corrupted or edited afterwards is refused.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import gzip
 import hashlib
 import os
 import shutil
 import tempfile
 import urllib.request
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,14 +70,18 @@ def clear_data_home(data_home=None):
 class RemoteFile:
     """A file of a data set: its path in the cache, its origin and its SHA-256.
 
-    ``archive``/``member``: the file is ``member`` of the zip archive at ``url``.
+    ``sha256=None``: the origin publishes no checksum; the file is trusted on first use
+    (see the module docstring). ``mirrors``: further URLs of the same file, tried in
+    order when ``url`` cannot be reached. ``archive``/``member``: the file is ``member``
+    of the zip archive at ``url``.
     """
 
     path: str
     url: str
-    sha256: str
+    sha256: str | None
     archive: bool = False
     member: str | None = None
+    mirrors: tuple = ()
 
 
 def sha256sum(path, chunk=1 << 20):
@@ -80,8 +92,12 @@ def sha256sum(path, chunk=1 << 20):
     return h.hexdigest()
 
 
-def _download(url, dest, *, progress=True):
-    """Download ``url`` to ``dest`` atomically (temporary file + rename)."""
+def _download(url, dest, *, progress=True, check=None):
+    """Download ``url`` to ``dest`` atomically (temporary file + rename).
+
+    ``check(tmp_path)``, if given, runs on the complete temporary file before the rename
+    and raises to refuse it (the temporary file is then removed).
+    """
     from tqdm.auto import tqdm
 
     dest = Path(dest)
@@ -92,9 +108,15 @@ def _download(url, dest, *, progress=True):
             total = int(resp.headers.get("Content-Length") or 0) or None
             with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name,
                       disable=not progress, leave=False) as bar:
+                got = 0
                 while block := resp.read(1 << 16):
                     out.write(block)
+                    got += len(block)
                     bar.update(len(block))
+        if total is not None and got != total:
+            raise OSError(f"Incomplete download of {url}: {got} of {total} bytes.")
+        if check is not None:
+            check(tmp)
         os.replace(tmp, dest)
     except BaseException:
         if os.path.exists(tmp):
@@ -129,37 +151,114 @@ def safe_extract(archive, member, dest_root, dest_path):
             raise
 
 
+def _record_path(path):
+    return path.with_name(path.name + ".sha256")
+
+
+def _recorded_sha256(path):
+    """The SHA-256 recorded when ``path`` entered the cache (trust on first use), or None."""
+    record = _record_path(path)
+    if not record.exists():
+        return None
+    return record.read_text(encoding="utf-8").split()[0]
+
+
+def _write_record(path, digest):
+    """Record ``digest`` beside ``path`` atomically, in ``sha256sum`` format."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".part-")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(f"{digest}  {path.name}\n")
+    os.replace(tmp, _record_path(path))
+
+
+def _check_gzip(path):
+    """Refuse a gzip file that does not decompress to its end (its CRC-32 and length)."""
+    try:
+        with gzip.open(path, "rb") as f:
+            while f.read(1 << 24):
+                pass
+    except (OSError, EOFError, zlib.error) as exc:
+        raise ValueError(f"Downloaded file {path} is not a complete gzip stream: {exc}") from exc
+
+
+def _download_any(remote, path, progress):
+    """Download ``remote`` to ``path`` from its URL, then each mirror, until one works.
+
+    A file with a published SHA-256 is checked before it is renamed into place; a
+    gzip file without one is decompressed to its end first, so that the hash recorded
+    on first use is the hash of a complete file.
+    """
+    def check(tmp):
+        if remote.sha256 is not None:
+            digest = sha256sum(tmp)
+            if digest != remote.sha256:
+                raise ValueError(f"Checksum mismatch for {url}: expected SHA-256 "
+                                 f"{remote.sha256}, got {digest}. The file was removed.")
+        elif path.name.endswith(".gz"):
+            _check_gzip(tmp)
+
+    errors, last = [], None
+    for url in (remote.url, *remote.mirrors):
+        try:
+            return _download(url, path, progress=progress, check=check)
+        except OSError as exc:  # unreachable (URLError is an OSError): try the next one
+            errors.append(f"{url}: {exc}")
+            last = exc
+    raise OSError(f"Could not download {path.name} from any of its origins:\n  "
+                  + "\n  ".join(errors)) from last
+
+
 def fetch_file(remote, data_home=None, *, download_if_missing=True, progress=True):
     """The local path of ``remote``, downloading and verifying it when needed.
+
+    A cached file is checked against the published SHA-256, or, for a file whose origin
+    publishes none, against the SHA-256 recorded when it entered the cache (a file found
+    in the cache without a record, put there by hand, is recorded on this first use).
 
     Raises
     ------
     OSError
-        When the file is not cached and ``download_if_missing`` is False.
+        When the file is not cached and ``download_if_missing`` is False, or when no
+        origin can be reached.
     ValueError
-        When the downloaded (or extracted) file does not have the expected SHA-256.
+        When the downloaded (or extracted) file does not have the expected SHA-256, or a
+        cached file no longer matches it.
     """
     home = get_data_home(data_home)
     path = home / remote.path
     if path.exists():
-        if sha256sum(path) == remote.sha256:
+        expected = remote.sha256 or _recorded_sha256(path)
+        digest = sha256sum(path)
+        if expected is None:  # found without a record: trust on first use
+            _write_record(path, digest)
             return path
-        if not download_if_missing:
-            raise ValueError(f"Cached file {path} does not match its SHA-256 checksum; delete "
-                             "it to download it again.")
+        if digest == expected:
+            return path
+        if remote.sha256 is None or not download_if_missing:
+            if remote.sha256:
+                what, fix = "its SHA-256 checksum", "delete it"
+            else:
+                what = f"the SHA-256 recorded when it entered the cache ({path.name}.sha256)"
+                fix = "delete it and its record"
+            raise ValueError(f"Cached file {path} does not match {what}: expected "
+                             f"{expected}, got {digest}. It was truncated, corrupted or "
+                             f"edited; {fix} to download it again.")
     elif not download_if_missing:
         raise OSError(f"Data file {path} is not in the cache and download_if_missing=False.")
     path.parent.mkdir(parents=True, exist_ok=True)
     if remote.archive:
         archive = home / (Path(remote.path).parent.name + ".zip")
         if not archive.exists():
-            _download(remote.url, archive, progress=progress)
+            _download_any(dataclasses.replace(remote, sha256=None), archive, progress)
         safe_extract(archive, remote.member, home, path)
+        digest = sha256sum(path)
+        if digest != remote.sha256:
+            os.remove(path)
+            raise ValueError(f"Checksum mismatch for {remote.member} of {remote.url}: "
+                             f"expected SHA-256 {remote.sha256}, got {digest}. The file "
+                             "was removed.")
     else:
-        _download(remote.url, path, progress=progress)
-    digest = sha256sum(path)
-    if digest != remote.sha256:
-        os.remove(path)
-        raise ValueError(f"Checksum mismatch for {remote.url}: expected SHA-256 "
-                         f"{remote.sha256}, got {digest}. The file was removed.")
+        _download_any(remote, path, progress)
+    if remote.sha256 is None:
+        _write_record(path, sha256sum(path))
     return path

@@ -6,40 +6,37 @@ import gzip
 import json
 import os
 import tempfile
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 from sklearn.utils import Bunch, check_random_state
 
 from .._multimodal import MultiModal
-from ._base import _download, get_data_home
+from ._base import RemoteFile, fetch_file, get_data_home
 
 __all__ = ["fetch_goodreads_books"]
 
-_UCSD = "https://datarepo.eng.ucsd.edu/mcauley_group/gdrive/goodreads/"
-BOOKS_URL = _UCSD + "goodreads_books.json.gz"
-GENRES_URL = _UCSD + "goodreads_book_genres_initial.json.gz"
 SUBDIR = "goodreads"
+#: Where the UCSD book graph is served: the lab's current address, then the older one.
+_ORIGINS = ("https://mcauleylab.ucsd.edu/public_datasets/gdrive/goodreads/",
+            "https://datarepo.eng.ucsd.edu/mcauley_group/gdrive/goodreads/")
+
+
+def _ucsd(name):
+    """The UCSD file ``name``. Its origin publishes no SHA-256, so ``sha256=None``: the
+    hash is recorded when the file enters the cache and checked on every later use (see
+    :mod:`mmfactor.datasets._base`); a known hash would go here."""
+    return RemoteFile(f"{SUBDIR}/{name}", _ORIGINS[0] + name, None,
+                      mirrors=tuple(o + name for o in _ORIGINS[1:]))
+
+
+FILES = {"books": _ucsd("goodreads_books.json.gz"),
+         "genres": _ucsd("goodreads_book_genres_initial.json.gz")}
 
 #: Section 4.1 of the paper: these genres are fiction, every other genre non-fiction. The
 #: UCSD genre file groups "fantasy, paranormal" into one category.
 FICTION_GENRES = frozenset({"fiction", "romance", "fantasy, paranormal", "young-adult"})
 ENGLISH = ("eng", "en-US", "en-GB", "en-CA", "en")
-
-
-def _fetch_unverified(url, dest, *, download_if_missing, progress):
-    """The cached copy of ``url`` at ``dest`` or an atomic download of it.
-
-    The UCSD files publish no checksum and could not be hashed when this loader was
-    written (offline), so unlike :func:`~mmfactor.datasets._base.fetch_file` the content
-    is not checked against a SHA-256; the download is still atomic.
-    """
-    if dest.exists():
-        return dest
-    if not download_if_missing:
-        raise OSError(f"Data file {dest} is not in the cache and download_if_missing=False.")
-    return _download(url, dest, progress=progress)
 
 
 def _open_lines(path):
@@ -92,25 +89,23 @@ def _genres(genres_path, wanted, progress):
     return out
 
 
-def _cover(url, path, image_size, download_if_missing):
-    """The cover resized to ``image_size`` as a float32 (3, H, W) array in [0, 1], or None."""
+def _cover(url, path, data_home, image_size, download_if_missing):
+    """The cover resized to ``image_size`` as a float32 (3, H, W) array in [0, 1], or None.
+
+    The cover is fetched like any data file (atomically, its SHA-256 recorded on first use
+    and checked afterwards); an unreachable cover or one that is not an image (an error
+    page) gives None and the book is skipped.
+    """
     from PIL import Image
 
-    if not path.exists():
+    remote = RemoteFile(path.relative_to(data_home).as_posix(), url, None)
+    try:
+        path = fetch_file(remote, data_home, download_if_missing=download_if_missing,
+                          progress=False)
+    except OSError:
         if not download_if_missing:
-            raise OSError(f"Cover {path} is not in the cache and download_if_missing=False.")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".part-")
-        try:
-            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=30) as r:
-                out.write(r.read())
-            os.replace(tmp, path)
-        except BaseException as exc:  # no half-written cover survives, whatever stopped it
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            if isinstance(exc, OSError):
-                return None  # an unreachable cover: the book is skipped
             raise
+        return None
     try:
         with Image.open(path) as im:
             im = im.convert("RGB").resize((image_size[1], image_size[0]), Image.BILINEAR)
@@ -176,8 +171,12 @@ def fetch_goodreads_books(data_home=None, *, n_samples=5000, random_state=0,
     The UCSD Goodreads data is for academic use; mmfactor never ships it. M. Wan and
     J. McAuley, "Item recommendation on monotonic behavior chains", RecSys 2018;
     M. Wan, R. Misra, N. Nakashole and J. McAuley, "Fine-grained spoiler detection from
-    large-scale review corpora", ACL 2019. The UCSD files publish no checksum, so they
-    are not verified after download (the downloads are atomic).
+    large-scale review corpora", ACL 2019. The UCSD files and the covers have no
+    published checksum: each download is atomic and checked for completeness (its
+    length, and the gzip stream to its end), its SHA-256 is recorded beside it when it
+    enters the cache, and every later call refuses a cached file that no longer matches
+    its record. This protects against corruption, not against a changed origin: the
+    first download is trusted.
     """
     from tqdm.auto import tqdm
 
@@ -186,12 +185,12 @@ def fetch_goodreads_books(data_home=None, *, n_samples=5000, random_state=0,
     if (len(image_size) != 2 or not all(isinstance(s, int) and s >= 1 for s in image_size)):
         raise ValueError(f"image_size must be (height, width) positive integers; got "
                          f"{image_size!r}.")
-    home = Path(get_data_home(data_home)) / SUBDIR
+    data_home = Path(get_data_home(data_home)).resolve()
+    home = data_home / SUBDIR
     home.mkdir(parents=True, exist_ok=True)
-    books_path = _fetch_unverified(BOOKS_URL, home / "goodreads_books.json.gz",
-                                   download_if_missing=download_if_missing, progress=progress)
-    genres_path = _fetch_unverified(GENRES_URL, home / "goodreads_book_genres_initial.json.gz",
-                                    download_if_missing=download_if_missing, progress=progress)
+    books_path, genres_path = (
+        fetch_file(FILES[k], data_home, download_if_missing=download_if_missing,
+                   progress=progress) for k in ("books", "genres"))
     key = f"candidates-{'-'.join(sorted(languages))}-{int(drop_missing_covers)}.json"
     cache = home / key
     if cache.exists() and cache.stat().st_mtime >= books_path.stat().st_mtime:
@@ -220,7 +219,7 @@ def fetch_goodreads_books(data_home=None, *, n_samples=5000, random_state=0,
         if path.parent != covers:
             raise ValueError(f"Book id {b['book_id']!r} would put its cover at {path}, "
                              f"outside the cache {covers}; refusing it.")
-        img = _cover(b["image_url"], path, image_size, download_if_missing)
+        img = _cover(b["image_url"], path, data_home, image_size, download_if_missing)
         if img is None:
             continue
         picked.append(b)
