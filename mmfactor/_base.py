@@ -31,8 +31,17 @@ class MultiModalTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, B
         self : object
             The fitted estimator.
         """
-        self.fit_transform(X)
+        self._fit(X)
         return self
+
+    def _fit(self, X):
+        """Train on ``X`` and set the fitted attributes (every estimator defines it).
+
+        ``fit`` and ``fit_transform`` both call it once; ``fit_transform`` then returns
+        the training rows' embedding, so ``fit`` never computes an embedding it would
+        throw away.
+        """
+        raise NotImplementedError
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -328,6 +328,24 @@ def check_view(name, view, *, missing="unobserved", allow_nan=True, min_ndim=2, 
     return View(name, arr, "dense", has_nan=has_nan)
 
 
+def check_non_negative(view, estimator, hint):
+    """Refuse a :class:`View` with a negative observed entry; ``hint`` says what to do.
+
+    The message starts as scikit-learn's ("Negative values in data passed to ...").
+    """
+    d = view.data
+    if view.kind == "tensor":  # on its device; NaN < 0 is False
+        n_neg, low = int((d < 0).sum()), float(torch.nan_to_num(d, nan=0.0).min())
+    else:
+        vals = d.data if view.kind == "sparse" else d
+        n_neg = int(np.count_nonzero(vals < 0))
+        low = float(np.nanmin(vals)) if n_neg else 0.0
+    if n_neg:
+        raise ValueError(f"Negative values in data passed to {estimator}: view {view.name!r} "
+                         f"of shape {view.shape} has {n_neg} negative entries (min "
+                         f"{low:.4g}). {hint}")
+
+
 _F32_MAX = float(np.finfo(np.float32).max)
 
 

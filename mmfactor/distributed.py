@@ -179,18 +179,15 @@ def run(backend=None, *, timeout=300.0, init_method="env://", owners=None):
     profile = []
     originals = {}
 
-    def route(cls):
-        original = cls.fit_transform
+    def route(cls):  # fit and fit_transform both train through _fit
+        original = cls._fit
         originals[cls] = original
 
-        def fit_transform(self, X, y=None):
-            _, out = _fit(self, X, owners=owners, profile=profile,
-                          call=lambda: original(self, X, y))
-            return out
+        def routed(self, X):
+            _fit(self, X, owners=owners, profile=profile, call=lambda: original(self, X))
 
-        fit_transform.__doc__ = original.__doc__
-        fit_transform._mmfactor_original = original
-        cls.fit_transform = fit_transform
+        routed._mmfactor_original = original
+        cls._fit = routed
 
     for cls in (CMF, HyperLearn):
         route(cls)
@@ -199,7 +196,7 @@ def run(backend=None, *, timeout=300.0, init_method="env://", owners=None):
                "backend": dist.get_backend(), "profile": profile}
     finally:
         for cls, original in originals.items():
-            cls.fit_transform = original
+            cls._fit = original
         if created:
             dist.destroy_process_group()
 
@@ -515,10 +512,10 @@ def fit(estimator, X, y=None, *, owners=None, profile=None):
     RankFailedError
         When another rank dies or stalls past the group's timeout.
     """
-    method = type(estimator).fit_transform
+    method = type(estimator)._fit
     method = getattr(method, "_mmfactor_original", method)  # inside run(): the class's own
     return _fit(estimator, X, owners=owners, profile=profile if profile is not None else [],
-                call=lambda: method(estimator, X, y))[0]
+                call=lambda: method(estimator, X))[0]
 
 
 # --------------------------------------------------------------------------------------

@@ -153,7 +153,7 @@ def test_every_block_of_every_matrix_is_visited_each_epoch(monkeypatch, dense_ba
             r, c = np.nonzero(M)
         else:
             r, c = part.rows.numpy(), part.cols.numpy()
-        pairs = zip(idx[r], c) if block.side == "row" else zip(c, idx[r])
+        pairs = zip(idx[r], c, strict=True) if block.side == "row" else zip(c, idx[r], strict=True)
         covered.setdefault((block.rel, block.side), set()).update(pairs)
         return bilinear(code, other, part, k, slots)
 
@@ -163,7 +163,7 @@ def test_every_block_of_every_matrix_is_visited_each_epoch(monkeypatch, dense_ba
          tol=0, random_state=0).fit(X)
     R = X.views[0].tocoo()
     observed = {
-        0: set(zip(R.row.tolist(), R.col.tolist())),
+        0: set(zip(R.row.tolist(), R.col.tolist(), strict=True)),
         1: {(i, j) for i in range(40) for j in range(5)},
         2: {(i, j) for i in range(25) for j in range(3)},
     }

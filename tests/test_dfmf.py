@@ -144,17 +144,45 @@ def test_cannot_link_constraints_push_rows_apart():
 
 
 def test_negative_relation_entries_are_fitted_with_non_negative_factors():
-    # only G is constrained: S is free, so real-valued relations (log expression) are fine
+    # only G is constrained: S is free, so with allow_negative=True real-valued relations
+    # (log expression) are fitted as a semi-NMF
     rng = np.random.RandomState(0)
     G = rng.rand(50, 3)
     R = G @ (rng.randn(3, 3)) @ rng.rand(40, 3).T
     assert (R < 0).any()
     model = fit_quiet(DFMF(3, init="svd", max_iter=300, tol=0, random_state=0,
-                           dtype="float64"), [R])
+                           dtype="float64", allow_negative=True), [R])
     G_hat = model.factors_["sample"]
     assert (G_hat >= 0).all()
     rel_err = np.sqrt(model.loss_curve_[-1]) / np.linalg.norm(R)
     assert rel_err < 0.05
+
+
+def test_negative_entries_are_refused_by_default_in_fit_and_transform():
+    rng = np.random.RandomState(0)
+    R, T = rng.rand(20, 6), rng.rand(20, 5)
+    R_neg = R.copy()
+    R_neg[[1, 4], 2] = [-0.5, -2.0]
+    R_nan = R_neg.copy()
+    R_nan[0, 0] = np.nan
+    msg = (r"Negative values in data passed to DFMF: view 'a' of shape \(20, 6\) has 2 "
+           r"negative entries \(min -2\)\. DFMF models relations as non-negative .* "
+           "allow_negative=True")
+    for a in (R_neg, R_nan, sp.csr_matrix(R_neg), torch.as_tensor(R_nan)):
+        before = a.toarray() if sp.issparse(a) else np.array(np.asarray(a), copy=True)
+        with pytest.raises(ValueError, match=msg):
+            DFMF(2, max_iter=5).fit(MultiModal(a=a, b=T))
+        assert np.array_equal(a.toarray() if sp.issparse(a) else np.asarray(a), before,
+                              equal_nan=True)
+    model = fit_quiet(DFMF(2, max_iter=5, random_state=0), MultiModal(a=R, b=T))
+    with pytest.raises(ValueError, match=msg):
+        model.transform(MultiModal(a=R_neg, b=T))
+    T_neg = -T
+    with pytest.raises(ValueError, match="view 'b' of shape"):
+        model.transform(MultiModal(a=R, b=T_neg))
+    assert np.isfinite(fit_quiet(DFMF(2, max_iter=5, random_state=0, allow_negative=True),
+                                 MultiModal(a=R_neg, b=T)).transform(
+                                     MultiModal(a=R_neg, b=T))).all()
 
 
 # ---- inputs: sparse, masks, ranks ------------------------------------------------------

@@ -255,11 +255,11 @@ def test_random_state_none_is_made_common_and_restored(group):
 
 
 def test_run_routes_fit_and_restores(group):
-    original = CMF.fit_transform
+    original = CMF._fit
     est, X = cmf_problem()
     with mmd.run() as info:  # the group exists: run() uses it, does not destroy it
         assert info["world_size"] == 1 and info["backend"] == "gloo"
-        assert CMF.fit_transform is not original
+        assert CMF._fit is not original
         emb = est.fit_transform(X)
         assert len(info["profile"]) == est.n_iter_
         # fit() inside run() hooks once; a Pipeline step is routed too
@@ -268,7 +268,7 @@ def test_run_routes_fit_and_restores(group):
         n = len(info["profile"])
         Pipeline([("emb", cmf_problem()[0])]).fit(X)
         assert len(info["profile"]) == n + est.n_iter_
-    assert CMF.fit_transform is original
+    assert CMF._fit is original
     assert dist.is_initialized()
     assert emb.shape == (60, 3)
 

@@ -159,7 +159,7 @@ def test_numpydoc_valid(public, obj, path, kind):
 def _doctests():
     finder = doctest.DocTestFinder(recurse=False)
     tests = []
-    for public, obj, path, kind in OBJECTS:
+    for public, obj, _path, _kind in OBJECTS:
         target = obj.fget if isinstance(obj, property) else obj
         target = getattr(target, "__func__", target)
         for t in finder.find(target, public, globs={}):

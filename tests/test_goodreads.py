@@ -1,6 +1,8 @@
 """fetch_goodreads_books on small files in the UCSD format, made here (no download)."""
 
+import dataclasses
 import gzip
+import hashlib
 import json
 
 import numpy as np
@@ -95,15 +97,22 @@ def test_seeded_and_cached(tmp_path):
 def test_download_is_atomic_and_used(tmp_path, monkeypatch):
     home, _ = _make_source(tmp_path)
     # serve the UCSD files from a file:// URL: the loader downloads them into a fresh cache
+    # (the first origin unreachable, so the mirror is used)
     src = home / gr.SUBDIR
-    monkeypatch.setattr(gr, "BOOKS_URL", (src / "goodreads_books.json.gz").as_uri())
-    monkeypatch.setattr(gr, "GENRES_URL",
-                        (src / "goodreads_book_genres_initial.json.gz").as_uri())
+    for key, remote in gr.FILES.items():
+        name = remote.path.split("/")[-1]
+        monkeypatch.setitem(gr.FILES, key, dataclasses.replace(
+            remote, url=(tmp_path / "nowhere" / name).as_uri(),
+            mirrors=((src / name).as_uri(),)))
     fresh = tmp_path / "fresh"
     data = fetch_goodreads_books(fresh, n_samples=5, progress=False)
     assert len(data.book_id) == 5
-    assert (fresh / gr.SUBDIR / "goodreads_books.json.gz").exists()
-    assert not list((fresh / gr.SUBDIR).glob(".part-*"))
+    for name in ("goodreads_books.json.gz", "goodreads_book_genres_initial.json.gz"):
+        path = fresh / gr.SUBDIR / name
+        assert path.read_bytes() == (src / name).read_bytes()
+        record = (fresh / gr.SUBDIR / (name + ".sha256")).read_text()
+        assert record.split()[0] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert not list((fresh / gr.SUBDIR).rglob(".part-*"))
 
 
 def test_errors(tmp_path):

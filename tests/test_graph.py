@@ -6,8 +6,8 @@ from scipy.sparse.csgraph import laplacian as scipy_laplacian
 
 from mmfactor import knn_graph, normalized_laplacian
 from mmfactor._graph import (
-    check_adjacency,
     chebyshev_basis,
+    check_adjacency,
     rescaled_laplacian,
     to_torch_sparse,
 )

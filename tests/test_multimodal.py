@@ -52,7 +52,7 @@ def test_sklearn_splitters_and_safe_indexing():
     Xtr, Xte, ytr, yte = train_test_split(X, y, test_size=0.3, random_state=0)
     assert isinstance(Xtr, MultiModal) and len(Xtr) == 7 and len(Xte) == 3
     np.testing.assert_array_equal(Xtr.views[0], X.views[0][ytr])
-    for train, test in KFold(3).split(X):
+    for _train, test in KFold(3).split(X):
         np.testing.assert_array_equal(_safe_indexing(X, test).views[0], X.views[0][test])
 
 

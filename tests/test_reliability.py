@@ -221,6 +221,17 @@ BAD_INPUTS = [
     # ---- model-specific values -----------------------------------------------------------
     Bad("non-binary-sigmoid", with_params(link="sigmoid"), ValueError,
         r"Relation 'a'.*link='sigmoid'.*0 and 1", only=["CMF"]),
+    Bad("negative-entries-dense", with_view(a=_with_entry(-0.5)), ValueError,
+        r"Negative values in data passed to DFMF: view 'a' of shape \(12, 5\) has 1 negative "
+        r"entries.*MinMaxScaler.*allow_negative=True", only=["DFMF"]),
+    Bad("negative-entries-sparse", with_view(b=_sparse_with(-3.0)), ValueError,
+        r"Negative values in data passed to DFMF: view 'b' of shape \(12, 4\).*min -3",
+        only=["DFMF"]),
+    Bad("negative-entries-torch", with_view(a=torch.as_tensor(_with_entry(-1.0))), ValueError,
+        r"Negative values in data passed to DFMF: view 'a'", only=["DFMF"]),
+    Bad("negative-entries-transform", with_view(a=_with_entry(-2.0)), ValueError,
+        r"Negative values in data passed to DFMF: view 'a'.*min -2", only=["DFMF"],
+        method="transform"),
     Bad("negative-weight", with_params(weights=[1.0, -1.0]), ValueError,
         r"weight of relation 'b'.*>= 0", only=["CMF", "DCMF"]),
     # ---- graphs ---------------------------------------------------------------------------
@@ -452,6 +463,27 @@ def test_bad_input_count():
     assert min(per.values()) >= 30, per
 
 
+@pytest.mark.parametrize("name", list(ESTIMATORS))
+def test_fit_trains_once_and_computes_no_embedding(name, monkeypatch):
+    """fit and fit_transform train once (``_fit``); fit never runs the fold-in whose
+    result only fit_transform returns, and fit_transform returns what it documents."""
+    cls = type(ESTIMATORS[name]())
+    real_fit, real_transform = cls._fit, cls.transform
+    calls = []
+    monkeypatch.setattr(cls, "_fit", lambda self, X: calls.append("train") or real_fit(self, X))
+    monkeypatch.setattr(cls, "transform",
+                        lambda self, X: calls.append("transform") or real_transform(self, X))
+    est = fitted(name)
+    assert calls == ["train"]
+    calls.clear()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        Z = ESTIMATORS[name]().fit_transform(base_input(name))
+    assert calls[0] == "train" and calls.count("train") == 1
+    if "transform" in calls:  # the embedding is the fold-in of the training rows
+        np.testing.assert_array_equal(Z, real_transform(est, base_input(name)))
+
+
 def test_transform_before_fit_is_not_fitted_error():
     for name in ESTIMATORS:
         with pytest.raises(NotFittedError):
@@ -472,15 +504,14 @@ def test_zero_variance_view_fits_to_finite_output(name):
     assert _same(_copies(X), before)
 
 
-def test_dfmf_accepts_negative_entries_with_non_negative_factors():
-    """DFMF's update splits R into positive and negative parts (semi-NMF), so negative
-    data is supported by design (the factors stay non-negative); the issue's "negative
-    entries for DFMF" is therefore not a bad input for this implementation."""
+def test_dfmf_fits_negative_entries_only_when_allowed():
+    """The bad input "negative entries" (refused by default, in the table above) is a
+    semi-NMF with ``allow_negative=True``: the factors stay non-negative."""
     views = base_views()
     views["a"] = views["a"] - 0.5
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = ESTIMATORS["DFMF"](max_iter=20).fit(MultiModal(**views))
+        model = ESTIMATORS["DFMF"](max_iter=20, allow_negative=True).fit(MultiModal(**views))
     assert all((f >= 0).all() for f in model.factors_.values())
 
 

@@ -391,6 +391,10 @@ class CMF(MultiModalTransformer):
         embedding : ndarray of shape (n_samples, n_components)
             The sample entity's factor.
         """
+        self._fit(X)
+        return self.factors_[self.sample_entity_].copy()
+
+    def _fit(self, X):
         self._validate_params()
         mm, data, specs, sample, entities, links, weights, sizes, solver = self._prepare(X)
         # fitted (public) attributes are set only once training is over: an error or a
@@ -461,7 +465,6 @@ class CMF(MultiModalTransformer):
                 p.requires_grad_(False)
             del self._lbfgs_params
         del self._rels, self._U, self._bias  # the training data is not kept in the model
-        return self.factors_[sample].copy()
 
     # the augmented factors: Ua = [U, mean + row bias, 1], Va = [V, 1, col bias]
     def _augmented(self, rel, U, bias, dev):

@@ -15,6 +15,7 @@ from .._device import as_numpy, resolve_devices, torch_generator
 from .._multimodal import (
     MultiModal,
     check_entries,
+    check_non_negative,
     check_view,
     check_views,
     relation_data,
@@ -27,6 +28,10 @@ __all__ = ["DFMF"]
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 _CHUNK = 1 << 20  # observed entries per chunk when evaluating the approximation at them
+_NEGATIVE_HINT = ("DFMF models relations as non-negative degrees of relationship. Scale "
+                  "the view to non-negative values (e.g. with MinMaxScaler), or pass "
+                  "allow_negative=True to fit it as a semi-non-negative factorization "
+                  "(non-negative factors, a backbone of any sign).")
 
 
 def _pos(A):
@@ -220,6 +225,14 @@ class DFMF(MultiModalTransformer):
         replaced by a small value so that the multiplicative rule can move them.
     missing : {"unobserved", "zero"}, default="unobserved"
         What an unstored entry of a sparse view means.
+    allow_negative : bool, default=False
+        DFMF models relations as non-negative degrees of relationship (presence or
+        strength), so by default a relation with a negative entry is refused before
+        training; scale such data to non-negative values first (e.g. with
+        :class:`~sklearn.preprocessing.MinMaxScaler`). ``True`` accepts negative entries:
+        the multiplicative rule splits every product into positive and negative parts,
+        so the factors stay non-negative and ``S`` absorbs the sign (semi-NMF, Ding, Li
+        & Jordan 2010). Constraint matrices always take both signs.
     dtype : {"float32", "float64"}, default="float64"
         Precision of the computation and of ``transform``'s output. float32 is faster,
         but the backbones' least squares are ill-conditioned when a factor's columns are
@@ -318,6 +331,7 @@ class DFMF(MultiModalTransformer):
         "constraint_form": [StrOptions({"laplacian", "raw"})],
         "init": [StrOptions({"random_c", "random", "svd"})],
         "missing": [StrOptions({"unobserved", "zero"})],
+        "allow_negative": ["boolean"],
         "dtype": [StrOptions({"float32", "float64"})],
         "max_iter": [Interval(numbers.Integral, 1, None, closed="left")],
         "tol": [Interval(numbers.Real, 0, None, closed="left")],
@@ -336,6 +350,7 @@ class DFMF(MultiModalTransformer):
         constraint_form="laplacian",
         init="random_c",
         missing="unobserved",
+        allow_negative=False,
         dtype="float64",
         max_iter=200,
         tol=1e-5,
@@ -350,12 +365,18 @@ class DFMF(MultiModalTransformer):
         self.constraint_form = constraint_form
         self.init = init
         self.missing = missing
+        self.allow_negative = allow_negative
         self.dtype = dtype
         self.max_iter = max_iter
         self.tol = tol
         self.random_state = random_state
         self.devices = devices
         self.verbose = verbose
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.positive_only = not self.allow_negative
+        return tags
 
     # ---- input ---------------------------------------------------------------------
 
@@ -392,6 +413,7 @@ class DFMF(MultiModalTransformer):
                     f"{s.row!r}: {s.name!r}}} instead."
                 )
         data, sizes = relation_data(mm, views, specs, missing=self.missing)
+        self._check_non_negative(data)
         ranks = self._ranks(entities)
         thetas = {}
         for ent, spec in (self.constraints or {}).items():
@@ -401,6 +423,11 @@ class DFMF(MultiModalTransformer):
             thetas[ent] = self._theta(ent, spec, mm, by_name, sizes[ent],
                                       self.constraint_form)
         return mm, views, data, specs, sample, entities, ranks, thetas
+
+    def _check_non_negative(self, relations):
+        if not self.allow_negative:
+            for v in relations:
+                check_non_negative(v, "DFMF", _NEGATIVE_HINT)
 
     def _ranks(self, entities):
         k = self.n_components
@@ -474,6 +501,10 @@ class DFMF(MultiModalTransformer):
             What :meth:`transform` gives the training rows (their non-negative fold-in);
             ``factors_`` keeps the factor fitted jointly with the others.
         """
+        self._fit(X)
+        return self.transform(X)
+
+    def _fit(self, X):
         self._validate_params()
         mm, views, data, specs, sample, entities, ranks, thetas = self._prepare(X)
         con_views = self._constraint_view_names(mm)
@@ -526,10 +557,6 @@ class DFMF(MultiModalTransformer):
             if isinstance(s, str) and s in mm.names
         }
         self._n_features_out = ranks[sample]
-        # what transform gives these rows (a fold-in with everything else frozen), so a
-        # Pipeline trains its downstream model on the map it applies to new rows;
-        # factors_ keeps the factor fitted jointly with the others
-        return self.transform(X)
 
     @staticmethod
     def _theta_parts(theta, device, dtype):
@@ -700,6 +727,7 @@ class DFMF(MultiModalTransformer):
                     f"View {v.name!r} has {v.shape[1]} columns but the model was fitted with "
                     f"{exp} members of entity type {col!r}."
                 )
+            self._check_non_negative([v])
             rels.append(_Relation(name, row, col, v, missing=self.missing,
                                   device=self._ent_dev[col], dtype=dtype))
         G = {e: torch.as_tensor(f, device=self._ent_dev[e]).to(dtype)

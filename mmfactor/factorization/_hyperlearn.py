@@ -14,8 +14,8 @@ from sklearn.utils.validation import check_is_fitted
 from .._base import MultiModalTransformer
 from .._device import as_numpy, resolve_devices, torch_generator
 from .._graph import (
-    check_adjacency,
     chebyshev_basis,
+    check_adjacency,
     knn_graph,
     normalized_laplacian,
     rescaled_laplacian,
@@ -677,6 +677,10 @@ class HyperLearn(MultiModalTransformer):
             fitted factors of the other modes); ``factors_[0]`` keeps the mode-0 factor
             learned jointly with the graphs.
         """
+        self._fit(X)
+        return self.transform(X)
+
+    def _fit(self, X):
         self._validate_params()
         mm, idx, vals, shape, kind, graphs, K = self._prepare(X)
         devices = resolve_devices(self.devices, [f"mode{t}" for t in range(K)])
@@ -792,11 +796,6 @@ class HyperLearn(MultiModalTransformer):
         self._n_views = len(mm.views)
         self._n_features_out = R
         del self._states, self._factors  # the data and optimizers are not kept
-        # The embedding returned is the one transform gives these rows (a fold-in against
-        # the fitted factors of the other modes), not factors_[0] as learned jointly with
-        # the graphs: a Pipeline then trains its downstream model on the same map it
-        # applies to new rows.
-        return self.transform(X)
 
     def _objective(self, states, factors, losses):
         """eq. (10) + penalty with the factors after a sweep, and each mode's loss_t."""

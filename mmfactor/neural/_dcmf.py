@@ -507,6 +507,10 @@ class DCMF(MultiModalTransformer):
         embedding : ndarray of shape (n_samples, n_components), float32
             The sample entity's representation.
         """
+        self._fit(X)
+        return self.factors_[self.sample_entity_].copy()
+
+    def _fit(self, X):
         self._validate_params()
         hidden = self._check_hidden()
         mm, specs, data, sample, entities, sizes, weights = self._prepare(X)
@@ -623,7 +627,6 @@ class DCMF(MultiModalTransformer):
         self.n_iter_ = hist.n_iter
         self._set_input_signature(mm, data[: len(mm.views)])
         self._n_features_out = k
-        return self.factors_[sample].copy()
 
     def _slots(self, spec, m):
         """The code units holding relation ``m``'s row and column biases (or None)."""

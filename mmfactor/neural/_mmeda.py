@@ -465,26 +465,6 @@ class MMEDA(MultiModalTransformer):
 
     # ---- fitting -------------------------------------------------------------------
 
-    def fit(self, X, y=None):
-        """Fit the model.
-
-        Parameters
-        ----------
-        X : MultiModal, list of array-like or array-like
-            The views (rows = samples): matrices ``(n, d)`` (dense or sparse, unstored
-            entries read as zeros) and tensors ``(n, C, ...)`` with 1 to 3 spatial
-            dimensions. NaN is refused.
-        y : Ignored
-            Not used, present for API consistency.
-
-        Returns
-        -------
-        self : MMEDA
-            The fitted estimator.
-        """
-        self._fit(X)
-        return self
-
     def fit_transform(self, X, y=None):
         """Fit the model and return the representation of ``X``.
 
