@@ -115,9 +115,12 @@ def bad_inputs():
 
 
 def _inject(name, fault, at):
+    fired = []  # one fault, like one Ctrl-C: later loops (a fold-in) run normally
+
     def loop(step, **kwargs):
         def faulty(epoch):
-            if epoch == at:
+            if epoch == at and not fired:
+                fired.append(epoch)
                 return fault()
             return step(epoch)
 

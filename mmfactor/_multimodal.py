@@ -431,6 +431,68 @@ def check_views(
     return mm, out
 
 
+def _constant_columns_coo(cols, vals, n_rows, zeros_observed):
+    """Whether every column of an (n_rows x ?) matrix given by its stored entries
+    ``(cols, vals)`` has one value across the rows (observed rows only, or every row
+    when the unstored entries are zeros)."""
+    if len(vals) == 0:
+        return True
+    uniq, inv, counts = np.unique(cols, return_inverse=True, return_counts=True)
+    low = np.full(len(uniq), np.inf)
+    high = np.full(len(uniq), -np.inf)
+    np.minimum.at(low, inv, vals)
+    np.maximum.at(high, inv, vals)
+    same = low == high
+    if zeros_observed:  # a partly stored column also holds zeros
+        same &= (counts >= n_rows) | (high == 0)
+    return bool(same.all())
+
+
+def check_variation(view, *, coords=None):
+    """Refuse a view whose samples (its rows, or mode-0 slices) all have the same values.
+
+    ``view`` is a :class:`View`, or, with ``coords=(idx, vals, shape, zeros_observed)``,
+    the name of a tensor given by its stored entries (``idx`` of shape (nnz, K)).
+    Missing entries (NaN, or unstored with ``missing="unobserved"``) are ignored.
+    """
+    if coords is not None:
+        name = view
+        idx, vals, shape, zeros_observed = coords
+        n = shape[0]
+        _, cols = np.unique(np.asarray(idx)[:, 1:], axis=0, return_inverse=True)
+        constant = _constant_columns_coo(cols.ravel(), np.asarray(vals, np.float64), n,
+                                         zeros_observed)
+        hint = "" if zeros_observed else _UNOBSERVED_HINT
+    else:
+        name, shape, n, d = view.name, view.shape, view.shape[0], view.data
+        hint = ""
+        if n < 2:
+            return
+        if view.kind == "sparse":
+            constant = _constant_columns_coo(d.indices, d.data, n, view.missing == "zero")
+            hint = "" if view.missing == "zero" else _UNOBSERVED_HINT
+        elif view.kind == "tensor":
+            flat = d.reshape(n, -1)
+            nan = torch.isnan(flat)
+            high = torch.where(nan, -torch.inf, flat).amax(0)
+            low = torch.where(nan, torch.inf, flat).amin(0)
+            constant = bool(((high <= low) | nan.all(0)).all())
+        else:
+            flat = d.reshape(n, -1)
+            high, low = np.fmax.reduce(flat, axis=0), np.fmin.reduce(flat, axis=0)
+            constant = bool(((high == low) | np.isnan(high)).all())
+    if constant:
+        raise ValueError(
+            f"View {name!r} of shape {tuple(shape)} has zero variance: all {n} samples have "
+            "the same values, so it tells the model nothing about them. Drop the view, or "
+            f"check how it was built.{hint}"
+        )
+
+
+_UNOBSERVED_HINT = (" With missing='unobserved' only the stored entries are compared; if "
+                    "the unstored entries are zeros (implicit feedback), pass missing='zero'.")
+
+
 # --------------------------------------------------------------------------------------
 # Relation schemas for the collective models
 # --------------------------------------------------------------------------------------

@@ -492,7 +492,8 @@ def load(path, *, key=None):
     --------
     >>> import numpy as np, tempfile, os
     >>> from mmfactor import DFMF, load
-    >>> model = DFMF(n_components=2, max_iter=5, random_state=0).fit(np.ones((6, 3)))
+    >>> X = np.random.RandomState(0).rand(6, 3)
+    >>> model = DFMF(n_components=2, max_iter=5, random_state=0).fit(X)
     >>> path = model.save(os.path.join(tempfile.mkdtemp(), "dfmf.mmf"))
     >>> type(load(path)).__name__
     'DFMF'

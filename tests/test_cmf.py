@@ -208,7 +208,8 @@ def test_input_not_modified():
          "Entity type 'm' has 3 members in relation 'a' but 4"),
         ({"n_components": 0}, [np.ones((5, 3))], ValueError, "n_components"),
         ({"alpha": -1}, [np.ones((5, 3))], ValueError, "alpha"),
-        ({"devices": "cuda:7"}, [np.ones((5, 3))], ValueError, "'cuda:7' was requested"),
+        ({"devices": "cuda:7"}, [np.arange(15.0).reshape(5, 3)], ValueError,
+         "'cuda:7' was requested"),
         ({}, [np.ones((1, 3))], ValueError, "at least 2 are required"),
     ],
 )

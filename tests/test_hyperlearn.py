@@ -297,14 +297,25 @@ def test_early_stopping_keeps_best_sweep():
 
 
 def test_input_not_modified(hyper):
-    before_idx, before_val = hyper.X.indices.copy(), hyper.X.values.copy()
-    dense = np.where(np.random.RandomState(0).rand(8, 6) < 0.5, 1.0, np.nan)
+    rng = np.random.RandomState(0)
+    weighted = SparseTensor(hyper.X.indices, 1 + rng.rand(len(hyper.X.values)),
+                            shape=hyper.X.shape)  # observed weights that vary
+    before_idx, before_val = weighted.indices.copy(), weighted.values.copy()
+    dense = np.where(rng.rand(8, 6) < 0.5, rng.rand(8, 6), np.nan)
     copy = dense.copy()
-    HyperLearn(n_components=2, missing="unobserved", **FAST).fit(hyper.X)
+    HyperLearn(n_components=2, missing="unobserved", **FAST).fit(weighted)
     HyperLearn(n_components=2, **FAST).fit(dense)
-    np.testing.assert_array_equal(hyper.X.indices, before_idx)
-    np.testing.assert_array_equal(hyper.X.values, before_val)
+    np.testing.assert_array_equal(weighted.indices, before_idx)
+    np.testing.assert_array_equal(weighted.values, before_val)
     np.testing.assert_array_equal(dense, copy)
+
+
+def test_binary_tensor_with_unobserved_zeros_is_refused(hyper):
+    """All stored entries 1 and the rest unobserved: every sample looks the same."""
+    with pytest.raises(ValueError, match=r"View 'view0' of shape \(40, 30, 20\) has zero "
+                                         r"variance.*pass missing='zero'"):
+        HyperLearn(n_components=2, missing="unobserved", **FAST).fit(hyper.X)
+    assert HyperLearn(n_components=2, **FAST).fit(hyper.X).n_iter_ >= 1  # missing="zero"
 
 
 def test_predict_entries_any_order(hyper):

@@ -191,6 +191,25 @@ BAD_INPUTS = [
         r"'a'.*datetime64.*numeric"),
     Bad("list-of-texts", with_view(a=["some text"] * 12), TypeError,
         r"'a'.*sequence of strings.*Word2VecMean"),
+    # ---- zero variance: every sample the same (fit only; transform takes any rows) ----
+    Bad("zero-variance-constant", with_view(a=np.full((12, 5), 3.0)), ValueError,
+        r"View 'a' of shape \(12, 5\) has zero variance: all 12 samples have the same "
+        r"values"),
+    Bad("zero-variance-identical-rows", with_view(a=np.tile(np.arange(5.0), (12, 1))),
+        ValueError, r"View 'a' .* zero variance"),
+    Bad("zero-variance-with-nan", with_view(a=np.where(np.eye(12, 5), np.nan, 2.0)),
+        ValueError, r"View 'a' .* zero variance", only=["CMF", "DFMF", "DCMF", "HyperLearn"]),
+    Bad("zero-variance-sparse-zero", with_view(b=sp.csr_matrix((12, 4))), ValueError,
+        r"View 'b' .* zero variance", only=["CMF", "DFMF", "DCMF", "MMEDA"]),
+    Bad("zero-variance-sparse-ones-unobserved",
+        with_view(b=sp.csr_matrix(np.where(np.random.RandomState(0).rand(12, 4) < 0.5, 1.0,
+                                           0.0))),
+        ValueError, r"View 'b' .* zero variance.*pass missing='zero'",
+        only=["CMF", "DFMF", "DCMF"]),
+    Bad("zero-variance-torch", with_view(a=torch.ones(12, 5)), ValueError,
+        r"View 'a' .* zero variance", only=["CMF", "DFMF", "DCMF", "MMEDA"]),
+    Bad("zero-variance-image", with_view(a=np.ones((12, 1, 8, 8))), ValueError,
+        r"View 'a' of shape \(12, 1, 8, 8\) has zero variance", only=["MMEDA"]),
     # ---- containers ---------------------------------------------------------------------
     Bad("none", _as_input(None), ValueError, r"got None"),
     Bad("empty-list", _as_input([]), ValueError, r"at least one view.*empty list"),
@@ -491,10 +510,11 @@ def test_transform_before_fit_is_not_fitted_error():
 
 
 @pytest.mark.parametrize("name", list(ESTIMATORS))
-def test_zero_variance_view_fits_to_finite_output(name):
-    """A constant view is degenerate, not invalid: the fit must stay finite (no 0/0)."""
+def test_nearly_constant_view_fits_to_finite_output(name):
+    """A view that varies by 1e-9 is not refused (only an exactly constant one is), and
+    must not give 0/0 in any model's scaling: the fit stays finite."""
     views = base_views()
-    views["b"] = np.full((12, 4), 3.0)
+    views["b"] = 3.0 + 1e-9 * np.random.RandomState(1).rand(12, 4)
     X = MultiModal(**views)
     before = _copies(X)
     with warnings.catch_warnings():

@@ -15,6 +15,7 @@ from .._device import as_numpy, resolve_devices, torch_generator
 from .._multimodal import (
     RelationSpec,
     check_entries,
+    check_variation,
     check_views,
     per_relation,
     relation_data,
@@ -372,6 +373,8 @@ class CMF(MultiModalTransformer):
         if solver == "als" and any(lk != "identity" for lk in links):
             raise ValueError("solver='als' needs identity links; use solver='lbfgs' (or "
                              "'auto') with link='sigmoid'.")
+        for v in views:  # last: errors about the input's structure come first
+            check_variation(v)
         return mm, data, specs, sample, entities, links, weights, sizes, solver
 
     # ---- fitting -------------------------------------------------------------------

@@ -16,6 +16,7 @@ from .._multimodal import (
     MultiModal,
     check_entries,
     check_non_negative,
+    check_variation,
     check_view,
     check_views,
     relation_data,
@@ -422,6 +423,9 @@ class DFMF(MultiModalTransformer):
                                  f"involves; the entity types are {entities}.")
             thetas[ent] = self._theta(ent, spec, mm, by_name, sizes[ent],
                                       self.constraint_form)
+        for v in views:  # last: errors about the input's structure come first
+            if v.name not in con_views:  # a constraint matrix may be all zeros
+                check_variation(v)
         return mm, views, data, specs, sample, entities, ranks, thetas
 
     def _check_non_negative(self, relations):

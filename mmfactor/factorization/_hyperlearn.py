@@ -21,7 +21,7 @@ from .._graph import (
     rescaled_laplacian,
     to_torch_sparse,
 )
-from .._multimodal import MultiModal, as_multimodal, check_view
+from .._multimodal import MultiModal, as_multimodal, check_variation, check_view
 from .._training import fit_loop
 from ._cp import (
     SparseTensor,
@@ -617,6 +617,7 @@ class HyperLearn(MultiModalTransformer):
             )
         if kind == "full" and not np.any(vals):
             raise ValueError(f"View {mm.names[0]!r} of shape {shape} is all zeros.")
+        check_variation(mm.names[0], coords=(idx, vals, shape, kind == "full"))
         graphs = self._graph_specs(mm, feature_views, shape)
         if self.solver == "als" and self.diffusion_steps > 0:
             raise ValueError(

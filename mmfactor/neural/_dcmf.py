@@ -17,6 +17,7 @@ from .._base import MultiModalTransformer
 from .._device import as_numpy, resolve_devices, torch_generator
 from .._multimodal import (
     check_entries,
+    check_variation,
     check_views,
     relation_data,
     relation_weights,
@@ -488,6 +489,8 @@ class DCMF(MultiModalTransformer):
                 )
         data, sizes = relation_data(mm, views, specs, missing=self.missing)
         w = relation_weights(self.weights, [s.name for s in specs])
+        for v in views:  # last: errors about the input's structure come first
+            check_variation(v)
         return mm, specs, data, sample, entities, sizes, w
 
     # ---- fitting -------------------------------------------------------------------

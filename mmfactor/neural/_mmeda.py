@@ -14,7 +14,7 @@ from torch import nn
 
 from .._base import MultiModalTransformer
 from .._device import as_numpy, resolve_devices, torch_generator
-from .._multimodal import check_views
+from .._multimodal import check_variation, check_views
 from .._training import fit_loop
 from ._modules import (
     ACTIVATIONS,
@@ -392,6 +392,8 @@ class MMEDA(MultiModalTransformer):
         for v, kind in zip(views, kinds, strict=True):
             if kind == "conv":
                 conv_stack_shapes(v.shape[2:], n_conv, name=v.name)
+        for v in views:  # last: errors about the input's structure come first
+            check_variation(v)
         return mm, views, kinds
 
     def _weights(self, names):
