@@ -56,7 +56,7 @@ def load_skfusion(path):
         if not hasattr(collections, name):
             setattr(collections, name, getattr(collections.abc, name))
     if not hasattr(np, "float"):
-        np.float = float  # removed in NumPy 1.24; scikit-fusion uses np.finfo(np.float)
+        np.float = float  # noqa: NPY001 -- removed in NumPy 1.24; scikit-fusion uses np.finfo(np.float)
     if path:
         sys.path.insert(0, str(path))
     import skfusion.fusion as skf

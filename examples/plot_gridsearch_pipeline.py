@@ -27,7 +27,8 @@ from mmfactor.datasets import load_mfeat
 
 X, y = load_mfeat(views=["fou", "kar", "zer"], return_X_y=True)
 # every view on a common scale (per column; this uses no label)
-X = MultiModal(**{name: (v - v.mean(0)) / v.std(0) for name, v in zip(X.names, X.views)})
+X = MultiModal(**{name: (v - v.mean(0)) / v.std(0)
+                  for name, v in zip(X.names, X.views, strict=True)})
 print(X)
 
 # %%
