@@ -388,15 +388,13 @@ def report(rows, selection, args, tr, te, out=None, extra=None):
         "`LinearRegression` (with intercept) is invariant to any invertible affine map of "
         "its features, so standardising an embedding before it changes no prediction.",
         "",
-        "Known limits of this run: HyperLearn's `fit_transform` returns its fitted "
-        "(diffused) `factors_[0]` while `transform` returns least-squares fold-ins that "
-        "differ from them on the same rows, so the regression learned on the training "
-        "users does not carry over to the folded-in test users (negative R^2; see "
-        "`tests/test_regression.py`, strict xfail). MMEDA cannot mask missing entries: "
-        f"the unrated movies enter it as 0. DCMF ran {args.dcmf_iter} epochs, MMEDA-II "
-        f"{args.mmeda_iter}, DFMF {args.dfmf_iter} sweeps, HyperLearn {args.hl_iter}, "
-        "without the `n_components` grid: the 2 CPU cores were shared with 7 other jobs "
-        "and a longer run did not fit in the time.",
+        "Known limits of this run: MMEDA cannot mask missing entries: the unrated movies "
+        f"enter it as 0. DCMF ran {args.dcmf_iter} epochs, MMEDA-II {args.mmeda_iter}, "
+        f"DFMF {args.dfmf_iter} sweeps, HyperLearn {args.hl_iter}; the models in "
+        f"{sorted(args.no_grid)} were measured at n_components=50 without the grid. The "
+        "test users of DFMF and HyperLearn are folded in (as `transform` does for any new "
+        "row), and so are the training users whose embedding the regression is fitted on "
+        "(`fit_transform` returns the same fold-in), so both sides use one map.",
     ]
     if not selection:
         selection = [{"config": c, "cv_r2": v} for c, v in CMF_SELECTION]
