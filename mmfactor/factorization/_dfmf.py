@@ -43,9 +43,55 @@ def _neg(A):
     return (-A).clamp_min(0)
 
 
+def _approx(Gr, S, Gc, out=None):
+    """``G_r S G_c^T``, multiplied in the cheaper order (``S`` with the smaller side)."""
+    (n_r, k_r), (n_c, k_c) = Gr.shape, Gc.shape
+    if n_r * k_c * (k_r + n_c) <= n_c * k_r * (k_c + n_r):
+        return torch.mm(Gr @ S, Gc.T, out=out)
+    return torch.mm(Gr, S @ Gc.T, out=out)
+
+
 def _mm(A, W):
     """``A @ W`` for a dense or a torch CSR ``A``."""
     return torch.sparse.mm(A, W) if A.layout == torch.sparse_csr else A @ W
+
+
+class _Factors(dict):
+    """Entity type -> factor ``G``, each factor's Gram matrix ``G'G`` (float64) cached
+    until the factor is replaced (the backbones, the updates and the objective of a
+    sweep share it)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._grams = {}
+
+    def gram(self, e, like=None):
+        g = self[e]
+        hit = self._grams.get(e)
+        if hit is None or hit[0] is not g:
+            g64 = g.double()
+            hit = self._grams[e] = (g, g64.T @ g64)
+        return hit[1] if like is None else hit[1].to(device=like.device, dtype=like.dtype)
+
+
+class _Theta:
+    """A constraint matrix as ``(Theta^+, Theta^-)``, torch CSR, non-negative, symmetric.
+
+    :meth:`products` keeps ``(Theta^+ G, Theta^- G)`` for the last factor it was given:
+    the objective after a sweep and the next sweep's update of the same, unchanged
+    factor share them (one sparse product each per sweep instead of two).
+    """
+
+    def __init__(self, theta, device, dtype):
+        self.pos = _torch_csr(theta.maximum(0).tocsr(), device, dtype)
+        self.neg = _torch_csr((-theta).maximum(0).tocsr(), device, dtype)
+        self._of, self._products = None, None
+
+    def products(self, G):
+        if self._of is not G:
+            self._of, self._products = G, (torch.sparse.mm(self.pos, G),
+                                           torch.sparse.mm(self.neg, G))
+        return self._products
 
 
 class _Relation:
@@ -84,9 +130,10 @@ class _Relation:
             nan = torch.isnan(t)
             if bool(nan.any()):
                 self.mode = "masked"
-                self.mask = ~nan
-                self.R = torch.where(self.mask, t, torch.zeros((), dtype=dtype, device=device))
+                self.mask = (~nan).to(dtype)  # 1 observed, 0 missing
+                self.R = torch.where(nan, torch.zeros((), dtype=dtype, device=device), t)
                 self.n_obs = int(self.mask.sum())
+                self._residual = torch.empty_like(self.R)  # reused by every refresh
             else:
                 self.mode = "dense"
                 self.R = t
@@ -130,16 +177,17 @@ class _Relation:
     def refresh(self, Gr, S, Gc):
         """Squared error over the observed entries; stores the residual for ``apply``."""
         if self.mode == "dense" and self.dtype != torch.float64:
-            return float(((self.R - Gr @ (S @ Gc.T)) ** 2).sum())
+            return float(((self.R - _approx(Gr, S, Gc)) ** 2).sum())
         if self.mode == "masked":
-            E = torch.where(self.mask, self.R - Gr @ (S @ Gc.T), torch.zeros((), dtype=self.dtype,
-                                                                           device=self.device))
+            # in one preallocated buffer: no large temporary is allocated per sweep
+            E = _approx(Gr, S, Gc, out=self._residual)
+            torch.sub(self.R, E, out=E).mul_(self.mask)
             self.E, self.stale = E, False
-            return float((E**2).sum())
+            return float(torch.dot(E.view(-1), E.view(-1)))
         if self.mode in ("sparse", "dense"):
             # float64 or sparse: ||R - P||^2 = ||R||^2 - 2 <R G_c, G_r S>
             #                                   + <G_r'G_r S, S G_c'G_c>, P never formed
-            inner = (_mm(self.R, Gc) * (Gr @ S)).sum()
+            inner = (self.apply("row", Gc, Gr, S, Gc) * (Gr @ S)).sum()
             quad = ((Gr.T @ Gr @ S) * (S @ (Gc.T @ Gc))).sum()
             return self.sum_sq - 2 * float(inner) + float(quad)
         GrS = Gr @ S
@@ -153,9 +201,17 @@ class _Relation:
     def apply(self, side, W, Gr, S, Gc):
         """``R~ W`` (``side="row"``) or ``R~^T W`` (``side="col"``)."""
         if self.mode in ("dense", "sparse"):
+            # a complete relation does not change: the product by the same factor is
+            # kept (the objective, the next backbones and an update share ``R G_c``)
+            memo = self.__dict__.get("_memo")
+            if memo is not None and memo[0] == side and memo[1] is W:
+                return memo[2]
             if side == "row":
-                return _mm(self.R, W)
-            return self.R.T @ W if self.mode == "dense" else torch.sparse.mm(self.RT, W)
+                out = _mm(self.R, W)
+            else:
+                out = self.R.T @ W if self.mode == "dense" else torch.sparse.mm(self.RT, W)
+            self._memo = (side, W, out)
+            return out
         if self.stale:
             self.refresh(Gr, S, Gc)
         if self.mode == "masked":
@@ -529,7 +585,7 @@ class DFMF(MultiModalTransformer):
         ]
         theta_t = {e: self._theta_parts(t, ent_dev[e], dtype) for e, t in thetas.items()}
         gen, _ = torch_generator(self.random_state)
-        G = self._init_factors(entities, ranks, rels, gen, dtype, ent_dev)
+        G = _Factors(self._init_factors(entities, ranks, rels, gen, dtype, ent_dev))
         S = {r.name: torch.zeros(ranks[r.row], ranks[r.col], dtype=dtype, device=r.device)
              for r in rels}
         for r in rels:  # a first backbone from the initial factors (missing entries as zeros)
@@ -564,10 +620,8 @@ class DFMF(MultiModalTransformer):
 
     @staticmethod
     def _theta_parts(theta, device, dtype):
-        """``(Theta^+, Theta^-)`` as torch CSR matrices (both non-negative, symmetric)."""
-        pos = theta.maximum(0).tocsr()
-        neg = (-theta).maximum(0).tocsr()
-        return (_torch_csr(pos, device, dtype), _torch_csr(neg, device, dtype))
+        """``Theta`` as its positive and negative parts (torch CSR, both symmetric)."""
+        return _Theta(theta, device, dtype)
 
     def _init_factors(self, entities, ranks, rels, gen, dtype, ent_dev):
         """Initial non-negative factors of ``entities`` (float64 on the CPU, then moved)."""
@@ -636,7 +690,7 @@ class DFMF(MultiModalTransformer):
         # (eigenvalues of G'G below eps of ``dtype`` times the largest count as zero: a
         # rank above an entity's number of members leaves G'G singular, and a backbone
         # built on its round-off would be huge and cancel badly in ``dtype``)
-        pinv = {e: torch.linalg.pinv(g.double().T @ g.double(), hermitian=True,
+        pinv = {e: torch.linalg.pinv(G.gram(e), hermitian=True,
                                      rtol=torch.finfo(g.dtype).eps * (
                                          1.0 if g.dtype == torch.float32 else max(g.shape)))
                 for e, g in G.items()}
@@ -646,7 +700,12 @@ class DFMF(MultiModalTransformer):
                 # the paper's DFMC starts with the missing entries at zero
                 r.E = (r.R if r.mode == "masked" else r.vals).clone()
                 r.stale = False
-            core = Gr.double().T @ r.apply("row", Gc, Gr, S[r.name], Gc).double()
+            # G_r' R~ G_c through the thinner factor: R~ is multiplied by min(k_r, k_c)
+            # columns (apply is linear in its argument)
+            if Gr.shape[1] < Gc.shape[1]:
+                core = r.apply("col", Gr, Gr, S[r.name], Gc).double().T @ Gc.double()
+            else:
+                core = Gr.double().T @ r.apply("row", Gc, Gr, S[r.name], Gc).double()
             S[r.name] = (pinv[r.row].to(r.device) @ core @ pinv[r.col].to(r.device)).to(Gr.dtype)
             r.stale = True
 
@@ -656,6 +715,8 @@ class DFMF(MultiModalTransformer):
         dev = Ge.device
         num = torch.zeros_like(Ge)
         den = torch.zeros_like(Ge)
+        k = Ge.shape[1]
+        B_parts = torch.zeros(k, 2 * k, dtype=Ge.dtype, device=dev)  # [sum B^-, sum B^+]
         touched = []
         for r in rels:
             if e not in (r.row, r.col):
@@ -663,19 +724,28 @@ class DFMF(MultiModalTransformer):
             Gr, Gc = self._on(G, r)
             Sr = S[r.name]
             if r.row == e:
-                A = r.apply("row", Gc @ Sr.T, Gr, Sr, Gc)
-                B = Sr @ (Gc.T @ Gc) @ Sr.T
+                # R~ (G_c S') = (R~ G_c) S' when k_c < k_r: fewer columns through R~
+                A = (r.apply("row", Gc, Gr, Sr, Gc) @ Sr.T if Gc.shape[1] < Gr.shape[1]
+                     else r.apply("row", Gc @ Sr.T, Gr, Sr, Gc))
+                B = Sr @ G.gram(r.col, like=Sr) @ Sr.T
             else:
-                A = r.apply("col", Gr @ Sr, Gr, Sr, Gc)
-                B = Sr.T @ (Gr.T @ Gr) @ Sr
-            A, B = A.to(dev), B.to(dev)
-            num += _pos(A) + Ge @ _neg(B)
-            den += _neg(A) + Ge @ _pos(B)
+                A = (r.apply("col", Gr, Gr, Sr, Gc) @ Sr if Gr.shape[1] < Gc.shape[1]
+                     else r.apply("col", Gr @ Sr, Gr, Sr, Gc))
+                B = Sr.T @ G.gram(r.row, like=Sr) @ Sr
+            A = A.to(dev)
+            num += _pos(A)
+            den += _neg(A)
+            B = B.to(dev)
+            B_parts[:, :k] += _neg(B)
+            B_parts[:, k:] += _pos(B)
             touched.append(r)
+        GB = Ge @ B_parts  # G sum_r B_r^- and G sum_r B_r^+, in one product
+        num += GB[:, :k]
+        den += GB[:, k:]
         if theta is not None:
-            pos, neg = theta
-            num += torch.sparse.mm(neg, Ge)
-            den += torch.sparse.mm(pos, Ge)
+            pos_g, neg_g = theta.products(Ge)
+            num += neg_g
+            den += pos_g
         eps = torch.finfo(Ge.dtype).eps
         G[e] = Ge * torch.sqrt(num / den.clamp_min(eps))
         for r in touched:
@@ -687,10 +757,10 @@ class DFMF(MultiModalTransformer):
             Gr, Gc = self._on(G, r)
             terms[r.name] = r.refresh(Gr, S[r.name], Gc)
             total += terms[r.name]
-        for e, (pos, neg) in theta_t.items():
+        for e, theta in theta_t.items():
             Ge = G[e]
-            val = float((Ge * (torch.sparse.mm(pos, Ge) - torch.sparse.mm(neg, Ge)))
-                        .sum())
+            pos_g, neg_g = theta.products(Ge)
+            val = float((Ge * (pos_g - neg_g)).sum())
             terms[f"constraint:{e}"] = val
             total += val
         terms["loss"] = total
@@ -734,8 +804,8 @@ class DFMF(MultiModalTransformer):
             self._check_non_negative([v])
             rels.append(_Relation(name, row, col, v, missing=self.missing,
                                   device=self._ent_dev[col], dtype=dtype))
-        G = {e: torch.as_tensor(f, device=self._ent_dev[e]).to(dtype)
-             for e, f in self.factors_.items()}
+        G = _Factors({e: torch.as_tensor(f, device=self._ent_dev[e]).to(dtype)
+                      for e, f in self.factors_.items()})
         S = {n: torch.as_tensor(self.backbones_[n], device=self._ent_dev[c]).to(dtype)
              for n, _, c in self.relations_}
         theta = None
