@@ -156,6 +156,21 @@ def test_a_file_put_in_the_cache_by_hand_is_recorded_on_first_use(tmp_path):
         fetch_file(remote, tmp_path, download_if_missing=False)
 
 
+def test_a_read_only_cache_warns_that_it_cannot_record(tmp_path, monkeypatch):
+    path = tmp_path / "d" / "f.bin"
+    path.parent.mkdir()
+    path.write_bytes(b"copied by hand")
+
+    def refuse(*args, **kwargs):
+        raise PermissionError("read-only file system")
+
+    monkeypatch.setattr(_base.tempfile, "mkstemp", refuse)
+    remote = RemoteFile("d/f.bin", "https://example.invalid/f", None)
+    with pytest.warns(UserWarning, match="Could not record the SHA-256 of .*f.bin.*read-only"):
+        assert fetch_file(remote, tmp_path, download_if_missing=False) == path
+    assert sorted(p.name for p in path.parent.iterdir()) == ["f.bin"]
+
+
 def test_truncated_gzip_without_published_checksum_is_refused(monkeypatch, tmp_path):
     import gzip
 

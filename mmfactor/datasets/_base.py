@@ -22,6 +22,7 @@ import os
 import shutil
 import tempfile
 import urllib.request
+import warnings
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -164,11 +165,22 @@ def _recorded_sha256(path):
 
 
 def _write_record(path, digest):
-    """Record ``digest`` beside ``path`` atomically, in ``sha256sum`` format."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".part-")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(f"{digest}  {path.name}\n")
-    os.replace(tmp, _record_path(path))
+    """Record ``digest`` beside ``path`` atomically, in ``sha256sum`` format.
+
+    A cache that cannot be written (read-only) gets a warning, not an error: the file is
+    used, unchecked, as it would be without a record.
+    """
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".part-")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(f"{digest}  {path.name}\n")
+        os.replace(tmp, _record_path(path))
+    except OSError as exc:
+        if tmp is not None and os.path.exists(tmp):
+            os.remove(tmp)
+        warnings.warn(f"Could not record the SHA-256 of {path} beside it ({exc}); it will "
+                      "not be checked on later use.", UserWarning, stacklevel=3)
 
 
 def _check_gzip(path):
