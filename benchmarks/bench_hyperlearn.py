@@ -384,8 +384,9 @@ def _markdown(res, args):
     if "movielens" in res:
         parts.append(
             "### MovieLens-100K (Monti `split_1`: 80,000 training / 20,000 test ratings; user "
-            "and movie 10-NN graphs)\n\nWall times on a shared, loaded machine; CPU time is "
-            "the process time. Published figures are quoted, not rerun.\n\n"
+            "and movie 10-NN graphs)\n\nFit wall time and the process's CPU time (close on an "
+            "idle machine; see the load average below). Published figures are quoted, not "
+            "rerun.\n\n"
             + markdown_table(res["movielens"]["rows"], [
                 ("model", "model", None), ("test_rmse", "test RMSE", "{:.4f}"),
                 ("best_curve_rmse", "best RMSE along the fit", "{:.4f}"),
