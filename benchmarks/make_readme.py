@@ -9,6 +9,7 @@ it after any benchmark:
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -44,11 +45,15 @@ def main():
     parts = [INTRO]
     known = {name for name, _, _ in SECTIONS}
     extra = sorted(p.stem for p in (HERE / "results").glob("*.md") if p.stem not in known)
-    for name, title, script in SECTIONS + [(n, n, f"bench_{n}.py") for n in extra]:
+    for name, title, script in SECTIONS + [(n, f"Further run: {n}", None) for n in extra]:
         md = HERE / "results" / f"{name}.md"
         if md.exists():
-            parts.append(f"## {title}\n\nScript: `benchmarks/{script}`.\n\n"
-                         f"{md.read_text().strip()}\n")
+            text = md.read_text().strip()
+            if script is None:  # the script is named in the run's own "Command:" line
+                found = re.search(r"python (benchmarks/\S+\.py)", text)
+                script = found.group(1).split("/")[-1] if found else None
+            source = f"Script: `benchmarks/{script}`." if script else "Scripts: see the text."
+            parts.append(f"## {title}\n\n{source}\n\n{text}\n")
         else:
             parts.append(f"## {title}\n\nNot measured yet: run `benchmarks/{script}`.\n")
     reliability = HERE / "RELIABILITY.md"
