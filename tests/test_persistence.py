@@ -152,6 +152,30 @@ def test_a_model_fitted_on_cuda_loads_on_a_cpu_only_machine(tmp_path):
         np.testing.assert_array_equal(est2.transform(X), Z)
 
 
+@pytest.mark.parametrize("name", list(ESTIMATORS))
+def test_a_model_file_with_cuda_storages_loads_on_a_cpu_only_machine(name, tmp_path,
+                                                                     monkeypatch):
+    """A model file whose tensors were serialized from CUDA storages (here: every storage
+    tagged ``cuda:0`` as torch.save tags real CUDA tensors) loads on the CPU: the file
+    really claims CUDA (a plain torch.load without map_location refuses it on a machine
+    without CUDA), and mmfactor.load maps it to the CPU with the same transform."""
+    est = fitted(name)
+    X = base_input(name)
+    with monkeypatch.context() as m:
+        m.setattr(torch.serialization, "location_tag", lambda storage: "cuda:0")
+        path = mmfactor.save(est, tmp_path / "cuda.mmf")
+    with zipfile.ZipFile(path) as zf:
+        raw = zf.read("tensors.pt")
+    assert b"cuda:0" in raw
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="CUDA"):
+            torch.load(io.BytesIO(raw), weights_only=True)
+    est2 = mmfactor.load(path)
+    state = est2.__getstate__()
+    assert all(t.device.type == "cpu" for t in _tensors(state))
+    np.testing.assert_array_equal(est2.transform(X), est.transform(X))
+
+
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("name", list(ESTIMATORS))
