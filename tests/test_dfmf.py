@@ -479,3 +479,31 @@ def test_raw_must_links_make_the_objective_unbounded_and_laplacian_ones_do_not()
     model = DFMF(3, **kw).fit(X)
     assert np.isfinite(model.loss_curve_).all() and min(model.loss_curve_) >= 0
     assert min(model.loss_terms_["constraint:s"]) >= 0
+
+
+# ---- the fast paths of a sweep ------------------------------------------------------------
+
+
+def test_products_in_either_order_and_caches_agree_with_the_plain_formulas():
+    from mmfactor.factorization._dfmf import _approx, _Factors, _Theta
+
+    rng = np.random.RandomState(0)
+    for (n_r, k_r), (n_c, k_c) in [((40, 8), (30, 2)), ((40, 2), (30, 8)), ((5, 3), (60, 3))]:
+        Gr, Gc = torch.rand(n_r, k_r, dtype=torch.float64), torch.rand(n_c, k_c,
+                                                                       dtype=torch.float64)
+        S = torch.randn(k_r, k_c, dtype=torch.float64)
+        out = torch.empty(n_r, n_c, dtype=torch.float64)
+        torch.testing.assert_close(_approx(Gr, S, Gc), Gr @ S @ Gc.T)
+        assert _approx(Gr, S, Gc, out=out) is out
+        torch.testing.assert_close(out, Gr @ S @ Gc.T)
+    G = _Factors(a=torch.rand(20, 3, dtype=torch.float64))
+    first = G.gram("a")
+    assert G.gram("a") is first  # cached while the factor is the same tensor
+    G["a"] = G["a"] * 2
+    torch.testing.assert_close(G.gram("a"), 4 * first)  # recomputed once it is replaced
+    W = sp.random(20, 20, density=0.3, random_state=0)
+    theta = sp.csr_matrix(W + W.T - sp.diags(rng.rand(20)))
+    T = _Theta(theta, "cpu", torch.float64)
+    pos, neg = T.products(G["a"])
+    assert T.products(G["a"])[0] is pos
+    np.testing.assert_allclose((pos - neg).numpy(), theta @ G["a"].numpy())
