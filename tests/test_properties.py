@@ -223,3 +223,40 @@ def test_the_dtype_parameter_is_honoured(name, dtype, data):
         views = {"v0": views["v0"]}
     est, Z = _fit_transform(name, views, dtype=dtype)
     assert Z.dtype == dtype and est.transform(MultiModal(**views)).dtype == dtype
+
+
+# ---- zero variance: exactly the views whose samples are all the same ----------------------
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(data=st.data())
+def test_zero_variance_is_detected_exactly(data):
+    """check_variation refuses a view iff every sample has the same observed values, in
+    every layout (dense with NaN, CSR with unstored = zero or unobserved, torch)."""
+    from mmfactor._multimodal import check_variation, check_view
+
+    n = data.draw(st.integers(2, 6))
+    d = data.draw(st.integers(1, 4))
+    values = st.sampled_from([0.0, 1.0, 2.5, -3.0])  # few values: ties are frequent
+    A = data.draw(hnp.arrays(np.float64, (n, d), elements=values))
+    if data.draw(st.booleans()):
+        A = np.repeat(A[:1], n, axis=0)  # identical rows
+    layout = data.draw(st.sampled_from(["dense", "nan", "zero", "unobserved", "torch"]))
+    if layout == "nan":
+        A = np.where(data.draw(hnp.arrays(np.bool_, (n, d))), np.nan, A)
+        if np.isnan(A).all():
+            A[0, 0] = 1.0
+    view = (sp.csr_matrix(A) if layout in ("zero", "unobserved")
+            else torch.as_tensor(A) if layout == "torch" else A)
+    v = check_view("v", view, missing="zero" if layout == "zero" else "unobserved")
+    # the expected answer from the definition: every column's observed values are equal
+    if layout == "unobserved":
+        observed = A != 0  # only the stored entries are observations
+    else:
+        observed = ~np.isnan(A)
+    constant = all(len(set(A[observed[:, j], j])) <= 1 for j in range(d))
+    if constant:
+        with pytest.raises(ValueError, match=r"View 'v' of shape .* has zero variance"):
+            check_variation(v)
+    else:
+        check_variation(v)  # no error
