@@ -260,3 +260,26 @@ def test_zero_variance_is_detected_exactly(data):
             check_variation(v)
     else:
         check_variation(v)  # no error
+
+
+@settings(max_examples=100, deadline=None, derandomize=True)
+@given(data=st.data())
+def test_negative_entries_are_detected_exactly(data):
+    """check_non_negative (DFMF's refusal) fires iff an observed entry is negative."""
+    from mmfactor._multimodal import check_non_negative, check_view
+
+    A = data.draw(hnp.arrays(np.float64, (data.draw(st.integers(1, 5)),
+                                          data.draw(st.integers(1, 4))),
+                             elements=st.sampled_from([0.0, 0.5, -0.0, -1e-300, -2.0])))
+    layout = data.draw(st.sampled_from(["dense", "nan", "sparse", "torch"]))
+    if layout == "nan":
+        A = np.where(A < 0, np.nan, A) if data.draw(st.booleans()) else A
+    view = (sp.csr_matrix(A) if layout == "sparse"
+            else torch.as_tensor(A) if layout == "torch" else A)
+    v = check_view("v", view, min_ndim=2)
+    negative = int(np.sum(A < 0))  # NaN < 0 is False: missing entries are not negative
+    if negative:
+        with pytest.raises(ValueError, match=rf"view 'v' of shape .* has {negative} negative"):
+            check_non_negative(v, "DFMF", "hint")
+    else:
+        check_non_negative(v, "DFMF", "hint")
