@@ -431,20 +431,35 @@ def check_views(
     return mm, out
 
 
-def _constant_columns_coo(cols, vals, n_rows, zeros_observed):
-    """Whether every column of an (n_rows x ?) matrix given by its stored entries
-    ``(cols, vals)`` has one value across the rows (observed rows only, or every row
-    when the unstored entries are zeros)."""
-    if len(vals) == 0:
-        return True
-    uniq, inv, counts = np.unique(cols, return_inverse=True, return_counts=True)
-    low = np.full(len(uniq), np.inf)
-    high = np.full(len(uniq), -np.inf)
-    np.minimum.at(low, inv, vals)
-    np.maximum.at(high, inv, vals)
-    same = low == high
-    if zeros_observed:  # a partly stored column also holds zeros
-        same &= (counts >= n_rows) | (high == 0)
+def _constant_columns(keys, vals, n_rows, n_keys, zeros_observed, rows=None):
+    """Whether every column of an ``n_rows``-row matrix, given by its stored entries
+    (column ``keys`` in ``[0, n_keys)``, ``vals``, optionally their ``rows``), holds one
+    value across the rows: the observed rows only, or every row when the unstored
+    entries are zeros. Exact; O(nnz) when the keys are dense, a sort otherwise."""
+    vals = np.asarray(vals, np.float64)
+    if zeros_observed:
+        nonzero = vals != 0
+        keys, vals = keys[nonzero], vals[nonzero]
+        if len(vals) == 0:
+            return True  # every entry zero
+        if rows is not None:  # identical rows have the same number of non-zeros
+            degree = np.bincount(rows[nonzero], minlength=n_rows)
+            if degree.min() != degree.max():
+                return False
+    elif len(vals) == 0 or vals.min() == vals.max():
+        return True  # every observed entry has one value
+    if n_keys is None or n_keys > 4 * len(vals) + 1024:  # sparse key space: renumber
+        keys = torch.unique(torch.as_tensor(keys), return_inverse=True)[1].numpy()
+        n_keys = int(keys.max()) + 1
+    counts = np.bincount(keys, minlength=n_keys)
+    low = np.full(n_keys, np.inf)
+    high = np.full(n_keys, -np.inf)
+    np.minimum.at(low, keys, vals)
+    np.maximum.at(high, keys, vals)
+    present = counts > 0
+    same = low[present] == high[present]
+    if zeros_observed:  # a column with a non-zero must have it, the same, in every row
+        same &= counts[present] == n_rows
     return bool(same.all())
 
 
@@ -458,10 +473,15 @@ def check_variation(view, *, coords=None):
     if coords is not None:
         name = view
         idx, vals, shape, zeros_observed = coords
-        n = shape[0]
-        _, cols = np.unique(np.asarray(idx)[:, 1:], axis=0, return_inverse=True)
-        constant = _constant_columns_coo(cols.ravel(), np.asarray(vals, np.float64), n,
-                                         zeros_observed)
+        idx, n = np.asarray(idx), shape[0]
+        others = [int(s) for s in shape[1:]]
+        if float(np.prod(others, dtype=np.float64)) < 2.0**62:  # one int64 key per column
+            keys = np.ravel_multi_index(tuple(idx[:, 1:].T), others)
+            n_keys = int(np.prod(others))
+        else:
+            keys = np.unique(idx[:, 1:], axis=0, return_inverse=True)[1].ravel()
+            n_keys = None
+        constant = _constant_columns(keys, vals, n, n_keys, zeros_observed, rows=idx[:, 0])
         hint = "" if zeros_observed else _UNOBSERVED_HINT
     else:
         name, shape, n, d = view.name, view.shape, view.shape[0], view.data
@@ -469,8 +489,10 @@ def check_variation(view, *, coords=None):
         if n < 2:
             return
         if view.kind == "sparse":
-            constant = _constant_columns_coo(d.indices, d.data, n, view.missing == "zero")
-            hint = "" if view.missing == "zero" else _UNOBSERVED_HINT
+            zero = view.missing == "zero"
+            rows = np.repeat(np.arange(n), np.diff(d.indptr)) if zero else None
+            constant = _constant_columns(d.indices, d.data, n, d.shape[1], zero, rows=rows)
+            hint = "" if zero else _UNOBSERVED_HINT
         elif view.kind == "tensor":
             flat = d.reshape(n, -1)
             nan = torch.isnan(flat)

@@ -283,3 +283,30 @@ def test_negative_entries_are_detected_exactly(data):
             check_non_negative(v, "DFMF", "hint")
     else:
         check_non_negative(v, "DFMF", "hint")
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(data=st.data())
+def test_zero_variance_of_a_tensor_given_by_its_entries(data):
+    """The same definition on coordinates (HyperLearn's tensors): unstored = zero, or
+    unstored = unobserved."""
+    from mmfactor._multimodal import check_variation
+
+    n, a, b = (data.draw(st.integers(2, 4)) for _ in range(3))
+    T = data.draw(hnp.arrays(np.float64, (n, a, b), elements=st.sampled_from([0.0, 1.0, 2.0])))
+    if data.draw(st.booleans()):
+        T = np.repeat(T[:1], n, axis=0)
+    full = data.draw(st.booleans())
+    observed = (T != 0) if full else data.draw(hnp.arrays(np.bool_, T.shape))
+    idx = np.argwhere(observed)
+    vals = T[observed]
+    flat, obs = T.reshape(n, -1), observed.reshape(n, -1)
+    if full:
+        constant = bool((flat == flat[:1]).all())
+    else:
+        constant = all(len(set(flat[obs[:, j], j])) <= 1 for j in range(flat.shape[1]))
+    if constant:
+        with pytest.raises(ValueError, match="zero variance"):
+            check_variation("t", coords=(idx, vals, T.shape, full))
+    else:
+        check_variation("t", coords=(idx, vals, T.shape, full))
