@@ -98,8 +98,9 @@ class _Relation:
     """One relation ``R ~ G_r S G_c^T`` on its device, in the form the updates need.
 
     The updates only ever need ``R~ W`` and ``R~^T W`` for thin matrices ``W``, where
-    ``R~`` is the relation with its missing entries filled by the current approximation
-    (the completion step of DFMC). With ``E`` the residual at the observed entries,
+    ``R~`` is the relation with its missing entries filled by the approximation at the
+    last :meth:`refresh` (the completion step of DFMC, once per sweep). With ``E`` the
+    residual at the observed entries and ``(G_r, S, G_c)`` those of the fill,
     ``R~ = E + G_r S G_c^T``, so ``R~ W = E W + G_r (S (G_c^T W))``: the filled matrix is
     never formed, and a sparse relation costs O(nnz k) per product.
 
@@ -113,8 +114,8 @@ class _Relation:
         self.device, self.dtype = device, dtype
         data = view.data
         self.shape = tuple(data.shape)
-        self.E = None
-        self.stale = True
+        self.E = None  # the residual at the observed entries, at the last fill
+        self.fill = None  # (G_r, S, G_c) of the last fill (None: missing entries are 0)
         if view.kind == "sparse":
             csr = sp.csr_matrix(data)
             if missing == "zero":
@@ -182,7 +183,7 @@ class _Relation:
             # in one preallocated buffer: no large temporary is allocated per sweep
             E = _approx(Gr, S, Gc, out=self._residual)
             torch.sub(self.R, E, out=E).mul_(self.mask)
-            self.E, self.stale = E, False
+            self.E, self.fill = E, (Gr, S, Gc)
             return float(torch.dot(E.view(-1), E.view(-1)))
         if self.mode in ("sparse", "dense"):
             # float64 or sparse: ||R - P||^2 = ||R||^2 - 2 <R G_c, G_r S>
@@ -195,7 +196,7 @@ class _Relation:
         for s in range(0, self.n_obs, _CHUNK):
             r, c = self.rows[s : s + _CHUNK], self.cols[s : s + _CHUNK]
             e[s : s + _CHUNK] = self.vals[s : s + _CHUNK] - (GrS[r] * Gc[c]).sum(1)
-        self.E, self.stale = e, False
+        self.E, self.fill = e, (Gr, S, Gc)
         return float((e**2).sum())
 
     def apply(self, side, W, Gr, S, Gc):
@@ -212,7 +213,7 @@ class _Relation:
                 out = self.R.T @ W if self.mode == "dense" else torch.sparse.mm(self.RT, W)
             self._memo = (side, W, out)
             return out
-        if self.stale:
+        if self.E is None:
             self.refresh(Gr, S, Gc)
         if self.mode == "masked":
             E = self.E if side == "row" else self.E.T
@@ -220,7 +221,12 @@ class _Relation:
             E = _csr(self.crow_r, self.cols, self.E, self.shape)
         else:
             E = _csr(self.crow_c, self.rows_c, self.E[self.perm], self.shape[::-1])
-        low = Gr @ (S @ (Gc.T @ W)) if side == "row" else Gc @ (S.T @ (Gr.T @ W))
+        if self.fill is None:  # the missing entries filled with zeros
+            return _mm(E, W)
+        # R~ = E + G_r S G_c' of the fill: the filled matrix stays the same until the
+        # next refresh (a majorizer of the masked objective; see DFMF's Notes)
+        Fr, FS, Fc = self.fill
+        low = Fr @ (FS @ (Fc.T @ W)) if side == "row" else Fc @ (FS.T @ (Fr.T @ W))
         return _mm(E, W) + low
 
 
@@ -243,10 +249,11 @@ class DFMF(MultiModalTransformer):
     G_j (G_j^T G_j)^+``) and then applies the paper's multiplicative rule
     ``G_i <- G_i * sqrt((A^+ + G_i B^- + Theta_i^- G_i) / (A^- + G_i B^+ + Theta_i^+ G_i))``
     (``X^+``, ``X^-``: positive and negative parts) to one entity type after the other.
-    ``R~`` is the relation with its missing entries filled by the current approximation
-    (the paper's completion step), applied implicitly so that no dense filled matrix is
-    formed. All rows of a type are updated by a few matrix products in torch (CPU or
-    CUDA), so a sweep costs a few calls per relation, not per row.
+    ``R~`` is the relation with its missing entries filled by the approximation at the
+    end of the previous sweep (the paper's completion step; zeros in the first sweep),
+    applied implicitly so that no dense filled matrix is formed. All rows of a type are
+    updated by a few matrix products in torch (CPU or CUDA), so a sweep costs a few
+    calls per relation, not per row.
 
     Parameters
     ----------
@@ -345,9 +352,11 @@ class DFMF(MultiModalTransformer):
     update uses the newest factors of the others (block coordinate descent). Each step
     is then the auxiliary-function step of Ding, Li & Jordan (2010) for one factor with
     the rest fixed, so the objective never increases (the simultaneous update does not
-    have that guarantee), at the same cost per sweep. With missing entries each step
-    first refills them from the current approximation, a majorize-minimize step of the
-    masked objective, which therefore never increases either.
+    have that guarantee), at the same cost per sweep. With missing entries, the sweep
+    works on the relations filled once, at its start, from the current approximation
+    (as the paper's DFMC does): the filled objective majorizes the masked one and
+    touches it at the fill, and every step of the sweep lowers the filled objective, so
+    the masked objective never increases either (majorize-minimize).
 
     With ``constraint_form="raw"``, ``J`` is not bounded below when a must-link
     constraint is not balanced by a positive diagonal: scaling ``G_i`` up and ``S`` down
@@ -588,8 +597,6 @@ class DFMF(MultiModalTransformer):
         G = _Factors(self._init_factors(entities, ranks, rels, gen, dtype, ent_dev))
         S = {r.name: torch.zeros(ranks[r.row], ranks[r.col], dtype=dtype, device=r.device)
              for r in rels}
-        for r in rels:  # a first backbone from the initial factors (missing entries as zeros)
-            r.stale = True
         self._ent_dev = ent_dev
 
         def step(epoch):
@@ -698,8 +705,7 @@ class DFMF(MultiModalTransformer):
             Gr, Gc = self._on(G, r)
             if first and r.needs_fill:
                 # the paper's DFMC starts with the missing entries at zero
-                r.E = (r.R if r.mode == "masked" else r.vals).clone()
-                r.stale = False
+                r.E, r.fill = (r.R if r.mode == "masked" else r.vals).clone(), None
             # G_r' R~ G_c through the thinner factor: R~ is multiplied by min(k_r, k_c)
             # columns (apply is linear in its argument)
             if Gr.shape[1] < Gc.shape[1]:
@@ -707,7 +713,6 @@ class DFMF(MultiModalTransformer):
             else:
                 core = Gr.double().T @ r.apply("row", Gc, Gr, S[r.name], Gc).double()
             S[r.name] = (pinv[r.row].to(r.device) @ core @ pinv[r.col].to(r.device)).to(Gr.dtype)
-            r.stale = True
 
     def _update_factor(self, e, rels, G, S, theta):
         """The multiplicative update of entity type ``e``'s factor, all else fixed."""
@@ -717,7 +722,6 @@ class DFMF(MultiModalTransformer):
         den = torch.zeros_like(Ge)
         k = Ge.shape[1]
         B_parts = torch.zeros(k, 2 * k, dtype=Ge.dtype, device=dev)  # [sum B^-, sum B^+]
-        touched = []
         for r in rels:
             if e not in (r.row, r.col):
                 continue
@@ -738,7 +742,6 @@ class DFMF(MultiModalTransformer):
             B = B.to(dev)
             B_parts[:, :k] += _neg(B)
             B_parts[:, k:] += _pos(B)
-            touched.append(r)
         GB = Ge @ B_parts  # G sum_r B_r^- and G sum_r B_r^+, in one product
         num += GB[:, :k]
         den += GB[:, k:]
@@ -748,8 +751,6 @@ class DFMF(MultiModalTransformer):
             den += pos_g
         eps = torch.finfo(Ge.dtype).eps
         G[e] = Ge * torch.sqrt(num / den.clamp_min(eps))
-        for r in touched:
-            r.stale = True
 
     def _objective(self, rels, G, S, theta_t):
         terms, total = {}, 0.0
