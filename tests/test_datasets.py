@@ -156,6 +156,26 @@ def test_a_file_put_in_the_cache_by_hand_is_recorded_on_first_use(tmp_path):
         fetch_file(remote, tmp_path, download_if_missing=False)
 
 
+def test_a_published_md5_is_checked_before_the_sha256_is_recorded(monkeypatch, tmp_path):
+    payload = b"a file whose origin publishes only an MD5"
+    md5 = hashlib.md5(payload).hexdigest()
+    good = RemoteFile("d/f.bin", "https://example.invalid/f", None, md5=md5)
+    _serve(monkeypatch, payload)
+    path = fetch_file(good, tmp_path, progress=False)
+    record = (tmp_path / "d" / "f.bin.sha256").read_text().split()[0]
+    assert record == hashlib.sha256(payload).hexdigest()
+    _serve(monkeypatch, b"something else")
+    bad = RemoteFile("d/g.bin", "https://example.invalid/g", None, md5=md5)
+    with pytest.raises(ValueError, match="expected the published MD5 " + md5):
+        fetch_file(bad, tmp_path, progress=False)
+    assert sorted(p.name for p in path.parent.iterdir()) == ["f.bin", "f.bin.sha256"]
+    (tmp_path / "d" / "h.bin").write_bytes(b"copied by hand, not the published file")
+    hand = RemoteFile("d/h.bin", "https://example.invalid/h", None, md5=md5)
+    with pytest.raises(ValueError, match="does not match its published MD5 checksum"):
+        fetch_file(hand, tmp_path, download_if_missing=False)
+    assert not (tmp_path / "d" / "h.bin.sha256").exists()
+
+
 def test_a_read_only_cache_warns_that_it_cannot_record(tmp_path, monkeypatch):
     path = tmp_path / "d" / "f.bin"
     path.parent.mkdir()

@@ -21,6 +21,7 @@ one training loop of every estimator at the end of the module.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import warnings
 from dataclasses import dataclass, field
 
@@ -724,12 +725,12 @@ import urllib.request  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import mmfactor.datasets as mds  # noqa: E402
+from mmfactor.datasets import _goodreads  # noqa: E402
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 # fetch_* loaders that go through datasets._base.fetch_file (SHA-256, atomic, safe_extract)
 VERIFIED_FETCHERS = {"fetch_dicty": ["dicty"], "fetch_movielens_100k": ["ml-100k",
                                                                         "movielens_monti"]}
-GOODREADS_GAP = "mmfactor/datasets/_goodreads.py"
 
 
 def test_every_fetch_loader_is_accounted_for():
@@ -800,23 +801,45 @@ def _goodreads_source(root, book_ids):
     return root / "cache"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    f"{GOODREADS_GAP} FILES: UCSD publishes no SHA-256 of its Goodreads files and they "
-    "cannot be downloaded here to pin one, so a file that differs from the published one "
-    "is trusted the first time it is seen (its hash is recorded, and checked afterwards); "
-    "expected a ValueError naming the SHA-256 for these made-up files"))
-def test_goodreads_checks_the_sha256_of_its_files(tmp_path):
+_PUBLISHED_GOODREADS = dict(_goodreads.FILES)  # as shipped, before any test unpins them
+
+
+@pytest.fixture(autouse=True)
+def _made_up_goodreads_files(monkeypatch):
+    """The Goodreads tests below read small files in the UCSD format made here, not the
+    published ones: their published MD5s are unpinned, except where a test pins them."""
+    monkeypatch.setattr(_goodreads, "FILES", {k: dataclasses.replace(v, md5=None)
+                                              for k, v in _PUBLISHED_GOODREADS.items()})
+
+
+@pytest.mark.parametrize("how", ["cached", "downloaded"])
+def test_goodreads_refuses_files_that_are_not_the_published_ones(tmp_path, monkeypatch, how):
+    """The UCSD files must match the MD5s published for them (no SHA-256 is published):
+    made-up files are refused, whether found in the cache or downloaded."""
+    monkeypatch.setattr(_goodreads, "FILES", _PUBLISHED_GOODREADS)
+    assert all(f.md5 for f in _PUBLISHED_GOODREADS.values())
     home = _goodreads_source(tmp_path, ["1", "2", "3"])  # not the published UCSD files
-    with pytest.raises(ValueError, match="SHA-256"):
+    if how == "downloaded":  # served from file:// URLs into an empty cache
+        src = home / "goodreads"
+        monkeypatch.setattr(_goodreads, "FILES", {
+            k: dataclasses.replace(v, url=(src / v.path.split("/")[-1]).as_uri(), mirrors=())
+            for k, v in _PUBLISHED_GOODREADS.items()})
+        home = tmp_path / "fresh"
+        match = "Checksum mismatch for file:.*goodreads_books.json.gz: expected the published MD5"
+    else:
+        match = (r"Cached file .*goodreads_books.json.gz does not match its published MD5 "
+                 r"checksum: expected 01b40c70a00fb6aa321ee478f0fd0d6b")
+    with pytest.raises(ValueError, match=match):
         mds.fetch_goodreads_books(home, n_samples=2, progress=False)
+    if how == "downloaded":
+        left = sorted(p.name for p in (home / "goodreads").iterdir())
+        assert left == [], left  # nothing half-trusted stays in the cache
+    else:  # refused files get no record: they stay unverified
+        assert not list((home / "goodreads").glob("*.sha256"))
 
 
 def test_goodreads_checks_a_pinned_sha256(tmp_path, monkeypatch):
-    """Once a published hash is pinned in FILES, a different file is refused outright."""
-    import dataclasses
-
-    from mmfactor.datasets import _goodreads
-
+    """Once a published SHA-256 is pinned in FILES, a different file is refused outright."""
     home = _goodreads_source(tmp_path, ["1", "2", "3"])
     pinned = dataclasses.replace(_goodreads.FILES["books"], sha256="0" * 64)
     monkeypatch.setitem(_goodreads.FILES, "books", pinned)

@@ -7,10 +7,11 @@ checks its length and its hash and only then renames it into place, so no half-w
 or corrupted file ever survives a failure. Archives are extracted member by member,
 refusing any member whose path would escape the cache.
 
-A file whose origin publishes no checksum (``sha256=None``) is trusted on first use: its
-SHA-256 is recorded beside it (``<file>.sha256``) when it enters the cache, and every
-later use checks the cached file against that record, so a cached file that was
-truncated, corrupted or edited afterwards is refused.
+A file with no published SHA-256 (``sha256=None``) has its SHA-256 recorded beside it
+(``<file>.sha256``) when it enters the cache, after a check against a published MD5
+where there is one (``md5=``); every later use checks the cached file against that
+record, so a cached file that was truncated, corrupted or edited afterwards is refused.
+Without any published checksum the first copy is trusted.
 """
 
 from __future__ import annotations
@@ -71,10 +72,10 @@ def clear_data_home(data_home=None):
 class RemoteFile:
     """A file of a data set: its path in the cache, its origin and its SHA-256.
 
-    ``sha256=None``: the origin publishes no checksum; the file is trusted on first use
-    (see the module docstring). ``mirrors``: further URLs of the same file, tried in
-    order when ``url`` cannot be reached. ``archive``/``member``: the file is ``member``
-    of the zip archive at ``url``.
+    ``sha256=None``: no SHA-256 is published; the SHA-256 is recorded on first use (see
+    the module docstring), after checking ``md5`` where an MD5 is published.
+    ``mirrors``: further URLs of the same file, tried in order when ``url`` cannot be
+    reached. ``archive``/``member``: the file is ``member`` of the zip archive at ``url``.
     """
 
     path: str
@@ -83,10 +84,11 @@ class RemoteFile:
     archive: bool = False
     member: str | None = None
     mirrors: tuple = ()
+    md5: str | None = None
 
 
-def sha256sum(path, chunk=1 << 20):
-    h = hashlib.sha256()
+def file_digest(path, algorithm="sha256", chunk=1 << 20):
+    h = hashlib.new(algorithm)
     with open(path, "rb") as f:
         while block := f.read(chunk):
             h.update(block)
@@ -202,10 +204,15 @@ def _download_any(remote, path, progress):
     """
     def check(tmp):
         if remote.sha256 is not None:
-            digest = sha256sum(tmp)
+            digest = file_digest(tmp)
             if digest != remote.sha256:
                 raise ValueError(f"Checksum mismatch for {url}: expected SHA-256 "
                                  f"{remote.sha256}, got {digest}. The file was removed.")
+        elif remote.md5 is not None:
+            digest = file_digest(tmp, "md5")
+            if digest != remote.md5:
+                raise ValueError(f"Checksum mismatch for {url}: expected the published MD5 "
+                                 f"{remote.md5}, got {digest}. The file was removed.")
         elif path.name.endswith(".gz"):
             _check_gzip(tmp)
 
@@ -240,8 +247,15 @@ def fetch_file(remote, data_home=None, *, download_if_missing=True, progress=Tru
     path = home / remote.path
     if path.exists():
         expected = remote.sha256 or _recorded_sha256(path)
-        digest = sha256sum(path)
-        if expected is None:  # found without a record: trust on first use
+        digest = file_digest(path)
+        if expected is None:  # found without a record: checked against a published MD5
+            if remote.md5 is not None:  # where there is one, then recorded
+                md5 = file_digest(path, "md5")
+                if md5 != remote.md5:
+                    raise ValueError(
+                        f"Cached file {path} does not match its published MD5 checksum: "
+                        f"expected {remote.md5}, got {md5}. It is not the file published at "
+                        f"{remote.url}; delete it to download it again.")
             _write_record(path, digest)
             return path
         if digest == expected:
@@ -263,7 +277,7 @@ def fetch_file(remote, data_home=None, *, download_if_missing=True, progress=Tru
         if not archive.exists():
             _download_any(dataclasses.replace(remote, sha256=None), archive, progress)
         safe_extract(archive, remote.member, home, path)
-        digest = sha256sum(path)
+        digest = file_digest(path)
         if digest != remote.sha256:
             os.remove(path)
             raise ValueError(f"Checksum mismatch for {remote.member} of {remote.url}: "
@@ -272,5 +286,5 @@ def fetch_file(remote, data_home=None, *, download_if_missing=True, progress=Tru
     else:
         _download_any(remote, path, progress)
     if remote.sha256 is None:
-        _write_record(path, sha256sum(path))
+        _write_record(path, file_digest(path))
     return path

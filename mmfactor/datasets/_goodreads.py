@@ -22,16 +22,20 @@ _ORIGINS = ("https://mcauleylab.ucsd.edu/public_datasets/gdrive/goodreads/",
             "https://datarepo.eng.ucsd.edu/mcauley_group/gdrive/goodreads/")
 
 
-def _ucsd(name):
-    """The UCSD file ``name``. Its origin publishes no SHA-256, so ``sha256=None``: the
-    hash is recorded when the file enters the cache and checked on every later use (see
-    :mod:`mmfactor.datasets._base`); a known hash would go here."""
+def _ucsd(name, md5):
+    """The UCSD file ``name``. No SHA-256 of it is published, so ``sha256=None``: the
+    download is checked against its published MD5, then its SHA-256 is recorded when it
+    enters the cache and checked on every later use (see :mod:`mmfactor.datasets._base`).
+    """
     return RemoteFile(f"{SUBDIR}/{name}", _ORIGINS[0] + name, None,
-                      mirrors=tuple(o + name for o in _ORIGINS[1:]))
+                      mirrors=tuple(o + name for o in _ORIGINS[1:]), md5=md5)
 
 
-FILES = {"books": _ucsd("goodreads_books.json.gz"),
-         "genres": _ucsd("goodreads_book_genres_initial.json.gz")}
+#: The MD5s are those the PIReT Book Data Tools (Ekstrand et al., Boise State University)
+#: publish for these UCSD files, in their DVC records ``data/goodreads/*.dvc``.
+FILES = {"books": _ucsd("goodreads_books.json.gz", "01b40c70a00fb6aa321ee478f0fd0d6b"),
+         "genres": _ucsd("goodreads_book_genres_initial.json.gz",
+                         "99ee3d1cadd68818c3dd0ef0d2f10602")}
 
 #: Section 4.1 of the paper: these genres are fiction, every other genre non-fiction. The
 #: UCSD genre file groups "fantasy, paranormal" into one category.
@@ -171,12 +175,11 @@ def fetch_goodreads_books(data_home=None, *, n_samples=5000, random_state=0,
     The UCSD Goodreads data is for academic use; mmfactor never ships it. M. Wan and
     J. McAuley, "Item recommendation on monotonic behavior chains", RecSys 2018;
     M. Wan, R. Misra, N. Nakashole and J. McAuley, "Fine-grained spoiler detection from
-    large-scale review corpora", ACL 2019. The UCSD files and the covers have no
-    published checksum: each download is atomic and checked for completeness (its
-    length, and the gzip stream to its end), its SHA-256 is recorded beside it when it
-    enters the cache, and every later call refuses a cached file that no longer matches
-    its record. This protects against corruption, not against a changed origin: the
-    first download is trusted.
+    large-scale review corpora", ACL 2019. Every download is atomic. The two UCSD files
+    must match the MD5s published for them by the PIReT Book Data Tools (no SHA-256 is
+    published); the covers have no published checksum and are checked for completeness
+    only. The SHA-256 of each file is recorded beside it when it enters the cache, and
+    every later call refuses a cached file that no longer matches its record.
     """
     from tqdm.auto import tqdm
 
