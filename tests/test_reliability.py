@@ -40,6 +40,8 @@ from mmfactor._training import FitInterruptedWarning, FitOutOfMemoryError, NonFi
 # The estimators, in small fast configurations
 # --------------------------------------------------------------------------------------
 
+N_CUDA = torch.cuda.device_count()  # "cuda:N_CUDA" is absent on this machine
+
 ESTIMATORS = {
     "CMF": lambda **kw: CMF(**{"n_components": 2, "max_iter": 3, "random_state": 0, **kw}),
     "DFMF": lambda **kw: DFMF(**{"n_components": 2, "max_iter": 3, "random_state": 0, **kw}),
@@ -336,10 +338,11 @@ BAD_INPUTS = [
                                                                "b": [1.0] * 12}), {}),
         TypeError, r"'view0' has dtype object with entries that are not numbers"),
     # ---- devices ------------------------------------------------------------------------
-    Bad("cuda-absent", with_params(devices="cuda:0"), ValueError,
-        r"'cuda:0' was requested but this machine has 0 CUDA"),
-    Bad("cuda-index-absent", with_params(devices="cuda:7"), ValueError,
-        r"'cuda:7' was requested but this machine has \d+ CUDA"),
+    # indices at and past this machine's CUDA device count: absent on every machine
+    Bad("cuda-absent", with_params(devices=f"cuda:{N_CUDA}"), ValueError,
+        rf"'cuda:{N_CUDA}' was requested but this machine has {N_CUDA} CUDA"),
+    Bad("cuda-index-absent", with_params(devices=f"cuda:{N_CUDA + 7}"), ValueError,
+        rf"'cuda:{N_CUDA + 7}' was requested but this machine has {N_CUDA} CUDA"),
     Bad("device-invalid-string", with_params(devices="gpu"), ValueError,
         r"'gpu' is not a valid torch device"),
     Bad("devices-wrong-length", with_params(devices=["cpu"] * 5), ValueError,
@@ -347,9 +350,9 @@ BAD_INPUTS = [
     Bad("devices-dict-unknown-name", with_params(devices={"zz": "cpu"}), ValueError,
         r"devices names \['zz'\], which are not among", only=["CMF", "DFMF", "DCMF", "MMEDA"]),
     Bad("devices-list-cuda-absent",
-        lambda name: (base_input(name), {"devices": ["cpu", "cuda:3"]
+        lambda name: (base_input(name), {"devices": ["cpu", f"cuda:{N_CUDA + 3}"]
                                          + ["cpu"] * (name == "DCMF")}),
-        ValueError, r"devices\[1\].*'cuda:3' was requested",
+        ValueError, rf"devices\[1\].*'cuda:{N_CUDA + 3}' was requested",
         only=["CMF", "DFMF", "DCMF", "MMEDA"]),
     # ---- parameters out of range ----------------------------------------------------------
     Bad("n-components-0", with_params(n_components=0), InvalidParameterError,
@@ -746,8 +749,8 @@ def _no_network(monkeypatch):
 
 
 def _populated_cache(tmp_path, folders):
-    if not all((SHARED_DATA / f).is_dir() for f in folders):
-        pytest.skip(f"the shared copies {folders} are not in {SHARED_DATA}")
+    missing = [f for f in folders if not (SHARED_DATA / f).is_dir()]
+    assert not missing, f"the shared copies {missing} are not in {SHARED_DATA} (see README)"
     home = tmp_path / "cache"
     for f in folders:
         shutil.copytree(SHARED_DATA / f, home / f)
