@@ -40,7 +40,6 @@ from mmfactor._training import (  # noqa: E402
     FitOutOfMemoryError,
     NonFiniteLossError,
 )
-from mmfactor._training import fit_loop as real_fit_loop  # noqa: E402
 
 
 class Patch:
@@ -116,25 +115,10 @@ def bad_inputs():
 
 
 def _inject(name, fault, at):
-    fired = []  # one fault, like one Ctrl-C: later loops (a fold-in) run normally
-
-    def loop(step, **kwargs):
-        def faulty(epoch):
-            if epoch == at and not fired:
-                fired.append(epoch)
-                return fault()
-            return step(epoch)
-
-        return real_fit_loop(faulty, **kwargs)
-
-    return Patch(name, loop)
+    return Patch(name, R.faulty_loop(fault, at))
 
 
-def _raise(exc):
-    def f():
-        raise exc
-
-    return f
+_raise = R._raise
 
 
 def faults():

@@ -21,3 +21,16 @@ def data_home():
     home = os.environ.get("MMFACTOR_DATA")
     assert home and Path(home).is_dir(), "set MMFACTOR_DATA to a folder holding the data sets"
     return home
+
+
+@pytest.fixture
+def made_up_goodreads_files(monkeypatch):
+    """Tests that read small files in the UCSD Goodreads format, made by the test rather
+    than the published ones: the published MD5s are unpinned (a test that checks them
+    pins them again)."""
+    import dataclasses
+
+    from mmfactor.datasets import _goodreads
+
+    monkeypatch.setattr(_goodreads, "FILES", {k: dataclasses.replace(v, md5=None)
+                                              for k, v in _goodreads.FILES.items()})

@@ -13,13 +13,8 @@ import mmfactor.datasets._goodreads as gr
 from mmfactor import MultiModal
 from mmfactor.datasets import fetch_goodreads_books
 
-
-@pytest.fixture(autouse=True)
-def made_up_files(monkeypatch):
-    """These tests read small files in the UCSD format made here, not the published ones:
-    their published MD5s are unpinned (tests/test_reliability.py checks that pin)."""
-    monkeypatch.setattr(gr, "FILES", {k: dataclasses.replace(v, md5=None)
-                                      for k, v in gr.FILES.items()})
+# small files in the UCSD format made here (tests/test_reliability.py checks the MD5 pin)
+pytestmark = pytest.mark.usefixtures("made_up_goodreads_files")
 
 
 GENRES = ["fiction", "romance", "fantasy, paranormal", "young-adult", "non-fiction",

@@ -546,10 +546,11 @@ def test_dfmf_fits_negative_entries_only_when_allowed():
 from mmfactor._training import fit_loop as _real_fit_loop  # noqa: E402
 
 
-def _inject(monkeypatch, name, fault, at):
-    """Make the ``at``-th sweep (0-based) of ``name``'s training fail with ``fault()``."""
-
-    fired = []  # one fault, like one Ctrl-C: later loops (a fold-in) run normally
+def faulty_loop(fault, at):
+    """A ``fit_loop`` whose ``at``-th sweep (0-based) fails with ``fault()``, once: like
+    one Ctrl-C, later loops (a fold-in) run normally. Also used by
+    ``benchmarks/reliability.py``."""
+    fired = []
 
     def loop(step, **kwargs):
         def faulty(epoch):
@@ -560,7 +561,12 @@ def _inject(monkeypatch, name, fault, at):
 
         return _real_fit_loop(faulty, **kwargs)
 
-    monkeypatch.setattr(f"{LOOP_MODULES[name]}.fit_loop", loop)
+    return loop
+
+
+def _inject(monkeypatch, name, fault, at):
+    """Make the ``at``-th sweep (0-based) of ``name``'s training fail with ``fault()``."""
+    monkeypatch.setattr(f"{LOOP_MODULES[name]}.fit_loop", faulty_loop(fault, at))
 
 
 def _raise(exc):
@@ -808,11 +814,8 @@ _PUBLISHED_GOODREADS = dict(_goodreads.FILES)  # as shipped, before any test unp
 
 
 @pytest.fixture(autouse=True)
-def _made_up_goodreads_files(monkeypatch):
-    """The Goodreads tests below read small files in the UCSD format made here, not the
-    published ones: their published MD5s are unpinned, except where a test pins them."""
-    monkeypatch.setattr(_goodreads, "FILES", {k: dataclasses.replace(v, md5=None)
-                                              for k, v in _PUBLISHED_GOODREADS.items()})
+def _made_up_goodreads(made_up_goodreads_files):
+    """The Goodreads tests below read small files in the UCSD format made here."""
 
 
 @pytest.mark.parametrize("how", ["cached", "downloaded"])

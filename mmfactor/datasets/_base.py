@@ -87,12 +87,20 @@ class RemoteFile:
     md5: str | None = None
 
 
-def file_digest(path, algorithm="sha256", chunk=1 << 20):
-    h = hashlib.new(algorithm)
+def file_digests(path, algorithms=("sha256",), chunk=1 << 20):
+    """``{algorithm: hex digest}`` of the file at ``path``, in one pass over it."""
+    hashes = {a: hashlib.new(a) for a in algorithms}
     with open(path, "rb") as f:
         while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+            for h in hashes.values():
+                h.update(block)
+    return {a: h.hexdigest() for a, h in hashes.items()}
+
+
+def _needed(remote):
+    """The digests to compute of ``remote``: its SHA-256, and its MD5 when that is the
+    checksum published for it."""
+    return ("sha256", "md5") if remote.sha256 is None and remote.md5 else ("sha256",)
 
 
 def _download(url, dest, *, progress=True, check=None):
@@ -196,30 +204,34 @@ def _check_gzip(path):
 
 
 def _download_any(remote, path, progress):
-    """Download ``remote`` to ``path`` from its URL, then each mirror, until one works.
+    """Download ``remote`` to ``path`` from its URL, then each mirror, until one works;
+    return the file's SHA-256.
 
-    A file with a published SHA-256 is checked before it is renamed into place; a
+    A file with a published checksum is checked before it is renamed into place; a
     gzip file without one is decompressed to its end first, so that the hash recorded
     on first use is the hash of a complete file.
     """
+    digests = {}
+
     def check(tmp):
+        digests.update(file_digests(tmp, _needed(remote)))
         if remote.sha256 is not None:
-            digest = file_digest(tmp)
-            if digest != remote.sha256:
+            if digests["sha256"] != remote.sha256:
                 raise ValueError(f"Checksum mismatch for {url}: expected SHA-256 "
-                                 f"{remote.sha256}, got {digest}. The file was removed.")
+                                 f"{remote.sha256}, got {digests['sha256']}. The file was "
+                                 "removed.")
         elif remote.md5 is not None:
-            digest = file_digest(tmp, "md5")
-            if digest != remote.md5:
+            if digests["md5"] != remote.md5:
                 raise ValueError(f"Checksum mismatch for {url}: expected the published MD5 "
-                                 f"{remote.md5}, got {digest}. The file was removed.")
+                                 f"{remote.md5}, got {digests['md5']}. The file was removed.")
         elif path.name.endswith(".gz"):
             _check_gzip(tmp)
 
     errors, last = [], None
     for url in (remote.url, *remote.mirrors):
         try:
-            return _download(url, path, progress=progress, check=check)
+            _download(url, path, progress=progress, check=check)
+            return digests["sha256"]
         except OSError as exc:  # unreachable (URLError is an OSError): try the next one
             errors.append(f"{url}: {exc}")
             last = exc
@@ -247,10 +259,11 @@ def fetch_file(remote, data_home=None, *, download_if_missing=True, progress=Tru
     path = home / remote.path
     if path.exists():
         expected = remote.sha256 or _recorded_sha256(path)
-        digest = file_digest(path)
+        digests = file_digests(path, _needed(remote) if expected is None else ("sha256",))
+        digest = digests["sha256"]
         if expected is None:  # found without a record: checked against a published MD5
             if remote.md5 is not None:  # where there is one, then recorded
-                md5 = file_digest(path, "md5")
+                md5 = digests["md5"]
                 if md5 != remote.md5:
                     raise ValueError(
                         f"Cached file {path} does not match its published MD5 checksum: "
@@ -277,14 +290,14 @@ def fetch_file(remote, data_home=None, *, download_if_missing=True, progress=Tru
         if not archive.exists():
             _download_any(dataclasses.replace(remote, sha256=None), archive, progress)
         safe_extract(archive, remote.member, home, path)
-        digest = file_digest(path)
+        digest = file_digests(path)["sha256"]
         if digest != remote.sha256:
             os.remove(path)
             raise ValueError(f"Checksum mismatch for {remote.member} of {remote.url}: "
                              f"expected SHA-256 {remote.sha256}, got {digest}. The file "
                              "was removed.")
     else:
-        _download_any(remote, path, progress)
+        digest = _download_any(remote, path, progress)
     if remote.sha256 is None:
-        _write_record(path, file_digest(path))
+        _write_record(path, digest)
     return path
