@@ -116,6 +116,7 @@ class _Relation:
         self.shape = tuple(data.shape)
         self.E = None  # the residual at the observed entries, at the last fill
         self.fill = None  # (G_r, S, G_c) of the last fill (None: missing entries are 0)
+        self._memo = None  # (side, W, R W) of the last product of a complete relation
         if view.kind == "sparse":
             csr = sp.csr_matrix(data)
             if missing == "zero":
@@ -204,7 +205,7 @@ class _Relation:
         if self.mode in ("dense", "sparse"):
             # a complete relation does not change: the product by the same factor is
             # kept (the objective, the next backbones and an update share ``R G_c``)
-            memo = self.__dict__.get("_memo")
+            memo = self._memo
             if memo is not None and memo[0] == side and memo[1] is W:
                 return memo[2]
             if side == "row":
