@@ -13,6 +13,7 @@ from mmfactor.datasets import (
     load_mfeat,
     make_collective,
 )
+from mmfactor.datasets import _movielens as mlens
 from mmfactor.datasets._base import RemoteFile, fetch_file, safe_extract  # noqa: I001
 
 
@@ -36,6 +37,7 @@ def test_load_mfeat_views_labels_and_image_orientation():
         load_mfeat(views=["abc"])
 
 
+@pytest.mark.realdata("ml-100k", "movielens_monti")
 def test_fetch_movielens_100k_from_cache(data_home):
     d = fetch_movielens_100k(data_home, download_if_missing=False)
     assert d.ratings.shape == (943, 1682) and d.ratings.nnz == 100_000
@@ -249,3 +251,177 @@ def test_main_job_writes_table_and_plot(tmp_path):
     assert rows["CMF"]["macro_f1"] > 0.5  # ten classes: chance is 0.1
     assert (tmp_path / "results.png").stat().st_size > 1000
     assert (tmp_path / "results.csv").read_text().startswith("model,macro_f1,accuracy,fit_s")
+
+
+# --------------------------------------------------------------------------------------
+# fetch_movielens_100k's logic on small files in the real formats, made here: Monti's
+# split_1.mat (MATLAB v7.3 = HDF5, column-major, graphs as MATLAB sparse groups) and the
+# GroupLens ml-100k.zip archive
+# --------------------------------------------------------------------------------------
+
+
+def _serve_files(monkeypatch, files):
+    """Make downloads return ``files[url]``, recording the URLs asked for."""
+    asked = []
+
+    def urlopen(url, timeout):
+        asked.append(url)
+        return _Resp(files[url])
+
+    monkeypatch.setattr(_base.urllib.request, "urlopen", urlopen)
+    return asked
+
+
+def _matlab_sparse(group, W):
+    """Store ``W`` as MATLAB does in a v7.3 file: CSC ``data``, ``ir``, ``jc``."""
+    import scipy.sparse as sp
+
+    W = sp.csc_matrix(W)
+    group["data"], group["ir"], group["jc"] = W.data, W.indices, W.indptr
+
+
+def _made_up_movielens(root):
+    """Small MovieLens files in the real formats; returns (served files, truth)."""
+    import io
+
+    import h5py
+
+    rng = np.random.RandomState(0)
+    n_users, n_movies = 6, 9
+    M = rng.randint(1, 6, (n_users, n_movies)).astype(float) * (rng.rand(n_users, n_movies) < .6)
+    observed = np.argwhere(M > 0)
+    test = np.zeros_like(M, dtype=bool)
+    test[tuple(observed[::4].T)] = True
+    train = (M > 0) & ~test
+    Wu = (rng.rand(n_users, n_users) < .4).astype(float)
+    Wu = np.triu(Wu, 1) + np.triu(Wu, 1).T
+    Wm = np.eye(n_movies, k=1) + np.eye(n_movies, k=-1)
+    mat = root / "split_1.mat"
+    with h5py.File(mat, "w") as f:  # MATLAB writes column-major: the loader transposes
+        f["M"], f["Otraining"], f["Otest"] = M.T, train.T.astype(float), test.T.astype(float)
+        _matlab_sparse(f.create_group("W_users"), Wu)
+        _matlab_sparse(f.create_group("W_movies"), Wm)
+    occupations = ["artist", "doctor", "writer"]
+    genres = ["unknown", "Action", "Comedy"]
+    members = {
+        "ml-100k/u.data": "".join(f"{u + 1}\t{m + 1}\t{int(M[u, m])}\t8811{u}{m}\n"
+                                  for u, m in observed),
+        "ml-100k/u.user": "".join(f"{u + 1}|{20 + u}|{'MF'[u % 2]}|{occupations[u % 3]}|"
+                                  f"0{u}000\n" for u in range(n_users)),
+        "ml-100k/u.occupation": "\n".join(occupations) + "\n",
+        "ml-100k/u.genre": "".join(f"{g}|{i}\n" for i, g in enumerate(genres)) + "\n",
+        "ml-100k/u.item": "".join(
+            f"{m + 1}|Caf\xe9 {m} (1995)|01-Jan-1995||http://x|"
+            + "|".join("1" if g == m % 3 else "0" for g in range(3)) + "\n"
+            for m in range(n_movies)),
+    }
+    encoded = {k: v.encode("latin-1") for k, v in members.items()}
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, data in encoded.items():
+            zf.writestr(name, data)
+    served = {mlens.FILES["split"].url: mat.read_bytes(), mlens._GROUPLENS: buf.getvalue()}
+    digests = {"split": hashlib.sha256(mat.read_bytes()).hexdigest()}
+    for key, remote in mlens.FILES.items():
+        if remote.member:
+            digests[key] = hashlib.sha256(encoded[remote.member]).hexdigest()
+    truth = dict(M=M, train=train, test=test, Wu=Wu, Wm=Wm, occupations=occupations,
+                 genres=genres)
+    return served, digests, truth
+
+
+@pytest.fixture
+def made_up_movielens(monkeypatch, tmp_path):
+    import dataclasses
+
+    served, digests, truth = _made_up_movielens(tmp_path)
+    monkeypatch.setattr(mlens, "FILES", {k: dataclasses.replace(v, sha256=digests[k])
+                                         for k, v in mlens.FILES.items()})
+    return served, truth
+
+
+def test_fetch_movielens_parses_the_real_formats(made_up_movielens, monkeypatch, tmp_path):
+    served, t = made_up_movielens
+    asked = _serve_files(monkeypatch, served)
+    d = fetch_movielens_100k(tmp_path / "cache")
+    assert sorted(set(asked)) == sorted(served)  # the archive is downloaded once
+    assert asked.count(mlens._GROUPLENS) == 1
+    np.testing.assert_array_equal(d.ratings.toarray(), t["M"])
+    np.testing.assert_array_equal(d.train_mask, t["train"])
+    np.testing.assert_array_equal(d.test_mask, t["test"])
+    np.testing.assert_array_equal(d.train.toarray(), np.where(t["train"], t["M"], 0))
+    np.testing.assert_array_equal(d.test.toarray(), np.where(t["test"], t["M"], 0))
+    np.testing.assert_array_equal(d.user_graph.toarray(), t["Wu"])
+    np.testing.assert_array_equal(d.movie_graph.toarray(), t["Wm"])
+    assert d.occupations == t["occupations"] and d.genres == t["genres"]
+    np.testing.assert_array_equal(d.user_occupation.argmax(1), np.arange(6) % 3)
+    np.testing.assert_array_equal(d.user_age, 20 + np.arange(6))
+    np.testing.assert_array_equal(d.user_sex, np.arange(6) % 2 == 0)  # "M" at even users
+    np.testing.assert_array_equal(d.movie_genres.argmax(1), np.arange(9) % 3)
+    assert d.movie_titles[2] == "Caf\xe9 2 (1995)"  # u.item is latin-1
+
+
+def test_fetch_movielens_offline_and_a_corrupted_cache(made_up_movielens, monkeypatch,
+                                                       tmp_path):
+    served, t = made_up_movielens
+    _serve_files(monkeypatch, served)
+    home = tmp_path / "cache"
+    fetch_movielens_100k(home)
+    monkeypatch.setattr(_base.urllib.request, "urlopen", lambda *a, **k: 1 / 0)
+    d = fetch_movielens_100k(home, download_if_missing=False)  # offline, from the cache
+    np.testing.assert_array_equal(d.ratings.toarray(), t["M"])
+    item = home / "ml-100k" / "u.item"
+    item.write_bytes(item.read_bytes().replace(b"(1995)", b"(1996)"))
+    with pytest.raises(ValueError, match=r"Cached file .*u.item does not match its SHA-256 "
+                                         r"checksum: .* delete it"):
+        fetch_movielens_100k(home, download_if_missing=False)
+    # allowed to fetch again, the damaged member is extracted anew from the cached archive
+    d = fetch_movielens_100k(home)
+    assert d.movie_titles[0] == "Caf\xe9 0 (1995)" and b"(1996)" not in item.read_bytes()
+    (home / "movielens_monti" / "split_1.mat").unlink()
+    with pytest.raises(OSError, match="split_1.mat is not in the cache and "
+                                      "download_if_missing=False"):
+        fetch_movielens_100k(home, download_if_missing=False)
+
+
+def test_realdata_tests_are_deselected_without_a_copy_and_required_in_ci(tmp_path):
+    """tests/conftest.py: a clone without ../shared/ passes, deselecting the realdata
+    tests with one line that says how to run them; MMFACTOR_DATA runs them; CI's
+    MMFACTOR_REQUIRE_REALDATA=1 fails a run where none ran; no ~/mmfactor_data is left."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    clone = tmp_path / "clone"
+    (clone / "tests").mkdir(parents=True)
+    shutil.copy(Path(__file__).with_name("conftest.py"), clone / "tests")
+    (clone / "pytest.ini").write_text("[pytest]\nmarkers =\n    realdata(*folders): real\n")
+    (clone / "tests" / "test_x.py").write_text(
+        "import pytest\nfrom mmfactor.datasets import get_data_home\n\n"
+        "def test_plain():\n    assert get_data_home().is_dir()\n\n"
+        "@pytest.mark.realdata('dicty')\n"
+        "def test_real(data_home):\n    assert (data_home / 'dicty').is_dir()\n")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MMFACTOR_DATA", "MMFACTOR_REQUIRE_REALDATA")}
+    env.update(HOME=str(tmp_path / "home"),
+               PYTHONPATH=os.pathsep.join([str(Path(__file__).parents[1]),
+                                           env.get("PYTHONPATH", "")]))
+
+    def pytest_run(**extra):
+        out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+                             cwd=clone, env={**env, **extra}, capture_output=True, text=True)
+        return out.returncode, out.stdout
+
+    rc, out = pytest_run()
+    assert rc == 0 and "1 passed, 1 deselected" in out, out
+    lines = [line for line in out.splitlines() if line.startswith("realdata:")]
+    assert len(lines) == 1 and "MMFACTOR_DATA=/path/to/data python -m pytest -m realdata" \
+        in lines[0] and "dicty" in lines[0]
+    assert not (tmp_path / "home" / "mmfactor_data").exists()
+    rc, out = pytest_run(MMFACTOR_REQUIRE_REALDATA="1")
+    assert rc == 1 and "no realdata test ran" in out
+    (tmp_path / "data" / "dicty").mkdir(parents=True)
+    rc, out = pytest_run(MMFACTOR_REQUIRE_REALDATA="1", MMFACTOR_DATA=str(tmp_path / "data"))
+    assert rc == 0 and "2 passed" in out and "realdata:" not in out, out

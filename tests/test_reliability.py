@@ -736,7 +736,6 @@ from pathlib import Path  # noqa: E402
 import mmfactor.datasets as mds  # noqa: E402
 from mmfactor.datasets import _goodreads  # noqa: E402
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 # fetch_* loaders that go through datasets._base.fetch_file (SHA-256, atomic, safe_extract)
 VERIFIED_FETCHERS = {"fetch_dicty": ["dicty"], "fetch_movielens_100k": ["ml-100k",
                                                                         "movielens_monti"]}
@@ -754,26 +753,29 @@ def _no_network(monkeypatch):
     monkeypatch.setattr(urllib.request, "urlopen", refuse)
 
 
-def _populated_cache(tmp_path, folders):
-    missing = [f for f in folders if not (SHARED_DATA / f).is_dir()]
-    assert not missing, f"the shared copies {missing} are not in {SHARED_DATA} (see README)"
+def _populated_cache(data_home, tmp_path, folders):
     home = tmp_path / "cache"
     for f in folders:
-        shutil.copytree(SHARED_DATA / f, home / f)
+        shutil.copytree(data_home / f, home / f)
     return home
 
 
-@pytest.mark.parametrize("fetch", list(VERIFIED_FETCHERS))
-def test_fetch_works_offline_from_a_populated_cache(fetch, tmp_path, monkeypatch):
-    home = _populated_cache(tmp_path, VERIFIED_FETCHERS[fetch])
+# copies of the real files ($MMFACTOR_DATA, default ../shared/data; see conftest.py)
+REAL_FETCHERS = [pytest.param(f, marks=pytest.mark.realdata(*d))
+                 for f, d in VERIFIED_FETCHERS.items()]
+
+
+@pytest.mark.parametrize("fetch", REAL_FETCHERS)
+def test_fetch_works_offline_from_a_populated_cache(fetch, data_home, tmp_path, monkeypatch):
+    home = _populated_cache(data_home, tmp_path, VERIFIED_FETCHERS[fetch])
     _no_network(monkeypatch)
     data = getattr(mds, fetch)(home)
     assert data is not None
 
 
-@pytest.mark.parametrize("fetch", list(VERIFIED_FETCHERS))
-def test_fetch_refuses_a_corrupted_cached_file(fetch, tmp_path, monkeypatch):
-    home = _populated_cache(tmp_path, VERIFIED_FETCHERS[fetch])
+@pytest.mark.parametrize("fetch", REAL_FETCHERS)
+def test_fetch_refuses_a_corrupted_cached_file(fetch, data_home, tmp_path, monkeypatch):
+    home = _populated_cache(data_home, tmp_path, VERIFIED_FETCHERS[fetch])
     _no_network(monkeypatch)
     victim = sorted(p for p in (home / VERIFIED_FETCHERS[fetch][0]).iterdir()
                     if p.name.startswith(("dicty.gene_expression", "u.data")))[0]
