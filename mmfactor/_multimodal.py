@@ -23,7 +23,14 @@ import torch
 __all__ = ["MultiModal", "View", "check_views", "resolve_relations", "RelationSpec"]
 
 
+def _is_pandas(view):
+    """A pandas DataFrame or Series (duck-typed: pandas is not a dependency)."""
+    return hasattr(view, "iloc") and hasattr(view, "index")
+
+
 def _n_rows(view):
+    if _is_pandas(view):
+        return len(view)
     if hasattr(view, "__array__") and not isinstance(view, np.ndarray | torch.Tensor):
         view = np.asarray(view)
     if sp.issparse(view) or isinstance(view, np.ndarray | torch.Tensor):
@@ -32,7 +39,8 @@ def _n_rows(view):
 
 
 def _take_rows(view, key):
-    """Rows ``key`` of one view (NumPy, SciPy sparse, torch or a sequence such as texts)."""
+    """Rows ``key`` of one view (NumPy, SciPy sparse, torch, pandas or a sequence such as
+    texts), by position."""
     if isinstance(view, torch.Tensor):
         if isinstance(key, slice):
             return view[key]
@@ -40,6 +48,8 @@ def _take_rows(view, key):
         return view[torch.as_tensor(key, device=view.device)]
     if sp.issparse(view):
         return sp.csr_array(view)[key] if isinstance(view, sp.sparray) else sp.csr_matrix(view)[key]
+    if _is_pandas(view):  # by position: view[key] would select columns, or rows by label
+        return view.iloc[key]
     if isinstance(view, np.ndarray) or not isinstance(view, list | tuple):
         return view[key]  # arrays, and objects with row indexing of their own (SparseTensor)
     if isinstance(key, slice):
@@ -55,9 +65,10 @@ class MultiModal:
 
     Each view describes the same ``n_samples`` entities (row ``i`` of every view is
     sample ``i``): a NumPy array of any order >= 2 (matrices, images ``(n, C, H, W)``,
-    tensors), a SciPy sparse matrix, a torch tensor, or a sequence of ``n`` objects
-    (raw texts). Indexing with a slice, a boolean mask or an index array returns a
-    ``MultiModal`` of those rows, so that scikit-learn's cross-validation splitters,
+    tensors), a SciPy sparse matrix, a torch tensor, a pandas DataFrame or Series (rows
+    taken by position, whatever its index), or a sequence of ``n`` objects (raw texts).
+    Indexing with a slice, a boolean mask or an index array returns a ``MultiModal`` of
+    those rows, so that scikit-learn's cross-validation splitters,
     :class:`~sklearn.model_selection.GridSearchCV` and
     :class:`~sklearn.pipeline.Pipeline` work unchanged. Data that is not per sample
     (a graph over the columns, a relation between two other entity types) rides along
