@@ -64,48 +64,52 @@ def _hyperlearn_input(train, test):
     return MultiModal(np.hstack(tr), *tr), MultiModal(np.hstack(te), *te)
 
 
-def _registry(n_components, device, seed):
+def _registry(n_components, device, seed, n_jobs=None, verbose=0):
     """name -> (factory, preprocessing). Each factory builds a fresh estimator."""
     import mmfactor
 
     k = n_components
+    kw = {"random_state": seed, "devices": device, "n_jobs": n_jobs, "verbose": verbose}
     return {
-        "PCA (reference)": (lambda: _PCAConcat(k), _standardize),
-        "CMF": (lambda: mmfactor.CMF(k, alpha=30.0, max_iter=30, random_state=seed,
-                                     devices=device), _standardize),
-        "DFMF": (lambda: mmfactor.DFMF(k, init="svd", max_iter=50, tol=1e-4,
-                                       random_state=seed, devices=device), _minmax),
+        "PCA (reference)": (lambda: _PCAConcat(k, n_jobs), _standardize),
+        "CMF": (lambda: mmfactor.CMF(k, alpha=30.0, max_iter=30, **kw), _standardize),
+        "DFMF": (lambda: mmfactor.DFMF(k, init="svd", max_iter=50, tol=1e-4, **kw), _minmax),
         "DCMF": (lambda: mmfactor.DCMF(k, hidden_layer_sizes=(128,), batch_size=128,
-                                       max_iter=20, tol=0, weights=0.2, random_state=seed,
-                                       devices=device), _standardize),
+                                       max_iter=20, tol=0, weights=0.2, **kw), _standardize),
         "MMEDA-I": (lambda: mmfactor.MMEDA(k, variant="I", batch_size=128, max_iter=30, tol=0,
-                                           random_state=seed, devices=device), _raw),
+                                           **kw), _raw),
         "MMEDA-II": (lambda: mmfactor.MMEDA(k, variant="II", batch_size=128, max_iter=30,
-                                            tol=0, random_state=seed, devices=device), _raw),
+                                            tol=0, **kw), _raw),
         "HyperLearn": (lambda: mmfactor.HyperLearn(k, diffusion_steps=0, solver="als",
                                                    update="gauss-seidel", lam=0.002,
-                                                   max_iter=20, random_state=seed,
-                                                   devices=device), _hyperlearn_input),
+                                                   max_iter=20, **kw), _hyperlearn_input),
     }
 
 
 class _PCAConcat:
     """PCA of the concatenated views: the reference every embedding is compared with."""
 
-    def __init__(self, n_components):
+    def __init__(self, n_components, n_jobs=None):
         from sklearn.decomposition import PCA
 
         self.pca = PCA(n_components, random_state=0)
+        self.n_jobs = n_jobs
 
     def fit_transform(self, views):
-        return self.pca.fit_transform(np.hstack(views))
+        from ._threads import thread_limits
+
+        with thread_limits(self.n_jobs):
+            return self.pca.fit_transform(np.hstack(views))
 
     def transform(self, views):
-        return self.pca.transform(np.hstack(views))
+        from ._threads import thread_limits
+
+        with thread_limits(self.n_jobs):
+            return self.pca.transform(np.hstack(views))
 
 
 def run(models=None, *, views=None, n_components=50, device="cpu", output="mmfactor_output",
-        seed=0, verbose=True):
+        seed=0, threads=None, verbose=True):
     """Run the main job and return the table as a list of dicts.
 
     Parameters
@@ -122,8 +126,12 @@ def run(models=None, *, views=None, n_components=50, device="cpu", output="mmfac
         Folder for ``results.csv``, ``results.json`` and ``results.png``.
     seed : int, default=0
         ``random_state`` of every model.
+    threads : int, default=None
+        ``n_jobs`` of every model (CPU threads during its fit and transform; ``None``:
+        torch's default).
     verbose : bool, default=True
-        Print the table and show a progress bar.
+        Print one summary line per fit (its progress bar, left in place) and the table.
+        Warnings (e.g. ``ConvergenceWarning``) are shown either way.
 
     Returns
     -------
@@ -133,44 +141,41 @@ def run(models=None, *, views=None, n_components=50, device="cpu", output="mmfac
     from sklearn.ensemble import RandomForestClassifier
     from sklearn.metrics import accuracy_score, f1_score
     from sklearn.model_selection import train_test_split
-    from tqdm.auto import tqdm
 
     from mmfactor.datasets import load_mfeat
 
     X, y = load_mfeat(views=views, return_X_y=True)
     idx_tr, idx_te = train_test_split(np.arange(len(y)), test_size=0.2, stratify=y,
                                       random_state=0)
-    registry = _registry(n_components, device, seed)
+    registry = _registry(n_components, device, seed, n_jobs=threads, verbose=int(verbose))
     names = list(registry) if not models else ["PCA (reference)"] + [
         m for m in models if m != "PCA (reference)"]
     unknown = [m for m in names if m not in registry]
     if unknown:
         raise SystemExit(f"Unknown model(s) {unknown}; choose among {list(registry)[1:]}.")
     rows = []
-    bar = tqdm(names, desc="mmfactor", disable=not verbose)
-    for name in bar:
-        bar.set_postfix(model=name)
+    for i, name in enumerate(names, 1):
         factory, prep = registry[name]
         tr, te = prep([v[idx_tr] for v in X.views], [v[idx_te] for v in X.views])
         est = factory()
+        if verbose:
+            print(f"[{i}/{len(names)}] {name}", file=sys.stderr, flush=True)
         t = time.perf_counter()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            Z_tr = est.fit_transform(tr)
-            fit_s = time.perf_counter() - t
-            Z_te = est.transform(te)
+        Z_tr = est.fit_transform(tr)
+        fit_s = time.perf_counter() - t
+        Z_te = est.transform(te)
         clf = RandomForestClassifier(max_depth=2, random_state=0).fit(Z_tr, y[idx_tr])
         pred = clf.predict(Z_te)
         rows.append({"model": name, "macro_f1": float(f1_score(y[idx_te], pred,
                                                                average="macro")),
                      "accuracy": float(accuracy_score(y[idx_te], pred)), "fit_s": fit_s})
-    bar.close()
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
-    _write(rows, out, views=list(X.names), n_components=n_components, device=device)
+    written = _write(rows, out, views=list(X.names), n_components=n_components,
+                     device=device, threads=threads)
     if verbose:
         print(_format(rows))
-        print(f"\nwritten to {out.resolve()}/results.{{csv,json,png}}")
+        print(f"\nwritten to {out.resolve()}/results.{{{','.join(written)}}}")
     return rows
 
 
@@ -183,12 +188,9 @@ def _format(rows):
 
 
 def _write(rows, out, **meta):
+    """Write results.csv, results.json and (with matplotlib) results.png; return the
+    suffixes written."""
     import csv
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     with open(out / "results.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -198,18 +200,18 @@ def _write(rows, out, **meta):
         "data": "load_mfeat", "split": "stratified 80/20, random_state=0",
         "downstream": "RandomForestClassifier(max_depth=2, random_state=0)", **meta},
         "results": rows}, indent=2))
-    fig, ax = plt.subplots(figsize=(1.6 * len(rows) + 2, 3.5))
-    x = np.arange(len(rows))
-    ax.bar(x - 0.2, [r["macro_f1"] for r in rows], 0.4, label="macro-F1")
-    ax.bar(x + 0.2, [r["accuracy"] for r in rows], 0.4, label="accuracy")
-    ax.set_xticks(x, [r["model"] for r in rows], rotation=20, ha="right")
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("test score")
-    ax.set_title("Embeddings of the mfeat digits -> RandomForest(max_depth=2)")
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(out / "results.png", dpi=120)
-    plt.close(fig)
+    from ._optional import import_optional
+    from .plotting import _comparison_figsize, plot_comparison
+
+    try:  # a bare Figure: no pyplot state, no GUI backend
+        Figure = import_optional("matplotlib.figure", "results.png of the main job").Figure
+    except ImportError as exc:
+        warnings.warn(f"results.png not written: {exc}", stacklevel=2)
+        return ["csv", "json"]
+    fig = plot_comparison(rows, title="Embeddings of the mfeat digits (test split)",
+                          fig=Figure(figsize=_comparison_figsize(len(rows))))
+    fig.savefig(out / "results.png", dpi=150)
+    return ["csv", "json", "png"]
 
 
 def main(argv=None):
@@ -223,10 +225,17 @@ def main(argv=None):
     p.add_argument("--device", default="cpu", help="'cpu', 'cuda', 'cuda:1' or 'auto'")
     p.add_argument("--output", default="mmfactor_output", help="output folder")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="CPU threads of every model's fit and transform (n_jobs; -1: all "
+                        "CPUs; default: torch's). On a busy machine use 1, or set "
+                        "OMP_WAIT_POLICY=PASSIVE: see the FAQ")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
+    if args.threads == 0:
+        p.error("--threads must be a positive number of threads, or negative (-1: all "
+                "CPUs); got 0")
     run(args.models, views=args.views, n_components=args.n_components, device=args.device,
-        output=args.output, seed=args.seed, verbose=not args.quiet)
+        output=args.output, seed=args.seed, threads=args.threads, verbose=not args.quiet)
     return 0
 
 

@@ -2,20 +2,38 @@
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
+from sklearn.utils._param_validation import Interval
 
 from ._device import state_to_cpu
+from ._threads import THREADED_METHODS, threaded
 
-__all__ = ["MultiModalTransformer"]
+__all__ = ["N_JOBS_CONSTRAINT", "MultiModalTransformer"]
+
+#: ``_parameter_constraints["n_jobs"]`` of every estimator: None or a non-zero integer.
+N_JOBS_CONSTRAINT = [None, Interval(numbers.Integral, None, -1, closed="right"),
+                     Interval(numbers.Integral, 1, None, closed="left")]
 
 
 class MultiModalTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     """Base class: feature names ``<model>0..``, CPU-safe pickling and the input tags.
 
-    Subclasses set ``_n_features_out`` (the embedding width) in ``fit``.
+    Subclasses set ``_n_features_out`` (the embedding width) in ``fit``, and take an
+    ``n_jobs`` parameter: every method of ``THREADED_METHODS`` that a subclass defines
+    runs under :func:`~mmfactor._threads.thread_limits` with it (the threads of torch,
+    BLAS and OpenMP set for the call, and put back afterwards).
     """
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        for name in THREADED_METHODS:
+            if name in cls.__dict__:
+                setattr(cls, name, threaded(cls.__dict__[name]))
+
+    @threaded
     def fit(self, X, y=None):
         """Fit the model to the views of ``X``.
 

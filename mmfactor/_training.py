@@ -201,7 +201,8 @@ def fit_loop(
     n_iter_no_change : int
         Patience of the stopping rule.
     verbose : int
-        ``> 0`` shows a tqdm progress bar with the current loss.
+        ``> 0`` shows a tqdm progress bar with the current loss; in a ``fit`` it stays
+        as one summary line (iterations, time, final loss, converged or not).
     desc : str
         Label of the progress bar and of the messages.
     estimator : str or estimator, optional
@@ -246,7 +247,8 @@ def fit_loop(
     try:
         from tqdm.auto import tqdm  # inside the try: a Ctrl-C here also unfits
 
-        bar = tqdm(total=max_iter, desc=desc, disable=not verbose, leave=False)
+        # a fit leaves its bar as one summary line; a fold-in (transform) leaves nothing
+        bar = tqdm(total=max_iter, desc=desc, disable=not verbose, leave=in_fit)
         for epoch in range(max_iter):
             try:
                 losses = dict(step(epoch))
@@ -297,6 +299,11 @@ def fit_loop(
         raise
     finally:
         if bar is not None:
+            if hist.loss:
+                state = ("converged" if hist.converged else "interrupted" if hist.interrupted
+                         else "stopped" if sys.exc_info()[0] is not None
+                         else f"max_iter={max_iter} reached")
+                bar.set_postfix_str(f"loss={hist.loss[-1]:.5g}, {state}", refresh=False)
             bar.close()
     if hist.interrupted:
         if on_interrupt is not None:

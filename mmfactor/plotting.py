@@ -1,4 +1,4 @@
-"""Plotting helpers: loss curves per term, 2-D maps of embeddings, image reconstructions.
+"""Plotting helpers: loss curves, 2-D maps of embeddings, reconstructions, comparisons.
 
 Each helper draws on matplotlib axes it is given (or on new ones) and returns them, so
 that it composes with the user's own figures; none of them calls ``plt.show()``.
@@ -10,12 +10,17 @@ import numbers
 
 import numpy as np
 
-__all__ = ["plot_embedding", "plot_loss_curves", "plot_reconstructions"]
+from ._optional import import_optional
+
+__all__ = ["plot_comparison", "plot_embedding", "plot_loss_curves", "plot_reconstructions"]
+
+
+def _pyplot():
+    return import_optional("matplotlib.pyplot", "mmfactor.plotting")
 
 
 def _new_axes(ax, figsize):
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     if ax is not None:
         return ax
     _, ax = plt.subplots(figsize=figsize)
@@ -169,9 +174,7 @@ def plot_embedding(embedding, labels=None, *, method="pca", random_state=0, ax=N
         ax.scatter(Z2[:, 0], Z2[:, 1], **kws)
     else:
         classes = np.unique(labels)
-        import matplotlib as mpl
-
-        cmap = mpl.colormaps["tab10" if len(classes) <= 10 else "tab20"]
+        cmap = _pyplot().colormaps["tab10" if len(classes) <= 10 else "tab20"]
         for i, c in enumerate(classes):
             sel = labels == c
             ax.scatter(Z2[sel, 0], Z2[sel, 1], color=cmap(i % cmap.N), label=str(c), **kws)
@@ -246,8 +249,7 @@ def plot_reconstructions(originals, reconstructions, *, n_images=8, image_shape=
     >>> len(fig.axes)
     8
     """
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     if not isinstance(n_images, numbers.Integral) or n_images < 1:
         raise ValueError(f"n_images must be a positive integer; got {n_images!r}.")
     recs = list(reconstructions) if isinstance(reconstructions, list | tuple) else [
@@ -276,4 +278,109 @@ def plot_reconstructions(originals, reconstructions, *, n_images=8, image_shape=
             ax.set_xticks([])
             ax.set_yticks([])
         axes[i, 0].set_ylabel(titles[i], fontsize="small")
+    return fig
+
+
+def _comparison_figsize(n_rows):
+    """The size in inches of :func:`plot_comparison`'s figure for ``n_rows`` models."""
+    return (9.5, 0.45 * n_rows + 2.2)
+
+
+def plot_comparison(rows, *, reference="PCA (reference)", title=None, fig=None):
+    """Compare embeddings: downstream scores (left) and fit times (right), one row each.
+
+    The figure of the main job (``results.png`` of ``mmfactor --output DIR``): for each
+    model a bar of its macro-F1 with the value written at its end, its accuracy as a
+    marker with its value, and, on a second panel, its fit time in seconds (log scale).
+    The reference model is hatched and its macro-F1 drawn as a dashed line across the
+    score panel; the legend sits below the panels, never over a bar.
+
+    Parameters
+    ----------
+    rows : list of dict
+        One dict per model with ``"model"``, ``"macro_f1"``, ``"accuracy"`` and
+        ``"fit_s"`` (the rows returned by ``mmfactor.__main__.run``).
+    reference : str or None, default="PCA (reference)"
+        The ``"model"`` of the reference row (``None``: no reference).
+    title : str, default=None
+        Title of the figure.
+    fig : matplotlib.figure.Figure, default=None
+        Where to draw (default: a new figure).
+
+    Returns
+    -------
+    fig : matplotlib.figure.Figure
+        The figure, with the score axes first and the fit-time axes second.
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> from mmfactor.plotting import plot_comparison
+    >>> rows = [{"model": "PCA (reference)", "macro_f1": 0.81, "accuracy": 0.82,
+    ...          "fit_s": 0.05},
+    ...         {"model": "CMF", "macro_f1": 0.86, "accuracy": 0.87, "fit_s": 1.3}]
+    >>> fig = plot_comparison(rows)
+    >>> [ax.get_xlabel() for ax in fig.axes]
+    ['test score (RandomForest on the embedding)', 'fit time (s, log scale)']
+    """
+    rows = list(rows)
+    if not rows:
+        raise ValueError("rows is empty: nothing to compare.")
+    missing = [k for k in ("model", "macro_f1", "accuracy", "fit_s") if k not in rows[0]]
+    if missing:
+        raise ValueError(f"each row needs the keys model, macro_f1, accuracy and fit_s; "
+                         f"the first lacks {missing}.")
+    names = [str(r["model"]) for r in rows]
+    f1 = np.array([r["macro_f1"] for r in rows], dtype=float)
+    acc = np.array([r["accuracy"] for r in rows], dtype=float)
+    secs = np.array([r["fit_s"] for r in rows], dtype=float)
+    y = np.arange(len(rows))[::-1]  # the first row on top
+    is_ref = np.array([n == reference for n in names])
+    if fig is None:
+        fig = _pyplot().figure(figsize=_comparison_figsize(len(rows)))
+    ax, ax_t = fig.subplots(1, 2, sharey=True, gridspec_kw={"width_ratios": [2.2, 1]})
+    blue, grey = "#4C72B0", "#9A9A9A"
+    colours = [grey if r else blue for r in is_ref]
+    ref = float(f1[is_ref][0]) if is_ref.any() else None
+    for axes, values in ((ax, f1), (ax_t, secs)):
+        for b, r in zip(axes.barh(y, values, 0.6, color=colours), is_ref, strict=True):
+            if r:
+                b.set_hatch("//")
+                b.set_edgecolor("white")
+    ax.plot(acc, y, "D", color="black", ms=5)
+    for yi, v, a, r in zip(y, f1, acc, is_ref, strict=True):
+        delta = "" if ref is None or r else f" ({v - ref:+.3f})"
+        ax.text(max(v, a) + 0.03, yi, f"F1 {v:.3f}{delta} | acc {a:.3f}", va="center",
+                fontsize="small", bbox={"facecolor": "white", "edgecolor": "none", "pad": 1})
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    handles = [Patch(color=blue, label="macro-F1 (bar)"),
+               Line2D([], [], ls="", marker="D", color="black", ms=5,
+                      label="accuracy (marker)")]
+    if ref is not None:
+        ax.axvline(ref, color=grey, ls="--", lw=1.2)
+        handles += [Patch(facecolor=grey, hatch="//", edgecolor="white", label=reference),
+                    Line2D([], [], color=grey, ls="--",
+                           label=f"reference macro-F1 {ref:.3f}")]
+    ax.set_xlim(0, 1.4)
+    ax.set_xticks(np.linspace(0, 1, 6))
+    ax.set_yticks(y, [f"{n}" for n in names])
+    ax.set_xlabel("test score (RandomForest on the embedding)")
+    ax.grid(axis="x", alpha=0.3)
+    ax_t.set_xscale("log")
+    pos = secs[secs > 0]
+    lo = pos.min() if pos.size else 1e-2
+    hi = pos.max() if pos.size else 1.0
+    ax_t.set_xlim(lo / 3, hi * 12)
+    for yi, v in zip(y, secs, strict=True):
+        ax_t.text(max(v, lo / 3) * 1.15, yi, f"{v:.2f} s", va="center", fontsize="small")
+    ax_t.set_xlabel("fit time (s, log scale)")
+    ax_t.grid(axis="x", alpha=0.3)
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False,
+               fontsize="small")
+    if title is not None:
+        fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     return fig

@@ -137,3 +137,64 @@ def test_reconstructions_errors():
         plot_reconstructions(np.zeros((3, 10)), np.zeros((3, 10)))
     with pytest.raises(ValueError, match="has 2 channels"):
         plot_reconstructions(np.zeros((3, 2, 4, 4)), np.zeros((3, 2, 4, 4)))
+
+
+COMPARISON = [
+    {"model": "PCA (reference)", "macro_f1": 0.7961, "accuracy": 0.805, "fit_s": 0.04},
+    {"model": "CMF", "macro_f1": 0.8187, "accuracy": 0.8275, "fit_s": 0.13},
+    {"model": "MMEDA-II", "macro_f1": 0.71, "accuracy": 0.73, "fit_s": 35.2},
+]
+
+
+def _overlaps(a, b):
+    return a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1
+
+
+def test_comparison_figure_is_report_ready():
+    from mmfactor.plotting import plot_comparison
+
+    fig = plot_comparison(COMPARISON)
+    ax, ax_t = fig.axes
+    bars = [p for p in ax.patches if p.get_height() > 0]
+    # one macro-F1 bar per model, top to bottom in the order given, on a 0-1 score axis
+    by_y = sorted(bars, key=lambda p: -p.get_y())
+    np.testing.assert_allclose([b.get_width() for b in by_y],
+                               [r["macro_f1"] for r in COMPARISON])
+    assert ax.get_xlim()[0] == 0 and max(ax.get_xticks()) == 1
+    # the values are written on the figure, with the difference to the reference
+    texts = [t.get_text() for t in ax.texts]
+    assert "F1 0.796 | acc 0.805" in texts
+    assert "F1 0.819 (+0.023) | acc 0.828" in texts
+    assert "F1 0.710 (-0.086) | acc 0.730" in texts
+    # the reference is marked: hatched bars and a line at its score
+    assert [bool(b.get_hatch()) for b in by_y] == [True, False, False]
+    assert any(np.allclose(line.get_xdata(), 0.7961) for line in ax.get_lines())
+    # a fit-time panel, log scale, with the seconds written
+    assert ax_t.get_xscale() == "log"
+    assert [t.get_text() for t in ax_t.texts] == ["0.04 s", "0.13 s", "35.20 s"]
+    t_bars = sorted((p for p in ax_t.patches), key=lambda p: -p.get_y())
+    np.testing.assert_allclose([b.get_width() for b in t_bars], [0.04, 0.13, 35.2])
+    # the legend lies outside both panels, over no bar and no value
+    fig.canvas.draw()
+    r = fig.canvas.get_renderer()
+    (legend,) = fig.legends
+    box = legend.get_window_extent(r)
+    for a in (ax, ax_t):
+        assert not _overlaps(box, a.get_window_extent(r))
+    labels = [t.get_text() for t in legend.get_texts()]
+    assert labels == ["macro-F1 (bar)", "accuracy (marker)", "PCA (reference)",
+                      "reference macro-F1 0.796"]
+    # every value label stays inside its axes
+    for a in (ax, ax_t):
+        inner = a.get_window_extent(r)
+        for t in a.texts:
+            assert t.get_window_extent(r).x1 <= inner.x1 + 1, t.get_text()
+
+
+def test_comparison_errors():
+    from mmfactor.plotting import plot_comparison
+
+    with pytest.raises(ValueError, match="rows is empty"):
+        plot_comparison([])
+    with pytest.raises(ValueError, match=r"the first lacks \['fit_s'\]"):
+        plot_comparison([{"model": "a", "macro_f1": 0.5, "accuracy": 0.5}])

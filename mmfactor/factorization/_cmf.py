@@ -10,7 +10,7 @@ import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from .._base import MultiModalTransformer
+from .._base import N_JOBS_CONSTRAINT, MultiModalTransformer
 from .._device import as_numpy, resolve_devices, torch_generator
 from .._multimodal import (
     RelationSpec,
@@ -168,16 +168,27 @@ def _pointwise_loss(link, pred, target):
 
 
 class CMF(MultiModalTransformer):
-    """Collective matrix factorization over any schema of relations between entity types.
+    r"""Collective matrix factorization over any schema of relations between entity types.
 
-    Every matrix ``X_m`` of the collection relates a row entity type ``r`` to a column
-    entity type ``c`` and is approximated as ``f_m(U_r U_c^T + mu_m + b_m 1^T + 1 c_m^T)``:
+    Every matrix :math:`X_m` of the collection relates a row entity type :math:`r` to a
+    column entity type :math:`c` and is approximated as
+    :math:`f_m(U_r U_c^\top + \mu_m + b_m \mathbf{1}^\top + \mathbf{1} c_m^\top)`:
     one factor matrix per entity type, shared by every relation that involves it (this
     is what makes the factorization *collective*), optional per-relation biases, a link
-    ``f_m`` (identity for real values, sigmoid for binary relations) and a weight. The
-    loss runs over the observed entries only (NaN in a dense view, or the unstored
-    entries of a sparse view with ``missing="unobserved"``), plus ``alpha`` times the
-    squared norm of every factor and bias.
+    :math:`f_m` (identity for real values, sigmoid for binary relations) and a weight
+    :math:`w_m`. The objective runs over the observed entries :math:`\Omega_m` only (NaN
+    in a dense view, or the unstored entries of a sparse view with
+    ``missing="unobserved"``):
+
+    .. math::
+
+        \min_{U, b, c, \mu} \sum_m w_m \sum_{(i, j) \in \Omega_m}
+        \ell_m\big(X_{m,ij}, f_m(u_{r,i}^\top u_{c,j} + \mu_m + b_{m,i} + c_{m,j})\big)
+        + \alpha \sum_e \lVert U_e \rVert_F^2
+        + \alpha_{\text{bias}} \sum_m (\lVert b_m \rVert^2 + \lVert c_m \rVert^2)
+
+    with :math:`\ell_m` the squared error for the identity link and the logistic loss for
+    the sigmoid link.
 
     With identity links the fit is alternating least squares: each entity type's factor
     is the exact minimiser with all others fixed, all its rows solved at once by a
@@ -232,6 +243,10 @@ class CMF(MultiModalTransformer):
         type's factor lives on the device of the first view that involves it.
     verbose : int, default=0
         Show a progress bar.
+    n_jobs : int, default=None
+        CPU threads of torch, BLAS and OpenMP during this estimator's ``fit``,
+        ``transform`` and other calls, put back afterwards (``-1``: all CPUs; ``None``:
+        unchanged). See :ref:`busy-machines`.
 
     Attributes
     ----------
@@ -253,7 +268,8 @@ class CMF(MultiModalTransformer):
     n_iter_ : int
         Number of sweeps run.
     n_features_in_ : int
-        Number of views seen in ``fit``.
+        Total number of columns of the views seen in ``fit`` (``X.shape[1]`` for one
+        array).
 
     See Also
     --------
@@ -295,6 +311,7 @@ class CMF(MultiModalTransformer):
         "random_state": ["random_state"],
         "devices": [None, str, list, tuple, dict],
         "verbose": ["verbose"],
+        "n_jobs": N_JOBS_CONSTRAINT,
     }
 
     def __init__(
@@ -318,6 +335,7 @@ class CMF(MultiModalTransformer):
         random_state=None,
         devices=None,
         verbose=0,
+        n_jobs=None,
     ):
         self.n_components = n_components
         self.relations = relations
@@ -337,6 +355,7 @@ class CMF(MultiModalTransformer):
         self.random_state = random_state
         self.devices = devices
         self.verbose = verbose
+        self.n_jobs = n_jobs
 
     @property
     def _alpha_bias(self):

@@ -10,7 +10,7 @@ import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from .._base import MultiModalTransformer
+from .._base import N_JOBS_CONSTRAINT, MultiModalTransformer
 from .._device import as_numpy, resolve_devices, torch_generator
 from .._multimodal import (
     MultiModal,
@@ -232,7 +232,7 @@ class _Relation:
 
 
 class DFMF(MultiModalTransformer):
-    """Data fusion by non-negative matrix tri-factorization (DFMF, with DFMC completion).
+    r"""Data fusion by non-negative matrix tri-factorization (DFMF, with DFMC completion).
 
     Every relation ``R_ij`` between entity types ``i`` and ``j`` is approximated as
     ``G_i S_ij G_j^T``: one non-negative factor ``G_i`` per entity type, shared by every
@@ -240,7 +240,10 @@ class DFMF(MultiModalTransformer):
     backbone ``S_ij`` per relation. Constraint matrices ``Theta_i`` (negative entries:
     must-link, positive: cannot-link) add ``tr(G_i^T Theta_i G_i)`` to the objective
 
-    ``J = sum_ij ||M_ij * (R_ij - G_i S_ij G_j^T)||^2 + sum_i tr(G_i^T Theta_i G_i)``,
+    .. math::
+
+        J = \sum_{ij} \lVert M_{ij} \odot (R_{ij} - G_i S_{ij} G_j^\top) \rVert_F^2
+        + \sum_i \operatorname{tr}(G_i^\top \Theta_i G_i), \qquad G_i \ge 0,
 
     where ``M_ij`` masks the observed entries (NaN in a dense view, the unstored entries
     of a sparse view with ``missing="unobserved"``): the completion variant DFMC, whose
@@ -314,6 +317,10 @@ class DFMF(MultiModalTransformer):
         the device of the first view that involves it.
     verbose : int, default=0
         Show a progress bar.
+    n_jobs : int, default=None
+        CPU threads of torch, BLAS and OpenMP during this estimator's ``fit``,
+        ``transform`` and other calls, put back afterwards (``-1``: all CPUs; ``None``:
+        unchanged). See :ref:`busy-machines`.
 
     Attributes
     ----------
@@ -405,6 +412,7 @@ class DFMF(MultiModalTransformer):
         "random_state": ["random_state"],
         "devices": [None, str, list, tuple, dict],
         "verbose": ["verbose"],
+        "n_jobs": N_JOBS_CONSTRAINT,
     }
 
     def __init__(
@@ -424,6 +432,7 @@ class DFMF(MultiModalTransformer):
         random_state=None,
         devices=None,
         verbose=0,
+        n_jobs=None,
     ):
         self.n_components = n_components
         self.relations = relations
@@ -439,6 +448,7 @@ class DFMF(MultiModalTransformer):
         self.random_state = random_state
         self.devices = devices
         self.verbose = verbose
+        self.n_jobs = n_jobs
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

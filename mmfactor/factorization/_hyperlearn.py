@@ -11,7 +11,7 @@ import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from .._base import MultiModalTransformer
+from .._base import N_JOBS_CONSTRAINT, MultiModalTransformer
 from .._device import as_numpy, resolve_devices, torch_generator
 from .._graph import (
     chebyshev_basis,
@@ -306,7 +306,7 @@ def _als_update(t, facs, state, n_steps):
 
 
 class HyperLearn(MultiModalTransformer):
-    """Hypergraph tensor factorization with graph convolutions (HyperLearn).
+    r"""Hypergraph tensor factorization with graph convolutions (HyperLearn).
 
     A K-order tensor ``X`` (the adjacency tensor of a K-partite hypergraph, or a
     rating matrix for K = 2) is factorized as a CP model ``[[A_1, ..., A_K]]`` with one
@@ -315,9 +315,13 @@ class HyperLearn(MultiModalTransformer):
     pipeline: a free base factor, ``diffusion_steps`` rounds of a Chebyshev graph
     convolution on the mode's graph followed by an LSTM cell that predicts the
     increment ``dA_t`` (the separable RGCNN of Monti et al. 2017), trained with Adam on
-    the mode's loss (eq. 11 of the paper)::
+    the mode's loss (eq. 11 of the paper)
 
-        loss_t = lam ||X_(t) - A_t Omega_t^T||^2 + 1/2 tr(A_t^T L_t A_t) + alpha/2 ||A_t||^2
+    .. math::
+
+        \mathcal{L}_t = \lambda \lVert X_{(t)} - A_t \Omega_t^\top \rVert_F^2
+        + \tfrac{1}{2} \operatorname{tr}(A_t^\top L_t A_t)
+        + \tfrac{\alpha}{2} \lVert A_t \rVert_F^2
 
     with ``Omega_t`` the Khatri-Rao product of the other factors and ``L_t = I - D^-1/2
     W_t D^-1/2`` the positive semi-definite normalised Laplacian (the paper's eq. 5
@@ -404,6 +408,10 @@ class HyperLearn(MultiModalTransformer):
         Only factors travel between devices.
     verbose : int, default=0
         Show a progress bar.
+    n_jobs : int, default=None
+        CPU threads of torch, BLAS and OpenMP during this estimator's ``fit``,
+        ``transform`` and other calls, put back afterwards (``-1``: all CPUs; ``None``:
+        unchanged). See :ref:`busy-machines`.
 
     Attributes
     ----------
@@ -484,6 +492,7 @@ class HyperLearn(MultiModalTransformer):
         "random_state": ["random_state"],
         "devices": [None, str, list, tuple],
         "verbose": ["verbose"],
+        "n_jobs": N_JOBS_CONSTRAINT,
     }
 
     def __init__(
@@ -513,6 +522,7 @@ class HyperLearn(MultiModalTransformer):
         random_state=None,
         devices=None,
         verbose=0,
+        n_jobs=None,
     ):
         self.n_components = n_components
         self.graphs = graphs
@@ -538,6 +548,7 @@ class HyperLearn(MultiModalTransformer):
         self.random_state = random_state
         self.devices = devices
         self.verbose = verbose
+        self.n_jobs = n_jobs
 
     # ---- input ---------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
-from .._base import MultiModalTransformer
+from .._base import N_JOBS_CONSTRAINT, MultiModalTransformer
 from .._device import as_numpy, resolve_devices, torch_generator
 from .._multimodal import (
     check_entries,
@@ -250,17 +250,24 @@ def _canonical_rotation(U):
 
 
 class DCMF(MultiModalTransformer):
-    """Deep collective matrix factorization: one autoencoder per entity type.
+    r"""Deep collective matrix factorization: one autoencoder per entity type.
 
     Every matrix ``X_m`` of the collection relates a row entity type ``r`` to a column
     entity type ``c``. For each entity type ``e``, the matrices in which it appears are
     concatenated (transposed where ``e`` is the column type; a relation between ``e``
     and itself enters once, by rows) into ``C_e``, and an autoencoder reads each member's
-    row of ``C_e``; its bottleneck is the member's representation ``U_e``. The loss is::
+    row of ``C_e``; its bottleneck is the member's representation ``U_e``. The loss is
 
-        sum_e  reconstruction_weight * mse(C_e, decoder_e(U_e))
-      + sum_m  w_m * mse(X_m, U_r U_c^T + b_r^m + b_c^m)      (observed entries only)
-      + alpha / 2 * ||network weights||^2
+    .. math::
+
+        \sum_e \rho \, \operatorname{MSE}\big(C_e, \operatorname{dec}_e(U_e)\big)
+        + \sum_m w_m \operatorname{MSE}_{\Omega_m}\big(X_m,
+        U_r U_c^\top + b_r^m \mathbf{1}^\top + \mathbf{1} (b_c^m)^\top\big)
+        + \tfrac{\alpha}{2} \lVert \theta \rVert^2
+
+    with :math:`\rho` = ``reconstruction_weight``, :math:`\operatorname{MSE}_{\Omega_m}`
+    the mean over the observed entries of :math:`X_m` and :math:`\theta` the network
+    weights.
 
     Every matrix is standardized by the mean and standard deviation of its observed
     entries; a missing entry is 0 in the autoencoder's input and absent from every loss.
@@ -332,6 +339,10 @@ class DCMF(MultiModalTransformer):
         the order of ``entities_``, or a dict by entity type. Only codes cross devices.
     verbose : int, default=0
         Show a progress bar.
+    n_jobs : int, default=None
+        CPU threads of torch, BLAS and OpenMP during this estimator's ``fit``,
+        ``transform`` and other calls, put back afterwards (``-1``: all CPUs; ``None``:
+        unchanged). See :ref:`busy-machines`.
 
     Attributes
     ----------
@@ -417,6 +428,7 @@ class DCMF(MultiModalTransformer):
         "random_state": ["random_state"],
         "devices": [None, str, list, tuple, dict],
         "verbose": ["verbose"],
+        "n_jobs": N_JOBS_CONSTRAINT,
     }
 
     def __init__(
@@ -442,6 +454,7 @@ class DCMF(MultiModalTransformer):
         random_state=None,
         devices=None,
         verbose=0,
+        n_jobs=None,
     ):
         self.n_components = n_components
         self.relations = relations
@@ -463,6 +476,7 @@ class DCMF(MultiModalTransformer):
         self.random_state = random_state
         self.devices = devices
         self.verbose = verbose
+        self.n_jobs = n_jobs
 
     # ---- input ---------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
-from .._base import MultiModalTransformer
+from .._base import N_JOBS_CONSTRAINT, MultiModalTransformer
 from .._device import as_numpy, resolve_devices, torch_generator
 from .._multimodal import check_variation, check_views
 from .._training import fit_loop
@@ -95,7 +95,7 @@ class _Net(nn.Module):
 
 
 class MMEDA(MultiModalTransformer):
-    """Multimodal encoder-decoder architecture (MMEDA-I and MMEDA-II).
+    r"""Multimodal encoder-decoder architecture (MMEDA-I and MMEDA-II).
 
     Learns one ``n_components``-dimensional vector per sample from any number of views
     of any order. Every tensor view -- ``(n, C, L)``, ``(n, C, H, W)`` or
@@ -108,16 +108,23 @@ class MMEDA(MultiModalTransformer):
     network into the representation ``Z``.
 
     * ``variant="I"`` (section 6.4, eq. 2): the tensor decoders reconstruct each tensor
-      view from ``Z``, and each matrix view is reconstructed as ``Z V_m^T``::
+      view from ``Z``, and each matrix view is reconstructed as ``Z V_m^T``:
 
-          L = sum_tensor MSE(D_t(Z), X_t) + sum_matrix MSE(Z V_m^T, X_m)
+      .. math::
+
+          L = \sum_{t} \operatorname{MSE}\big(D_t(Z), X_t\big)
+          + \sum_{m} \operatorname{MSE}\big(Z V_m^\top, X_m\big)
 
     * ``variant="II"`` (section 3, eq. 1; "an extension of MMEDA-I", 6.5): the same,
       plus each matrix view's own autoencoder output ``X_m'`` and its transpose's
-      ``X_m^T'``, while ``X_m'' = Z V_m^T`` ties the representation to the matrix::
+      ``X_m^T'``, while ``X_m'' = Z V_m^T`` ties the representation to the matrix:
 
-          L = sum_t MSE(D_t(Z), X_t) + sum_m [MSE(D_m(E_m(X_m)), X_m)
-              + MSE(D_m^T(E_m^T(X_m^T)), X_m^T) + MSE(Z V_m^T, X_m)]
+      .. math::
+
+          L = \sum_t \operatorname{MSE}\big(D_t(Z), X_t\big)
+          + \sum_m \Big[\operatorname{MSE}\big(D_m(E_m(X_m)), X_m\big)
+          + \operatorname{MSE}\big(D_m^\top(E_m^\top(X_m^\top)), X_m^\top\big)
+          + \operatorname{MSE}\big(Z V_m^\top, X_m\big)\Big]
 
       Section 3 does not say whether ``X_0'`` (the image) is decoded from the image's
       own code or from ``Z``; it is decoded from ``Z`` here, as in MMEDA-I, of which II
@@ -225,6 +232,10 @@ class MMEDA(MultiModalTransformer):
         view's device; only the codes and ``Z`` cross devices.
     verbose : int, default=0
         Show a progress bar.
+    n_jobs : int, default=None
+        CPU threads of torch, BLAS and OpenMP during this estimator's ``fit``,
+        ``transform`` and other calls, put back afterwards (``-1``: all CPUs; ``None``:
+        unchanged). See :ref:`busy-machines`.
 
     Attributes
     ----------
@@ -311,6 +322,7 @@ class MMEDA(MultiModalTransformer):
         "random_state": ["random_state"],
         "devices": [None, str, list, tuple, dict],
         "verbose": ["verbose"],
+        "n_jobs": N_JOBS_CONSTRAINT,
     }
 
     def __init__(
@@ -340,6 +352,7 @@ class MMEDA(MultiModalTransformer):
         random_state=None,
         devices=None,
         verbose=0,
+        n_jobs=None,
     ):
         self.n_components = n_components
         self.variant = variant
@@ -365,6 +378,7 @@ class MMEDA(MultiModalTransformer):
         self.random_state = random_state
         self.devices = devices
         self.verbose = verbose
+        self.n_jobs = n_jobs
 
     # ---- input ---------------------------------------------------------------------
 
