@@ -11,6 +11,8 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted
 
+from ._optional import import_optional
+
 __all__ = ["Word2VecMean"]
 
 
@@ -117,9 +119,7 @@ class Word2VecMean(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
 
     def _tokenize(self, texts):
         if self.tokenizer is None:
-            from gensim.utils import simple_preprocess
-
-            tok = simple_preprocess
+            tok = import_optional("gensim.utils", "Word2VecMean").simple_preprocess
         else:
             tok = self.tokenizer
         out = []
@@ -149,8 +149,8 @@ class Word2VecMean(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         self._validate_params()
         texts = _check_texts(X, "Word2VecMean.fit")
         if self.model is not None:
-            from gensim.models import KeyedVectors, Word2Vec
-
+            models = import_optional("gensim.models", "Word2VecMean")
+            KeyedVectors, Word2Vec = models.KeyedVectors, models.Word2Vec
             if isinstance(self.model, Word2Vec):
                 wv = self.model.wv
             elif isinstance(self.model, KeyedVectors):
@@ -159,8 +159,7 @@ class Word2VecMean(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
                 raise TypeError(f"model must be a gensim Word2Vec or KeyedVectors; got "
                                 f"{type(self.model).__name__}.")
         else:
-            from gensim.models import Word2Vec
-
+            Word2Vec = import_optional("gensim.models", "Word2VecMean").Word2Vec
             if not texts:
                 raise ValueError("Word2VecMean.fit: got an empty corpus (0 texts).")
             tokens = self._tokenize(texts)

@@ -6,6 +6,7 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.utils import Bunch
 
+from .._optional import import_optional
 from ._base import RemoteFile, fetch_file
 
 __all__ = ["fetch_movielens_100k"]
@@ -77,8 +78,7 @@ def fetch_movielens_100k(data_home=None, *, download_if_missing=True):
     and X. Bresson, "Geometric matrix completion with recurrent multi-graph neural
     networks", NeurIPS 2017.
     """
-    import h5py
-
+    h5py = import_optional("h5py", "fetch_movielens_100k")
     paths = {k: fetch_file(f, data_home, download_if_missing=download_if_missing)
              for k, f in FILES.items()}
     with h5py.File(paths["split"], "r") as f:
