@@ -25,6 +25,8 @@ SECTIONS = [
     ("scale", "Scale: 10^7 ratings, modes as ranks, peak memory", "bench_scale.py"),
     ("regression", "The regression task: user age from MovieLens embeddings",
      "bench_regression.py"),
+    ("gpu_cuda", "GPU check on a CUDA device", "gpu_check.sh"),
+    ("gpu_cpu", "GPU check: its CPU path (tiny sizes, `--device cpu`)", "gpu_check.sh"),
 ]
 
 INTRO = """# Benchmarks
