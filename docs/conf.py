@@ -28,6 +28,8 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 # the examples' progress bars would clutter the captured output
 os.environ.setdefault("TQDM_DISABLE", "1")
 
+from sphinx_gallery.sorting import ExplicitOrder  # noqa: E402
+
 import mmfactor  # noqa: E402
 
 project = "mmfactor"
@@ -38,6 +40,7 @@ version = release = mmfactor.__version__
 extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.autosummary",
+    "sphinx.ext.intersphinx",
     "sphinx.ext.mathjax",
     "sphinx.ext.viewcode",
     "numpydoc",
@@ -46,21 +49,54 @@ extensions = [
 
 templates_path = ["_templates"]
 exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "**.ipynb_checkpoints",
-                    "auto_examples/*.py", "auto_examples/*.ipynb"]
+                    "auto_examples/**.py", "auto_examples/**.ipynb", "_inventories"]
 root_doc = "index"
 default_role = "literal"
 
 # API reference: one page per public name, generated from the numpydoc docstrings
 autosummary_generate = True
 autosummary_imported_members = False
-autodoc_default_options = {"members": True, "inherited-members": False}
+# the estimator pages (_templates/estimator.rst) list every public method, those
+# inherited from scikit-learn (get_params, set_params, set_output, ...) included, with a
+# methods summary table, as scikit-learn's pages do; other classes list their own
+autodoc_default_options = {"members": True}  # a bool here would override the templates
 autodoc_typehints = "none"
+autodoc_member_order = "groupwise"
 numpydoc_show_class_members = False
 numpydoc_class_members_toctree = False
-numpydoc_xref_param_type = False
 numpydoc_validation_checks = set()  # validated by tests/test_docstrings.py instead
+# parameter types link to their projects (through the inventories below)
+numpydoc_xref_param_type = True
+numpydoc_xref_aliases = {
+    "MultiModal": "mmfactor.MultiModal",
+    "SparseTensor": "mmfactor.SparseTensor",
+    "ndarray": "numpy.ndarray",
+    "array-like": ":term:`array-like`",
+    "array_like": ":term:`array-like`",
+    "RandomState": "numpy.random.RandomState",
+    "Generator": "numpy.random.Generator",
+    "sparse matrix": "scipy.sparse.spmatrix",
+    "torch.Tensor": "torch.Tensor",
+    "Tensor": "torch.Tensor",
+    "torch.device": "torch.device",
+    "estimator": "sklearn.base.BaseEstimator",
+    "Pipeline": "sklearn.pipeline.Pipeline",
+}
+numpydoc_xref_ignore = "all"  # words without an alias stay plain text
 
-# no intersphinx: the build must not touch the network
+# intersphinx, offline: the build never touches the network, so each project's
+# inventory is a committed file (docs/_inventories, written by make_inventories.py
+# there) holding the names these docs link to, with their addresses on the project's
+# site. The published objects.inv files could not be fetched on the build machine.
+_INV = HERE / "_inventories"
+intersphinx_mapping = {
+    "python": ("https://docs.python.org/3/", str(_INV / "python.inv")),
+    "sklearn": ("https://scikit-learn.org/stable/", str(_INV / "sklearn.inv")),
+    "numpy": ("https://numpy.org/doc/stable/", str(_INV / "numpy.inv")),
+    "scipy": ("https://docs.scipy.org/doc/scipy/", str(_INV / "scipy.inv")),
+    "torch": ("https://docs.pytorch.org/docs/stable/", str(_INV / "torch.inv")),
+}
+intersphinx_timeout = 1
 html_theme = "pydata_sphinx_theme"
 html_title = f"mmfactor {release}"
 html_theme_options = {
@@ -82,6 +118,9 @@ sphinx_gallery_conf = {
     "gallery_dirs": "auto_examples",
     "filename_pattern": r"/plot_",
     "plot_gallery": "False" if _no_gallery else "True",
+    # grouped by model: one subfolder of examples/ each, in this order
+    "subsection_order": ExplicitOrder([f"../examples/{d}" for d in (
+        "all_models", "cmf", "dfmf", "dcmf", "mmeda", "hyperlearn")]),
     "within_subsection_order": "FileNameSortKey",
     "download_all_examples": False,
     "remove_config_comments": True,
@@ -92,6 +131,7 @@ sphinx_gallery_conf = {
     "show_memory": False,
     "capture_repr": ("_repr_html_", "__repr__"),
     "doc_module": ("mmfactor",),
+    "reference_url": {"mmfactor": None},
     "backreferences_dir": "gen_modules",
     "exclude_implicit_doc": set(),
 }
