@@ -3,34 +3,46 @@
 ``pickle``/``joblib`` work for every mmfactor estimator (tensors go to the CPU first, so a
 model fitted on CUDA unpickles on a machine without a GPU), but unpickling a file runs
 whatever code the file names: never unpickle a model you did not write yourself.
-:func:`save` writes a format that loading cannot turn into code execution:
+:func:`save` writes a format that loading cannot turn into code execution, and
+:func:`load` treats every file as untrusted input:
 
-* one zip archive with three members: ``header.json`` (format and mmfactor versions, the
-  class, SHA-256 digests), ``state.json`` (every value that is not an array, as typed
-  JSON) and ``tensors.pt`` (every array and tensor, in one dict saved by
-  :func:`torch.save` and read back with ``torch.load(weights_only=True)``, which
-  unpickles tensors only);
+* one zip archive with exactly three *stored* (uncompressed) members: ``header.json``
+  (format and mmfactor versions, the class, the digest), ``state.json`` (every value that
+  is not an array, as typed JSON) and ``tensors.safetensors`` (every array and tensor, in
+  the `safetensors <https://huggingface.co/docs/safetensors>`_ format: a JSON header of
+  names, dtypes, shapes and offsets followed by raw bytes; reading it runs no
+  unpickler, so the format cannot execute code on any torch version, unlike
+  ``torch.load(weights_only=True)``, which had code-execution bypasses below torch 2.6
+  and 2.10);
 * ``state.json`` is the estimator's ``__getstate__()`` walked recursively. Each value
   carries a type tag; the tags are a closed list (None, bool, int, float including
   NaN/inf, str, list, tuple, set, dict with any of these as keys, NumPy arrays and
   scalars and dtypes, torch tensors, parameters, devices and dtypes, SciPy sparse
-  matrices, ``numpy.random.RandomState``) plus objects of a class that must resolve
-  inside ``mmfactor`` or be a ``torch.nn.Module`` subclass inside ``torch.nn``
-  (rebuilt with ``cls.__new__`` and their state, as pickle would, but without ever
-  importing a module outside those packages or calling anything the file names);
-  anything else is refused, at save time and at load time. An ``nn.Module`` is stored
-  as its own ``__dict__`` (parameters, buffers, submodules, constructor attributes), so
-  every network of the models is rebuilt exactly, with no per-model ``_rebuild`` hook;
-  tensors shared between attributes stay shared;
+  matrices, ``numpy.random.RandomState``) plus objects of an explicit list of classes:
+  the estimators, networks and records defined in ``mmfactor``, and the ``torch.nn``
+  layers the models are built from. A class is resolved to the object and its own
+  ``__module__``/``__qualname__`` must be the name written in the file and be on the
+  list (a name re-exported through another module is refused); objects are rebuilt
+  with ``cls.__new__`` and their state, as pickle would, but without importing a module
+  or calling anything the file names. An ``nn.Module`` is stored as its own
+  ``__dict__``, so every network is rebuilt exactly; tensors shared between attributes
+  stay shared;
+* nothing is allocated from a size the file declares without a bound: the archive
+  members must be stored, not compressed (no decompression bomb), and lie inside the
+  file; arrays and tensors take their bytes from the file (their dtype must be one the
+  writer produces; their shape must match those bytes); sparse matrices have their
+  index arrays checked against their shape before any matrix is built; string arrays
+  and format conversions are charged to a budget proportional to the file size;
 * :func:`load` refuses a file whose digest does not match its content (corrupted or
   edited: "tampered"), whose format version it does not know, or that was written by an
   mmfactor whose ``major.minor`` differs from the running one, each with a clear error.
 
-The digest is stored in the file itself, so it detects corruption and edits made
-without recomputing it. Against a deliberate attacker who can rewrite the file, pass a
-secret ``key`` to both :func:`save` and :func:`load`: the digest is then an HMAC-SHA256
-that cannot be recomputed without the key. Either way loading never executes code from
-the file; the worst a forged file can do is hold wrong numbers.
+The digest covers the header's fields as well as the state and the tensors, and is
+stored in the file itself, so it detects corruption and edits made without recomputing
+it. Against a deliberate attacker who can rewrite the file, pass a secret ``key`` (a
+non-empty string or bytes) to both :func:`save` and :func:`load`: the digest is then an
+HMAC-SHA256 that cannot be recomputed without the key. Either way loading never executes
+code from the file; the worst a forged file can do is hold wrong numbers, or be refused.
 """
 
 from __future__ import annotations
@@ -38,7 +50,6 @@ from __future__ import annotations
 import collections
 import hashlib
 import hmac
-import io
 import json
 import math
 import os
@@ -55,10 +66,45 @@ import torch
 __all__ = ["save", "load", "ModelFormatError", "FORMAT_VERSION"]
 
 FORMAT = "mmfactor-safe"
-FORMAT_VERSION = 1
-_MEMBERS = ("header.json", "state.json", "tensors.pt")
+FORMAT_VERSION = 2  # 1 stored the tensors with torch.save (a pickle): no longer read
+_MEMBERS = ("header.json", "state.json", "tensors.safetensors")
 _ALLOWED_ROOTS = ("mmfactor",)
 _TORCH_NN = "torch.nn"
+_MAX_HEADER = 1 << 16  # bytes of header.json
+# the torch.nn classes the models are built from (their own module:qualname)
+_TORCH_NN_CLASSES = frozenset(
+    f"torch.nn.modules.{mod}:{name}" for mod, names in {
+        "linear": ("Linear", "Identity", "Bilinear"),
+        "conv": ("Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d",
+                 "ConvTranspose3d"),
+        "pooling": ("MaxPool1d", "MaxPool2d", "MaxPool3d", "AvgPool1d", "AvgPool2d",
+                    "AvgPool3d", "AdaptiveAvgPool1d", "AdaptiveAvgPool2d",
+                    "AdaptiveAvgPool3d"),
+        "upsampling": ("Upsample",),
+        "container": ("Sequential", "ModuleList", "ModuleDict", "ParameterList",
+                      "ParameterDict"),
+        "activation": ("ReLU", "Tanh", "Sigmoid", "ELU", "GELU", "LeakyReLU", "SELU",
+                       "SiLU", "Softplus", "Softmax", "LogSoftmax", "Hardtanh", "ReLU6",
+                       "PReLU", "Mish"),
+        "rnn": ("LSTMCell", "GRUCell", "RNNCell", "LSTM", "GRU", "RNN"),
+        "dropout": ("Dropout", "Dropout1d", "Dropout2d", "Dropout3d"),
+        "batchnorm": ("BatchNorm1d", "BatchNorm2d", "BatchNorm3d"),
+        "normalization": ("LayerNorm", "GroupNorm"),
+        "sparse": ("Embedding",),
+        "flatten": ("Flatten", "Unflatten"),
+    }.items() for name in names)
+# plain records of mmfactor that estimators hold (besides estimators and nn.Modules)
+_MMFACTOR_RECORDS = frozenset({"mmfactor._multimodal:RelationSpec",
+                               "mmfactor._multimodal:View",
+                               "mmfactor.factorization._cp:SparseTensor"})
+# the dtypes the writer produces (native little-endian NumPy, and torch)
+_NP_DTYPES = frozenset(np.dtype(t).str for t in (
+    "?", "i1", "u1", "i2", "u2", "i4", "u4", "i8", "u8", "f2", "f4", "f8"))
+_TORCH_DTYPES = frozenset({torch.bool, torch.uint8, torch.int8, torch.int16, torch.int32,
+                           torch.int64, torch.float16, torch.bfloat16, torch.float32,
+                           torch.float64})
+_STR_DTYPE = re.compile(r"^[<>|=]?[US]\d{1,9}$|^\|O$")
+_DEVICE = re.compile(r"^(cpu|cuda|mps)(:\d{1,4})?$")
 
 
 class ModelFormatError(ValueError):
@@ -107,14 +153,18 @@ class _Encoder:
             return {"__t__": "parameter", "key": self._store(obj, obj.data),
                     "requires_grad": bool(obj.requires_grad)}
         if isinstance(obj, torch.Tensor):
-            if obj.layout != torch.strided:
-                raise TypeError(f"save: {path} is a {obj.layout} torch tensor; only dense "
-                                "(strided) tensors are supported.")
+            if obj.layout != torch.strided or obj.dtype not in _TORCH_DTYPES:
+                raise TypeError(f"save: {path} is a {obj.layout} {obj.dtype} torch tensor; "
+                                "only dense (strided) real or boolean tensors are "
+                                "supported.")
             return {"__t__": "tensor", "key": self._store(obj, obj),
                     "requires_grad": bool(obj.requires_grad)}
         if isinstance(obj, np.ndarray):
             return self._ndarray(obj, path)
         if isinstance(obj, np.generic):
+            if obj.dtype.str not in _NP_DTYPES:
+                raise TypeError(f"save: {path} is a NumPy {obj.dtype} scalar; the safe "
+                                "format stores boolean, integer and real scalars only.")
             return {"__t__": "npscalar", "dtype": obj.dtype.str,
                     "v": self.encode(obj.item(), path)}
         if isinstance(obj, np.dtype):
@@ -124,9 +174,11 @@ class _Encoder:
         if isinstance(obj, torch.dtype):
             return {"__t__": "torch_dtype", "v": str(obj).removeprefix("torch.")}
         if sp.issparse(obj):
-            csr = obj.tocsr()
+            csr = obj.tocsr(copy=True)
+            csr.sum_duplicates()  # a copy: the estimator's matrix is left as it is
+            extra = {"blocksize": list(obj.blocksize)} if obj.format == "bsr" else {}
             return {"__t__": "sparse", "format": obj.format, "shape": list(obj.shape),
-                    "array": isinstance(obj, sp.sparray),
+                    "array": isinstance(obj, sp.sparray), **extra,
                     "data": self._ndarray(csr.data, path),
                     "indices": self._ndarray(csr.indices, path),
                     "indptr": self._ndarray(csr.indptr, path)}
@@ -171,6 +223,11 @@ class _Encoder:
             raise TypeError(f"save: {path} is a NumPy array of dtype object holding "
                             "non-strings; the safe format stores numeric arrays only.")
         a = np.ascontiguousarray(arr)
+        if a.dtype.kind in "biuf" and not a.dtype.isnative:
+            a = a.astype(a.dtype.newbyteorder("="))
+        if a.dtype.str not in _NP_DTYPES:
+            raise TypeError(f"save: {path} has dtype {arr.dtype}; the safe format stores "
+                            "boolean, integer and real arrays up to 64 bits.")
         try:
             t = torch.from_numpy(a.view(np.uint8) if a.dtype.kind == "u" and a.itemsize > 1
                                  else a)
@@ -186,26 +243,41 @@ class _Encoder:
 # --------------------------------------------------------------------------------------
 
 
+def _allowed_class(obj):
+    """Whether a class, by its own module and qualified name, is on the explicit list."""
+    from sklearn.base import BaseEstimator
+
+    own = _qualname(obj)
+    if own in _TORCH_NN_CLASSES:
+        return True
+    if obj.__module__.split(".")[0] not in _ALLOWED_ROOTS or "<locals>" in obj.__qualname__:
+        return False
+    return own in _MMFACTOR_RECORDS or issubclass(obj, torch.nn.Module | BaseEstimator)
+
+
 def _resolve_class(name):
-    """A class from ``"module:qualname"``, only inside mmfactor or torch.nn."""
+    """A class from ``"module:qualname"``: the class defined there, and on the list.
+
+    Only modules that are already loaded are looked in (``import mmfactor`` loads every
+    estimator's module, ``import torch`` every torch.nn module): loading never imports
+    anything. The object found must be a class whose own ``__module__:__qualname__`` is
+    ``name`` (so a name re-exported by another module, ``mmfactor._persistence:torch.x``,
+    is refused) and that is on the explicit list (:func:`_allowed_class`).
+    """
     if not isinstance(name, str) or name.count(":") != 1:
-        raise ModelFormatError(f"load: invalid class name {name!r} in the model file.")
+        raise ModelFormatError(f"load: invalid class name {str(name)[:80]!r} in the model file.")
     modname, qual = name.split(":")
     if not _allowed_module(modname):
         raise ModelFormatError(
             f"load: the file names the class {modname}.{qual}, outside mmfactor and "
             "torch.nn; refusing to import it."
         )
-    if not modname.startswith(_TORCH_NN) and modname.split(".")[0] not in _ALLOWED_ROOTS:
-        raise ModelFormatError(f"load: refusing module {modname!r}.")  # pragma: no cover
-    # only modules that are already loaded (``import mmfactor`` loads every estimator's
-    # module, ``import torch`` every torch.nn module): loading never imports anything
     obj = sys.modules.get(modname)
     try:
         if obj is None:
             raise AttributeError(modname)
         for part in qual.split("."):
-            if part.startswith("__") or part == "<locals>":
+            if part.startswith("_") and part.endswith("_") or part == "<locals>":
                 raise AttributeError(part)
             obj = getattr(obj, part)
     except AttributeError:
@@ -215,35 +287,57 @@ def _resolve_class(name):
         ) from None
     if not isinstance(obj, type):
         raise ModelFormatError(f"load: {modname}.{qual} is not a class.")
-    if not _allowed_module(obj.__module__):
-        # a class merely imported into an mmfactor module (pathlib.Path, ...)
+    if _qualname(obj) != name:
+        # a class merely imported into an allowed module (pathlib.Path, torch classes
+        # reached through ``mmfactor._persistence:torch...``)
         raise ModelFormatError(
-            f"load: {modname}.{qual} is {obj.__module__}.{obj.__qualname__}, defined "
-            "outside mmfactor and torch.nn; refusing it."
+            f"load: {modname}.{qual} is {obj.__module__}.{obj.__qualname__}, a name "
+            "re-exported from elsewhere; the file must name a class where it is defined, "
+            "and only the allowed classes; refusing it."
         )
-    if modname.startswith(_TORCH_NN) and not issubclass(obj, torch.nn.Module):
-        raise ModelFormatError(f"load: {modname}.{qual} is not a torch.nn.Module.")
+    if not _allowed_class(obj):
+        raise ModelFormatError(
+            f"load: {modname}.{qual} is not one of the classes a model file may hold "
+            "(mmfactor estimators, networks and records, and the torch.nn layers they "
+            "use); refusing it."
+        )
     return obj
 
 
-_NP_DTYPE_OK = set("biufcUS?")
+def _shape(value, what):
+    if (not isinstance(value, list) or len(value) > 32 or not all(
+            type(s) is int and 0 <= s < 2**62 for s in value)):
+        raise ModelFormatError(f"load: invalid shape {str(value)[:80]} for {what}.")
+    return tuple(value)
 
 
 class _Decoder:
-    def __init__(self, tensors):
+    """Rebuilds values from the JSON tree; every allocation the tree can ask for beyond
+    the bytes of the file is charged to ``budget`` (bytes)."""
+
+    def __init__(self, tensors, budget):
         self.tensors = tensors
+        self.budget = budget
         self._memo = {}
 
+    def _charge(self, nbytes, what):
+        if nbytes > self.budget:
+            raise ModelFormatError(
+                f"load: {what} would allocate {nbytes:.3g} bytes, out of proportion to the "
+                "file's size; refusing it (a forged size).")
+        self.budget -= nbytes
+
     def _tensor(self, key):
-        if key not in self.tensors:
-            raise ModelFormatError(f"load: tensor {key!r} is missing from the model file.")
+        if not isinstance(key, str) or key not in self.tensors:
+            raise ModelFormatError(f"load: tensor {str(key)[:40]!r} is missing from the "
+                                   "model file.")
         return self.tensors[key]
 
     def _np_dtype(self, s):
-        dt = np.dtype(s)
-        if dt.kind not in _NP_DTYPE_OK:
-            raise ModelFormatError(f"load: refusing NumPy dtype {s!r}.")
-        return dt
+        if not isinstance(s, str) or s not in _NP_DTYPES:
+            raise ModelFormatError(f"load: refusing NumPy dtype {str(s)[:40]!r} (the writer "
+                                   "stores boolean, integer and real dtypes only).")
+        return np.dtype(s)
 
     def decode(self, node):
         if node is None or isinstance(node, bool | int | float | str):
@@ -253,79 +347,153 @@ class _Decoder:
         if not isinstance(node, dict) or "__t__" not in node:
             raise ModelFormatError(f"load: untagged value {str(node)[:80]!r} in the model file.")
         tag = node["__t__"]
-        method = getattr(self, "_d_" + str(tag), None)
+        method = getattr(self, "_d_" + tag, None) if isinstance(tag, str) and tag.isalnum() \
+            or tag in ("npdtype", "torch_dtype", "ndarray_str") else None
         if method is None:
-            raise ModelFormatError(f"load: unknown value type {tag!r} in the model file.")
+            raise ModelFormatError(f"load: unknown value type {str(tag)[:40]!r} in the model "
+                                   "file.")
         return method(node)
 
     def _d_float(self, node):
         v = node["v"]
         if v not in ("nan", "inf", "-inf"):
-            raise ModelFormatError(f"load: invalid float {v!r}.")
+            raise ModelFormatError(f"load: invalid float {str(v)[:40]!r}.")
         return float(v)
 
     def _d_parameter(self, node):
         key = ("p", node["key"])
         if key not in self._memo:
-            self._memo[key] = torch.nn.Parameter(self._tensor(node["key"]),
-                                                 requires_grad=bool(node["requires_grad"]))
+            t = self._tensor(node["key"])
+            if not t.is_floating_point():
+                raise ModelFormatError(f"load: parameter {node['key']!r} has dtype {t.dtype}.")
+            self._memo[key] = torch.nn.Parameter(t, requires_grad=bool(node["requires_grad"]))
         return self._memo[key]
 
     def _d_tensor(self, node):
         key = ("t", node["key"])
         if key not in self._memo:
             t = self._tensor(node["key"])
-            self._memo[key] = t.requires_grad_(True) if node["requires_grad"] else t
+            grad = bool(node["requires_grad"])
+            if grad and not t.is_floating_point():
+                raise ModelFormatError(f"load: tensor {node['key']!r} of dtype {t.dtype} "
+                                       "cannot require grad.")
+            self._memo[key] = t.requires_grad_(True) if grad else t
         return self._memo[key]
 
     def _d_ndarray(self, node):
         key = ("a", node["key"])
         if key not in self._memo:
             dt = self._np_dtype(node["dtype"])
-            arr = self._tensor(node["key"]).numpy()
+            shape = _shape(node["shape"], "an array")
+            t = self._tensor(node["key"])
+            if t.dtype == torch.bfloat16:
+                raise ModelFormatError("load: an array stored as bfloat16.")
+            arr = t.numpy()
             if dt.kind == "u" and dt.itemsize > 1:
+                if arr.dtype != np.uint8 or arr.ndim != 1 or arr.size % dt.itemsize:
+                    raise ModelFormatError(f"load: array bytes do not hold {dt} values.")
                 arr = arr.view(dt)
-            arr = arr.reshape(node["shape"])
             if arr.dtype != dt:
                 raise ModelFormatError(f"load: array dtype {arr.dtype} != declared {dt}.")
-            self._memo[key] = arr
+            if math.prod(shape) != arr.size:
+                raise ModelFormatError(f"load: array of {arr.size} values declared with "
+                                       f"shape {shape}.")
+            self._memo[key] = arr.reshape(shape)
         return self._memo[key]
 
     def _d_ndarray_str(self, node):
-        dt = np.dtype(node["dtype"])
-        if dt.kind not in "USO":
-            raise ModelFormatError(f"load: refusing string dtype {dt}.")
-        if not all(isinstance(x, str) for x in node["v"]):
+        s, v = node["dtype"], node["v"]
+        if not isinstance(s, str) or not _STR_DTYPE.match(s):
+            raise ModelFormatError(f"load: refusing string dtype {str(s)[:40]!r}.")
+        shape = _shape(node["shape"], "a string array")
+        if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
             raise ModelFormatError("load: a string array holds non-strings.")
-        return np.array(node["v"], dtype=dt).reshape(node["shape"])
+        if math.prod(shape) != len(v):
+            raise ModelFormatError(f"load: {len(v)} strings declared with shape {shape}.")
+        dt = np.dtype(s)
+        self._charge(len(v) * (dt.itemsize or 8), f"a string array of dtype {dt}")
+        return np.array(v, dtype=dt).reshape(shape)
 
     def _d_npscalar(self, node):
-        return self._np_dtype(node["dtype"]).type(self.decode(node["v"]))
+        dt = self._np_dtype(node["dtype"])
+        v = node["v"]
+        if isinstance(v, dict):
+            v = self._d_float(v)
+        if not isinstance(v, bool | int | float):
+            raise ModelFormatError(f"load: invalid NumPy scalar {str(v)[:40]!r}.")
+        try:
+            return dt.type(v)
+        except OverflowError:
+            raise ModelFormatError(f"load: {str(v)[:40]} does not fit {dt}.") from None
 
     def _d_npdtype(self, node):
-        return self._np_dtype(node["v"])
+        s = node["v"]
+        if isinstance(s, str) and _STR_DTYPE.match(s):
+            return np.dtype(s)
+        return self._np_dtype(s)
 
     def _d_device(self, node):
-        return torch.device(str(node["v"]))
+        v = node["v"]
+        if not isinstance(v, str) or not _DEVICE.match(v):
+            raise ModelFormatError(f"load: invalid device {str(v)[:40]!r}.")
+        return torch.device(v)
 
     def _d_torch_dtype(self, node):
-        dt = getattr(torch, str(node["v"]), None)
-        if not isinstance(dt, torch.dtype):
-            raise ModelFormatError(f"load: unknown torch dtype {node['v']!r}.")
+        dt = getattr(torch, str(node["v"]), None) if str(node["v"]).isidentifier() else None
+        if dt not in _TORCH_DTYPES:
+            raise ModelFormatError(f"load: refusing torch dtype {str(node['v'])[:40]!r}.")
         return dt
 
     def _d_sparse(self, node):
+        fmt = node["format"]
+        if fmt not in ("csr", "csc", "coo", "lil", "dok", "bsr", "dia"):
+            raise ModelFormatError(f"load: unknown sparse format {str(fmt)[:40]!r}.")
+        shape = _shape(node["shape"], "a sparse matrix")
         data, indices, indptr = (self.decode(node[k]) for k in ("data", "indices", "indptr"))
+        if len(shape) != 2 or not all(isinstance(a, np.ndarray) and a.ndim == 1
+                                      for a in (data, indices, indptr)):
+            raise ModelFormatError("load: a malformed sparse matrix.")
+        if indices.dtype.kind not in "iu" or indptr.dtype.kind not in "iu":
+            raise ModelFormatError("load: sparse index arrays must be integers.")
+        n_rows, n_cols = shape
+        nnz = len(data)
+        # the CSR invariants, checked before any matrix is built: SciPy and torch index
+        # with these arrays without bounds checks
+        if (len(indptr) != n_rows + 1 or len(indices) != nnz or indptr[0] != 0
+                or indptr[-1] != nnz or (np.diff(indptr.astype(np.int64)) < 0).any()
+                or (nnz and (indices.min() < 0 or indices.max() >= n_cols))):
+            raise ModelFormatError(
+                f"load: a sparse matrix of shape {shape} has index arrays that do not fit "
+                "it (indptr must run from 0 to nnz without decreasing, column indices must "
+                "lie in [0, n_cols)); refusing it.")
+        if max(shape) >= 2**31 and (indices.dtype.itemsize < 8 or indptr.dtype.itemsize < 8):
+            raise ModelFormatError("load: sparse indices too narrow for the shape.")
         cls = sp.csr_array if node["array"] else sp.csr_matrix
-        m = cls((data, indices, indptr), shape=tuple(node["shape"]))
-        if node["format"] not in ("csr", "csc", "coo", "lil", "dok", "bsr", "dia"):
-            raise ModelFormatError(f"load: unknown sparse format {node['format']!r}.")
-        return m.asformat(node["format"])
+        m = cls((data, indices, indptr), shape=shape)
+        item = max(data.dtype.itemsize, 1)
+        if fmt == "csc":
+            self._charge(8 * (n_cols + 1), "a sparse matrix's column pointers")
+        elif fmt == "dia":
+            rows = np.repeat(np.arange(n_rows), np.diff(indptr))
+            n_diag = len(np.unique(indices.astype(np.int64) - rows))
+            self._charge(n_diag * n_cols * item, "a DIA sparse matrix")
+        elif fmt == "bsr":
+            bs = node.get("blocksize")
+            if (not isinstance(bs, list) or len(bs) != 2 or not all(
+                    type(b) is int and b >= 1 for b in bs) or n_rows % bs[0] or n_cols % bs[1]):
+                raise ModelFormatError(f"load: invalid BSR blocksize {str(bs)[:40]}.")
+            self._charge(nnz * bs[0] * bs[1] * item, "a BSR sparse matrix")
+            return m.tobsr(blocksize=tuple(bs))
+        return m.asformat(fmt)
 
     def _d_RandomState(self, node):
+        keys = self.decode(node["keys"])
+        if (not isinstance(keys, np.ndarray) or keys.shape != (624,) or keys.dtype != np.uint32
+                or type(node["pos"]) is not int or not 0 <= node["pos"] <= 624):
+            raise ModelFormatError("load: a malformed RandomState.")
         rs = np.random.RandomState()
-        rs.set_state(("MT19937", self.decode(node["keys"]), int(node["pos"]),
-                      int(node["has_gauss"]), float(node["gauss"])))
+        rs.set_state(("MT19937", keys, node["pos"], int(node["has_gauss"]),
+                      float(node["gauss"])))
         return rs
 
     def _d_list(self, node):
@@ -348,6 +516,8 @@ class _Decoder:
 
     def _d_object(self, node):
         cls = _resolve_class(node["cls"])
+        if not isinstance(node["state"], dict):
+            raise ModelFormatError("load: an object's state is not a dict.")
         state = {str(k): self.decode(v) for k, v in node["state"].items()}
         obj = cls.__new__(cls)
         if hasattr(cls, "__setstate__"):  # nn.Module and classes that define one
@@ -362,18 +532,32 @@ class _Decoder:
 # --------------------------------------------------------------------------------------
 
 
-def _digest(parts, key):
+def _check_key(key, where):
     if key is None:
-        h = hashlib.sha256()
-        for p in parts:
-            h.update(hashlib.sha256(p).digest())
-        return "sha256:" + h.hexdigest()
+        return None
+    if not isinstance(key, str | bytes | bytearray):
+        raise TypeError(f"{where}: key must be a non-empty str or bytes; got "
+                        f"{type(key).__name__}.")
+    if len(key) == 0:
+        raise ValueError(f"{where}: key is empty; an empty key signs nothing (anyone can "
+                         "compute the HMAC). Pass a secret, or key=None for an unsigned file.")
+    return key.encode() if isinstance(key, str) else bytes(key)
+
+
+def _signed_header(header):
+    """The header's fields, except the digest, as canonical bytes (they are signed too)."""
+    return json.dumps({k: v for k, v in header.items() if k != "digest"}, sort_keys=True,
+                      separators=(",", ":")).encode()
+
+
+def _digest(parts, key):
+    """The digest of ``parts`` (byte strings): SHA-256, or HMAC-SHA256 with ``key``."""
     if isinstance(key, str):
         key = key.encode()
-    mac = hmac.new(key, digestmod="sha256")
+    h = hashlib.sha256() if key is None else hmac.new(key, digestmod="sha256")
     for p in parts:
-        mac.update(hashlib.sha256(p).digest())
-    return "hmac-sha256:" + mac.hexdigest()
+        h.update(hashlib.sha256(p).digest())
+    return ("sha256:" if key is None else "hmac-sha256:") + h.hexdigest()
 
 
 def _version_key(version):
@@ -419,8 +603,11 @@ def save(estimator, path, *, key=None):
     >>> np.allclose(load(path).factors_["sample"], model.factors_["sample"])
     True
     """
+    from safetensors.torch import save as save_tensors
+
     from . import __version__
 
+    key = _check_key(key, "save")
     cls = type(estimator)
     if cls.__module__.split(".")[0] not in _ALLOWED_ROOTS:
         raise TypeError(f"save: {cls.__module__}.{cls.__qualname__} is not an mmfactor "
@@ -433,17 +620,15 @@ def save(estimator, path, *, key=None):
     tree = {k: enc.encode(v, f"{cls.__name__}.{k}") for k, v in state.items()}
     state_bytes = json.dumps({"cls": _qualname(cls), "state": tree}, allow_nan=False,
                              separators=(",", ":")).encode()
-    buf = io.BytesIO()
-    torch.save(enc.tensors, buf)
-    tensor_bytes = buf.getvalue()
+    tensor_bytes = save_tensors(enc.tensors)
     header = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "mmfactor_version": __version__,
         "torch_version": torch.__version__.split("+")[0],
         "class": _qualname(cls),
-        "digest": _digest([state_bytes, tensor_bytes], key),
     }
+    header["digest"] = _digest([_signed_header(header), state_bytes, tensor_bytes], key)
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent if str(path.parent) else ".",
                                prefix=f".{path.name}.", suffix=".part")
@@ -451,7 +636,7 @@ def save(estimator, path, *, key=None):
         with os.fdopen(fd, "wb") as fh, zipfile.ZipFile(fh, "w", zipfile.ZIP_STORED) as zf:
             zf.writestr("header.json", json.dumps(header, indent=1))
             zf.writestr("state.json", state_bytes)
-            zf.writestr("tensors.pt", tensor_bytes)
+            zf.writestr("tensors.safetensors", tensor_bytes)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -500,63 +685,50 @@ def load(path, *, key=None):
     """
     from . import __version__
 
+    key = _check_key(key, "load")
     path = Path(path)
-    try:
-        with zipfile.ZipFile(path) as zf:
-            names = set(zf.namelist())
-            if not set(_MEMBERS) <= names:
-                raise ModelFormatError(
-                    f"load: {path} is not an mmfactor model file (members {sorted(names)}; "
-                    f"expected {list(_MEMBERS)})."
-                )
-            header_bytes, state_bytes, tensor_bytes = (zf.read(m) for m in _MEMBERS)
-    except zipfile.BadZipFile:
-        raise ModelFormatError(
-            f"load: {path} is not an mmfactor model file (not a zip archive written by "
-            "mmfactor.save; a pickle/joblib file is loaded with joblib.load, only if you "
-            "trust it)."
-        ) from None
+    header_bytes, state_bytes, tensor_bytes = _read_members(path)
     try:
         header = json.loads(header_bytes)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise ModelFormatError(f"load: {path} has an unreadable header.") from None
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise ModelFormatError(f"load: {path} is not an mmfactor model file.")
     if header.get("format_version") != FORMAT_VERSION:
+        old = header.get("format_version") == 1
         raise ModelFormatError(
-            f"load: {path} uses format version {header.get('format_version')!r}; this "
-            f"mmfactor {__version__} reads version {FORMAT_VERSION} only. Load it with the "
-            f"mmfactor version that wrote it ({header.get('mmfactor_version')})."
+            f"load: {path} uses format version {str(header.get('format_version'))[:20]}; "
+            f"this mmfactor {__version__} reads version {FORMAT_VERSION} only"
+            + (" (version 1 stored its tensors as a torch pickle, which is no longer "
+               "read for safety; load it with the mmfactor that wrote it, only if you "
+               "trust it, and save it again)" if old else
+               f". Load it with the mmfactor version that wrote it "
+               f"({str(header.get('mmfactor_version'))[:20]})") + "."
         )
-    written = header.get("mmfactor_version")
+    written = str(header.get("mmfactor_version"))[:40]
     if _version_key(written) != _version_key(__version__):
         raise ModelFormatError(
             f"load: {path} was written by mmfactor {written}, incompatible with the "
             f"running mmfactor {__version__} (the major.minor versions differ). Load it "
             f"with mmfactor {written} and refit, or refit with {__version__}."
         )
-    digest = str(header.get("digest", ""))
+    digest = header.get("digest")
+    if not isinstance(digest, str):
+        raise ModelFormatError(f"load: {path} has no digest.")
     if digest.startswith("hmac-sha256:") and key is None:
         raise ModelFormatError(f"load: {path} is signed with a key (HMAC-SHA256); pass "
                                "key=... to load it.")
-    if digest.startswith("sha256:") and key is not None:
+    if not digest.startswith("hmac-sha256:") and key is not None:
         raise ModelFormatError(f"load: {path} was saved without a key but key= was given; "
                                "refusing an unsigned file where a signed one is expected.")
-    if not hmac.compare_digest(digest, _digest([state_bytes, tensor_bytes], key)):
+    expected = _digest([_signed_header(header), state_bytes, tensor_bytes], key)
+    if not hmac.compare_digest(digest.encode(), expected.encode()):
         raise ModelFormatError(
-            f"load: {path} does not match its {digest.split(':')[0].upper()} digest: the "
-            "file was corrupted or tampered with" + (" (or the key is wrong)" if key else "")
-            + "; refusing to load it."
+            f"load: {path} does not match its {expected.split(':')[0].upper()} digest: the "
+            "file (its header, state or tensors) was corrupted or tampered with"
+            + (" (or the key is wrong)" if key else "") + "; refusing to load it."
         )
-    try:
-        tensors = torch.load(io.BytesIO(tensor_bytes), map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - the weights-only unpickler refused it
-        first = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip().splitlines()[0][:200]
-        raise ModelFormatError(f"load: the tensors of {path} are not plain tensors; "
-                               f"torch.load(weights_only=True) refused them ({first}).") from None
-    if not isinstance(tensors, dict) or not all(isinstance(t, torch.Tensor)
-                                                for t in tensors.values()):
-        raise ModelFormatError(f"load: the tensors of {path} are not a dict of tensors.")
+    tensors = _read_tensors(path, tensor_bytes)
     try:
         payload = json.loads(state_bytes)
     except (ValueError, RecursionError) as exc:
@@ -572,7 +744,8 @@ def load(path, *, key=None):
     if cls.__module__.split(".")[0] not in _ALLOWED_ROOTS or not issubclass(cls,
                                                                              BaseEstimator):
         raise ModelFormatError(f"load: {payload['cls']} is not an mmfactor estimator.")
-    dec = _Decoder(tensors)
+    # what decoding may allocate beyond the file's own bytes (strings, conversions)
+    dec = _Decoder(tensors, budget=16 * (len(state_bytes) + len(tensor_bytes)) + (1 << 24))
     try:
         state = {str(k): dec.decode(v) for k, v in payload["state"].items()}
         est = cls.__new__(cls)
@@ -580,8 +753,72 @@ def load(path, *, key=None):
     except ModelFormatError:
         raise
     except (TypeError, ValueError, KeyError, IndexError, AttributeError, RuntimeError,
-            RecursionError) as exc:
+            RecursionError, OverflowError, MemoryError) as exc:
         raise ModelFormatError(
-            f"load: {path} holds a malformed state ({type(exc).__name__}: {exc})."
+            f"load: {path} holds a malformed state ({type(exc).__name__}: "
+            f"{str(exc)[:200]})."
         ) from None
     return est
+
+
+def _read_members(path):
+    """The three members' bytes, refusing anything :func:`save` never writes.
+
+    Every member must be stored (not compressed: a compressed member is a decompression
+    bomb in waiting), appear once, and lie within the file; no other member may exist.
+    """
+    not_model = (f"load: {path} is not an mmfactor model file (not a zip archive written "
+                 "by mmfactor.save; a pickle/joblib file is loaded with joblib.load, only if "
+                 "you trust it).")
+    try:
+        size = os.stat(path).st_size
+        with zipfile.ZipFile(path) as zf:
+            infos = zf.infolist()
+            names = [i.filename for i in infos]
+            if sorted(names) != sorted(_MEMBERS):
+                if "tensors.pt" in names:
+                    raise ModelFormatError(
+                        f"load: {path} uses format version 1 (tensors stored as a torch "
+                        "pickle), which this mmfactor no longer reads for safety; load it "
+                        "with the mmfactor that wrote it, only if you trust it, and save it "
+                        "again.")
+                raise ModelFormatError(
+                    f"load: {path} is not an mmfactor model file (members "
+                    f"{[n[:40] for n in names[:10]]}; expected exactly {list(_MEMBERS)}).")
+            for info in infos:
+                if info.compress_type != zipfile.ZIP_STORED:
+                    raise ModelFormatError(
+                        f"load: {path}: member {info.filename} is compressed (method "
+                        f"{info.compress_type}); mmfactor.save stores members uncompressed, "
+                        "so this file was not written by it; refusing to decompress it.")
+                if (info.file_size != info.compress_size or info.file_size > size
+                        or info.filename == "header.json" and info.file_size > _MAX_HEADER):
+                    raise ModelFormatError(
+                        f"load: {path}: member {info.filename} declares {info.file_size} "
+                        f"bytes in a file of {size}; refusing it.")
+            return tuple(zf.read(m) for m in _MEMBERS)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, ValueError,
+            NotImplementedError) as exc:
+        if isinstance(exc, ModelFormatError):
+            raise
+        if isinstance(exc, FileNotFoundError | IsADirectoryError | PermissionError):
+            raise
+        raise ModelFormatError(not_model) from None
+
+
+def _read_tensors(path, tensor_bytes):
+    """The tensors, from safetensors bytes: no unpickler; dtypes the writer produces."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load as load_tensors
+
+    try:
+        tensors = load_tensors(tensor_bytes)
+    except (SafetensorError, ValueError, TypeError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        raise ModelFormatError(f"load: the tensors of {path} are not a valid safetensors "
+                               f"block ({first}).") from None
+    bad = {k: t.dtype for k, t in tensors.items() if t.dtype not in _TORCH_DTYPES}
+    if bad:
+        raise ModelFormatError(f"load: the tensors of {path} have dtypes the writer never "
+                               f"produces ({str(bad)[:100]}); refusing them.")
+    return tensors
