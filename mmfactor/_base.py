@@ -1,8 +1,28 @@
-"""What every mmfactor estimator shares beyond the input contract and the training loop."""
+"""What every mmfactor estimator shares beyond the input contract and the training loop.
+
+:class:`MultiModalTransformer` wraps, once for every subclass, the two entry points that
+run the models' torch code (``_fit``, which ``fit`` and ``fit_transform`` call, and
+``transform``), so that no estimator has to remember:
+
+* gradients are enabled inside them, even when the caller runs under
+  :func:`torch.no_grad` or :func:`torch.inference_mode` (an evaluation loop around a
+  pipeline): the models train, and some fold in, by autograd;
+* a ``_fit`` that raises (a bad input, a Ctrl-C before the first complete sweep, an
+  error) and leaves the estimator unfitted also drops every attribute it set that is
+  not a constructor parameter: the training state (relations, factors, networks, the
+  user's data) never stays behind in private attributes of an unfitted estimator, which
+  then pickles and saves as small as a fresh one;
+* ``transform`` holds a per-estimator lock (several threads may call it on one fitted
+  model; fold-ins keep working state on the estimator) and refuses to return a
+  non-finite embedding (values within float32 whose computations still overflow).
+"""
 
 from __future__ import annotations
 
+import functools
 import numbers
+import threading
+import weakref
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
@@ -28,6 +48,11 @@ class MultiModalTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, B
     """
 
     def __init_subclass__(cls, **kwargs):
+        # ours first, so that scikit-learn's set_output wrapping (in super()) wraps them
+        if "_fit" in vars(cls):
+            cls._fit = _guard_fit(vars(cls)["_fit"])
+        if "transform" in vars(cls):
+            cls.transform = _guard_transform(vars(cls)["transform"])
         super().__init_subclass__(**kwargs)
         for name in THREADED_METHODS:
             if name in cls.__dict__:
@@ -91,23 +116,54 @@ class MultiModalTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, B
             self._restore_devices()
 
     def _set_input_signature(self, mm, views):
-        """Record the views seen in ``fit``: their names and per-sample shapes.
+        """Record the views seen in ``fit``: their names, per-sample shapes and columns.
 
         ``n_features_in_`` is the total number of features over the views (a view of
         shape ``(n, C, H, W)`` counts ``C * H * W``), which for a single 2-D array is
-        ``X.shape[1]`` as scikit-learn expects.
+        ``X.shape[1]`` as scikit-learn expects. The column names of pandas DataFrame
+        views are recorded too; for a single DataFrame they are ``feature_names_in_``,
+        as in scikit-learn.
         """
         self.view_names_ = list(mm.names)
         self._view_shapes = [tuple(v.shape[1:]) for v in views]
+        self._view_names_in = [v.name for v in views]
+        self._view_columns = {v.name: cols for v in views
+                              if (cols := _column_names(mm, v.name)) is not None}
         self.n_features_in_ = int(sum(np.prod(s) for s in self._view_shapes))
+        if len(views) == 1 and views[0].name in self._view_columns:
+            self.feature_names_in_ = np.asarray(self._view_columns[views[0].name],
+                                                dtype=object)
 
     def _check_input_signature(self, mm, views):
-        """Check that ``transform``-time views match those seen in ``fit``."""
+        """Check that ``transform``-time views match those seen in ``fit``: the same
+        names in the same order (when both are named), the same DataFrame columns in
+        the same order, the same per-sample shapes."""
+        name = type(self).__name__
+        names = [v.name for v in views]
+        fitted_names = getattr(self, "_view_names_in", names)
+        if (len(names) == len(fitted_names) and names != fitted_names
+                and not _auto_named(names) and not _auto_named(fitted_names)):
+            order = " (in another order)" if sorted(names) == sorted(fitted_names) else ""
+            raise ValueError(
+                f"X has views {names}{order} but {name} was fitted on views {fitted_names}; "
+                "pass the views under the names, and in the order, seen in fit."
+            )
+        for v in views:
+            fitted_cols = getattr(self, "_view_columns", {}).get(v.name)
+            cols = _column_names(mm, v.name)
+            if fitted_cols is not None and cols is not None and cols != fitted_cols:
+                unseen = [c for c in cols if c not in fitted_cols]
+                raise ValueError(
+                    f"The feature names should match those that were passed during fit: "
+                    f"view {v.name!r} has columns {cols[:10]} but {name} was fitted on "
+                    f"{fitted_cols[:10]}"
+                    + (f" (unseen at fit time: {unseen[:5]})" if unseen else
+                       " (the same names in another order)") + "."
+                )
         shapes = [tuple(v.shape[1:]) for v in views]
         if shapes == self._view_shapes:
             return
         total = int(sum(np.prod(s) for s in shapes))
-        name = type(self).__name__
         if len(shapes) != len(self._view_shapes):
             detail = (f"got {len(shapes)} view(s) {list(mm.names)}, fitted on "
                       f"{len(self._view_shapes)} view(s) {self.view_names_}")
@@ -143,3 +199,96 @@ class MultiModalTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, B
 
     def _restore_devices(self):
         """Move fitted tensors back to ``devices_`` after unpickling (no-op by default)."""
+
+
+def _auto_named(names):
+    """Views named by position (``view0``, ``view1``, ...: a plain list or one array)."""
+    return names == [f"view{i}" for i in range(len(names))]
+
+
+def _column_names(mm, name):
+    """The column names of view ``name`` when it is a DataFrame with string columns."""
+    try:
+        view = mm.views[mm.names.index(name)]
+    except ValueError:
+        return None  # a shared relation, not a view
+    cols = getattr(view, "columns", None)
+    if cols is None or not hasattr(view, "iloc"):
+        return None
+    cols = list(cols)
+    return cols if all(isinstance(c, str) for c in cols) else None
+
+
+# the scikit-learn attributes that are configuration, not fitted state
+_CONFIG_ATTRS = ("_sklearn_output_config", "_sklearn_auto_wrap_output_keys",
+                 "_metadata_request")
+
+
+def _drop_training_state(est):
+    """After a failed ``_fit`` that left ``est`` unfitted: keep only its parameters."""
+    from ._training import clear_fitted
+
+    clear_fitted(est)
+    keep = set(est.get_params(deep=False)) | set(_CONFIG_ATTRS)
+    for k in [k for k in vars(est) if k not in keep]:
+        delattr(est, k)
+
+
+def _is_fitted(est):
+    return any(k.endswith("_") and not k.startswith("__") for k in vars(est))
+
+
+def _grad_enabled():
+    """Gradients on and inference mode off, whatever the caller's context."""
+    import contextlib
+
+    import torch
+
+    stack = contextlib.ExitStack()
+    stack.enter_context(torch.inference_mode(False))
+    stack.enter_context(torch.enable_grad())
+    return stack
+
+
+def _guard_fit(fit):
+    @functools.wraps(fit)
+    def _fit(self, *args, **kwargs):
+        try:
+            with _grad_enabled():
+                return fit(self, *args, **kwargs)
+        except BaseException:
+            if not _is_fitted(self):
+                _drop_training_state(self)
+            raise
+
+    return _fit
+
+
+_LOCKS = weakref.WeakKeyDictionary()
+_LOCKS_LOCK = threading.Lock()
+
+
+def _lock(est):
+    with _LOCKS_LOCK:
+        lock = _LOCKS.get(est)
+        if lock is None:
+            lock = _LOCKS[est] = threading.RLock()
+        return lock
+
+
+def _guard_transform(transform):
+    @functools.wraps(transform)
+    def wrapper(self, *args, **kwargs):
+        with _lock(self), _grad_enabled():
+            out = transform(self, *args, **kwargs)
+        if isinstance(out, np.ndarray) and out.dtype.kind == "f" and not np.isfinite(out).all():
+            bad = int((~np.isfinite(out)).any(axis=tuple(range(1, out.ndim))).sum())
+            raise ValueError(
+                f"{type(self).__name__}.transform: the embedding of {bad} sample(s) is not "
+                "finite: their values, though within the range fit accepts, overflow the "
+                "model's float32 computations (or the model is broken). Rescale the views "
+                "(e.g. StandardScaler, as for fit) before transform."
+            )
+        return out
+
+    return wrapper

@@ -265,7 +265,19 @@ def _check_numeric_dtype(name, dtype):
 
 
 def check_view(name, view, *, missing="unobserved", allow_nan=True, min_ndim=2, max_ndim=None):
-    """Validate one view and return a :class:`View`; never modifies or densifies it."""
+    """Validate one view and return a :class:`View`; never modifies or densifies it.
+
+    The returned data is the user's array itself where it can be (a float NumPy array, a
+    CSR matrix in canonical form, a float torch tensor), or else a converted copy: an
+    integer or boolean array becomes float32 (up to 16 bits, exact) or float64; a
+    NumPy masked array becomes a float array with NaN under the mask (masked = missing,
+    for every model); a pandas DataFrame with nullable columns has ``pd.NA`` as NaN; an
+    array with negative strides is copied; a sparse matrix with unsorted indices or
+    duplicate entries is copied with the duplicates summed (as SciPy's
+    ``sum_duplicates`` does: one observation per entry); a bfloat16/float16 tensor
+    becomes float32 and a tensor made under ``torch.inference_mode`` is cloned. A meta
+    tensor (no data) is refused.
+    """
     if missing not in ("unobserved", "zero"):
         raise ValueError(f"missing must be 'unobserved' or 'zero'; got {missing!r}.")
     if sp.issparse(view):
@@ -275,6 +287,9 @@ def check_view(name, view, *, missing="unobserved", allow_nan=True, min_ndim=2, 
         csr = sp.csr_matrix(view)  # no copy for CSR input; other formats are converted
         if csr.dtype.kind != "f":
             csr = csr.astype(np.float64)
+        if not csr.has_canonical_format:  # duplicates summed, indices sorted: on a copy
+            csr = csr.copy()
+            csr.sum_duplicates()
         if not np.isfinite(csr.data).all():
             raise ValueError(
                 f"Sparse view {name!r} of shape {view.shape} has NaN or infinite stored "
@@ -287,15 +302,27 @@ def check_view(name, view, *, missing="unobserved", allow_nan=True, min_ndim=2, 
     if isinstance(view, torch.Tensor):
         if view.is_complex():
             raise TypeError(f"View {name!r} has a complex dtype ({view.dtype}); expected real.")
+        if view.device.type == "meta":
+            raise ValueError(f"View {name!r} of shape {tuple(view.shape)} is a tensor on the "
+                             "meta device: it has a shape but no data. Pass a tensor that "
+                             "holds values (on the CPU or a GPU).")
+        if view.layout != torch.strided:
+            raise TypeError(f"View {name!r} is a {view.layout} torch tensor; pass a dense "
+                            "tensor, or a SciPy sparse matrix / SparseTensor.")
         _check_shape(name, tuple(view.shape), min_ndim, max_ndim)
         t = view.detach()
+        if t.is_inference():  # made under torch.inference_mode: autograd cannot use it
+            with torch.inference_mode(False):
+                t = t.clone()
         if not t.is_floating_point():
+            t = t.to(torch.float32)
+        elif t.dtype in (torch.bfloat16, torch.float16):  # the models compute in >= 32 bits
             t = t.to(torch.float32)
         bad = ~torch.isfinite(t)
         has_nan = bool(torch.isnan(t).any())
         if bool((bad & ~torch.isnan(t)).any()):
             raise ValueError(f"View {name!r} of shape {tuple(view.shape)} has infinite values.")
-        if t.dtype == torch.float64 and t.numel():
+        if t.numel():
             _check_float32_range(name, tuple(view.shape),
                                  float(torch.nan_to_num(t.abs(), nan=0.0).max()))
         if has_nan and not allow_nan:
@@ -309,7 +336,7 @@ def check_view(name, view, *, missing="unobserved", allow_nan=True, min_ndim=2, 
             f"View {name!r} is a sequence of strings; turn texts into vectors first, e.g. "
             "with mmfactor.text.Word2VecMean."
         )
-    arr = np.asarray(view)
+    arr = _as_array(view)
     if arr.dtype == object:
         try:
             arr = arr.astype(np.float64)
@@ -319,24 +346,46 @@ def check_view(name, view, *, missing="unobserved", allow_nan=True, min_ndim=2, 
                 "expected a numeric array."
             ) from None
     _check_numeric_dtype(name, arr.dtype)
-    if arr.dtype.kind != "f":
-        arr = arr.astype(np.float64)
     _check_shape(name, arr.shape, min_ndim, max_ndim)
-    if np.isinf(arr).any():
+    if arr.dtype.kind != "f":  # integers, booleans: finite; float32 is exact to 16 bits
+        lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
+        arr = arr.astype(np.float32 if arr.dtype.itemsize <= 2 else np.float64)
+        has_nan = False
+    else:
+        if any(s < 0 for s in arr.strides):  # torch cannot view negative strides
+            arr = arr.copy()
+        has_nan = bool(np.isnan(arr).any()) if arr.size else False
+        # fmin/fmax reductions skip NaN without a temporary copy of the array
+        lo, hi = ((float(np.fmin.reduce(arr, axis=None)), float(np.fmax.reduce(arr, axis=None)))
+                  if arr.size else (0.0, 0.0))
+    if np.isinf(lo) or np.isinf(hi):
         raise ValueError(
             f"View {name!r} of shape {arr.shape} has infinite values; use NaN for missing "
             "entries."
         )
-    _check_float32_range(name, arr.shape, np.nanmax(np.abs(arr)) if arr.size else 0.0)
-    has_nan = bool(np.isnan(arr).any())
+    _check_float32_range(name, arr.shape, max(abs(lo), abs(hi)))
     if has_nan and not allow_nan:
         raise ValueError(
             f"View {name!r} of shape {arr.shape} has NaN values; this model needs complete "
             "views."
         )
-    if has_nan and np.isnan(arr).all():
-        raise ValueError(f"View {name!r} of shape {arr.shape} has no observed entry (all NaN).")
     return View(name, arr, "dense", has_nan=has_nan)
+
+
+def _as_array(view):
+    """A NumPy array of ``view``: masked entries and ``pd.NA`` as NaN (on a copy)."""
+    if np.ma.isMaskedArray(view):
+        if not np.ma.getmaskarray(view).any():
+            return np.asarray(view.data)
+        dtype = np.result_type(view.dtype, np.float32) if view.dtype.kind in "biuf" \
+            else view.dtype
+        return np.ma.filled(view.astype(dtype), np.nan)
+    if hasattr(view, "to_numpy") and hasattr(view, "dtypes"):  # a pandas DataFrame
+        try:
+            return view.to_numpy(dtype=np.float64, na_value=np.nan)
+        except (TypeError, ValueError):
+            pass  # non-numeric columns: refused below with the usual message
+    return np.asarray(view)
 
 
 def check_non_negative(view, estimator, hint):
@@ -358,15 +407,22 @@ def check_non_negative(view, estimator, hint):
 
 
 _F32_MAX = float(np.finfo(np.float32).max)
+# the largest magnitude whose square is still a float32: every model's loss is a sum of
+# squared errors, and the solvers form products of values (normal equations, Gram
+# matrices), so larger values overflow inside the fit (CMF's lstsq then fails with an
+# internal assert) or the transform (a NaN embedding), at fit and transform alike
+_VALUE_LIMIT = float(np.sqrt(_F32_MAX))
 
 
 def _check_float32_range(name, shape, max_abs):
     """Values the models' float32 computations would turn into infinities."""
-    if np.isfinite(max_abs) and max_abs > _F32_MAX:
+    if np.isfinite(max_abs) and max_abs > _VALUE_LIMIT:
         raise ValueError(
             f"View {name!r} of shape {tuple(shape)} has values up to {max_abs:.3g} in "
-            f"magnitude, beyond the float32 range ({_F32_MAX:.3g}) the models compute in; "
-            "rescale the view (e.g. StandardScaler) before fitting."
+            f"magnitude; the models compute squared errors in float32, so values must stay "
+            f"below {_VALUE_LIMIT:.3g} (whose square is the float32 maximum, "
+            f"{_F32_MAX:.3g}); rescale the view (e.g. StandardScaler) before fitting or "
+            "transforming."
         )
 
 
@@ -475,7 +531,8 @@ def _constant_columns(keys, vals, n_rows, n_keys, zeros_observed, rows=None):
 
 
 def check_variation(view, *, coords=None):
-    """Refuse a view whose samples (its rows, or mode-0 slices) all have the same values.
+    """Refuse a view whose samples (its rows, or mode-0 slices) all have the same values,
+    or that has no observed entry at all (``fit`` only).
 
     ``view`` is a :class:`View`, or, with ``coords=(idx, vals, shape, zeros_observed)``,
     the name of a tensor given by its stored entries (``idx`` of shape (nnz, K)).
@@ -497,6 +554,12 @@ def check_variation(view, *, coords=None):
     else:
         name, shape, n, d = view.name, view.shape, view.shape[0], view.data
         hint = ""
+        if view.has_nan and (bool(torch.isnan(d).all()) if view.kind == "tensor"
+                             else bool(np.isnan(d).all())):
+            # at fit only: at transform a sample with nothing observed in a view is
+            # embedded from its other views (or the model's prior), one row or many
+            raise ValueError(f"View {name!r} of shape {tuple(shape)} has no observed entry "
+                             "(all NaN).")
         if n < 2:
             return
         if view.kind == "sparse":
