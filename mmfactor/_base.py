@@ -250,10 +250,27 @@ def _grad_enabled():
     return stack
 
 
+def _check_no_bool_numbers(est):
+    """Refuse ``True``/``False`` for a numeric parameter (``n_components=True``):
+    scikit-learn's ``Interval(Integral, ...)`` admits them, as ``bool`` is an ``int``."""
+    from sklearn.utils._param_validation import Interval, InvalidParameterError
+
+    for key, constraints in getattr(est, "_parameter_constraints", {}).items():
+        value = getattr(est, key, None)
+        if (isinstance(value, bool | np.bool_) and "boolean" not in constraints
+                and bool not in constraints
+                and any(isinstance(c, Interval) for c in constraints)):
+            raise InvalidParameterError(
+                f"The {key!r} parameter of {type(est).__name__} must be a number, not a "
+                f"bool; got {value!r} instead."
+            )
+
+
 def _guard_fit(fit):
     @functools.wraps(fit)
     def _fit(self, *args, **kwargs):
         try:
+            _check_no_bool_numbers(self)
             with _grad_enabled():
                 return fit(self, *args, **kwargs)
         except BaseException:

@@ -272,7 +272,8 @@ def check_view(name, view, *, missing="unobserved", allow_nan=True, min_ndim=2, 
     integer or boolean array becomes float32 (up to 16 bits, exact) or float64; a
     NumPy masked array becomes a float array with NaN under the mask (masked = missing,
     for every model); a pandas DataFrame with nullable columns has ``pd.NA`` as NaN; an
-    array with negative strides is copied; a sparse matrix with unsorted indices or
+    array with negative strides or not
+    in C order is copied; a sparse matrix with unsorted indices or
     duplicate entries is copied with the duplicates summed (as SciPy's
     ``sum_duplicates`` does: one observation per entry); a bfloat16/float16 tensor
     becomes float32 and a tensor made under ``torch.inference_mode`` is cloned. A meta
@@ -352,8 +353,8 @@ def check_view(name, view, *, missing="unobserved", allow_nan=True, min_ndim=2, 
         arr = arr.astype(np.float32 if arr.dtype.itemsize <= 2 else np.float64)
         has_nan = False
     else:
-        if any(s < 0 for s in arr.strides):  # torch cannot view negative strides
-            arr = arr.copy()
+        if not arr.flags.c_contiguous:  # negative strides (torch cannot view them),
+            arr = np.ascontiguousarray(arr)  # Fortran order (a DataFrame's), slices
         has_nan = bool(np.isnan(arr).any()) if arr.size else False
         # fmin/fmax reductions skip NaN without a temporary copy of the array
         lo, hi = ((float(np.fmin.reduce(arr, axis=None)), float(np.fmax.reduce(arr, axis=None)))
