@@ -262,7 +262,7 @@ def test_non_finite_loss_is_an_error():
     X = _views()
     with pytest.raises(NonFiniteLossError, match="non-finite"):
         DCMF(n_components=2, learning_rate_init=1e12, alpha=0, max_iter=20, tol=0,
-             random_state=0).fit(MultiModal(X.a * 1e30, X.b))
+             random_state=0).fit(MultiModal(X.a * 1e18, X.b))
 
 
 # ---- model selection and persistence ----------------------------------------------------

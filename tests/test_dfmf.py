@@ -260,8 +260,10 @@ def test_transform_folds_in_new_rows(data, fitted):
     G_new = rng.rand(15, 3) ** 2
     R_new = (G_new @ np.linalg.lstsq(G_true, data[2], rcond=None)[0])
     X_new = MultiModal(a=np.full((15, 30), np.nan), b=R_new)
-    with pytest.raises(ValueError, match="no observed entry"):
-        model.transform(X_new)
+    # nothing observed in view 'a': the rows are embedded from 'b' (issue 18: as one row
+    # inside a batch is; an all-missing view is refused at fit only)
+    Z_b = model.transform(X_new)
+    assert Z_b.shape == (15, 3) and np.isfinite(Z_b).all() and (Z_b >= 0).all()
     X_new = MultiModal(a=G_new @ np.linalg.lstsq(G_true, data[1], rcond=None)[0], b=R_new)
     rec = model.reconstruct(X_new)
     assert np.linalg.norm(rec["b"] - R_new) / np.linalg.norm(R_new) < 1e-3

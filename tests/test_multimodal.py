@@ -87,7 +87,6 @@ def test_plain_list_and_single_array():
     "view, err, match",
     [
         (np.array([[1.0, np.inf]]), ValueError, "View 'v' of shape \\(1, 2\\) has infinite"),
-        (np.array([[np.nan, np.nan]]), ValueError, "no observed entry"),
         (np.array([[1 + 2j]]), ValueError, "Complex data not supported: view 'v'"),
         (np.array([["a", "b"]], dtype=object), TypeError, "View 'v' has dtype object"),
         (np.ones(3), ValueError, "View 'v' has shape \\(3,\\).*Reshape your data"),
@@ -100,6 +99,16 @@ def test_plain_list_and_single_array():
 def test_check_view_errors(view, err, match):
     with pytest.raises(err, match=match):
         check_view("v", view)
+
+
+def test_an_all_nan_view_is_refused_at_fit_only():
+    """check_view (fit and transform) accepts it: at transform a sample may have nothing
+    observed in a view; check_variation (fit only) refuses a view with nothing observed."""
+    from mmfactor._multimodal import check_variation
+
+    v = check_view("v", np.array([[np.nan, np.nan]]))
+    with pytest.raises(ValueError, match=r"View 'v' of shape \(1, 2\) has no observed entry"):
+        check_variation(v)
 
 
 def test_check_view_never_copies_or_modifies():
