@@ -23,10 +23,12 @@ import functools
 import numbers
 import threading
 import weakref
+from types import SimpleNamespace
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils._param_validation import Interval
+from sklearn.utils.validation import _check_feature_names
 
 from ._device import state_to_cpu
 from ._threads import THREADED_METHODS, threaded
@@ -53,6 +55,9 @@ class MultiModalTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, B
             cls._fit = _guard_fit(vars(cls)["_fit"])
         if "transform" in vars(cls):
             cls.transform = _guard_transform(vars(cls)["transform"])
+        for name in ("transform", "score", "reconstruct"):
+            if name in vars(cls):
+                setattr(cls, name, _names_first(vars(cls)[name]))
         super().__init_subclass__(**kwargs)
         for name in THREADED_METHODS:
             if name in cls.__dict__:
@@ -152,14 +157,16 @@ class MultiModalTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, B
             fitted_cols = getattr(self, "_view_columns", {}).get(v.name)
             cols = _column_names(mm, v.name)
             if fitted_cols is not None and cols is not None and cols != fitted_cols:
-                unseen = [c for c in cols if c not in fitted_cols]
-                raise ValueError(
-                    f"The feature names should match those that were passed during fit: "
-                    f"view {v.name!r} has columns {cols[:10]} but {name} was fitted on "
-                    f"{fitted_cols[:10]}"
-                    + (f" (unseen at fit time: {unseen[:5]})" if unseen else
-                       " (the same names in another order)") + "."
-                )
+                # scikit-learn's own message (names unseen, missing, or reordered), which
+                # tools and its estimator checks look for; then the view
+                fitted = SimpleNamespace(feature_names_in_=np.asarray(fitted_cols, dtype=object))
+                try:
+                    _check_feature_names(fitted, mm.views[mm.names.index(v.name)], reset=False)
+                except ValueError as exc:
+                    raise ValueError(
+                        f"{exc}(view {v.name!r} has columns {cols[:10]} but {name} was "
+                        f"fitted on {fitted_cols[:10]})."
+                    ) from None
         shapes = [tuple(v.shape[1:]) for v in views]
         if shapes == self._view_shapes:
             return
@@ -279,6 +286,19 @@ def _guard_fit(fit):
             raise
 
     return _fit
+
+
+def _names_first(method):
+    """Check a DataFrame's column names against ``feature_names_in_`` before anything
+    else (its values, its shape), with scikit-learn's message, as scikit-learn does."""
+
+    @functools.wraps(method)
+    def wrapper(self, X, *args, **kwargs):
+        if hasattr(self, "feature_names_in_") and hasattr(X, "columns"):
+            _check_feature_names(self, X, reset=False)
+        return method(self, X, *args, **kwargs)
+
+    return wrapper
 
 
 _LOCKS = weakref.WeakKeyDictionary()

@@ -9,7 +9,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.validation import _check_feature_names, check_is_fitted
 
 from .._base import N_JOBS_CONSTRAINT, MultiModalTransformer
 from .._device import as_numpy, resolve_devices, torch_generator
@@ -433,6 +433,9 @@ class HyperLearn(MultiModalTransformer):
         One device per mode.
     n_features_in_ : int
         Size of mode 1 (the number of columns when the tensor is a matrix).
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        The column names of ``X`` when it is a pandas DataFrame with string column
+        names (only then); ``transform`` checks them.
 
     See Also
     --------
@@ -805,6 +808,7 @@ class HyperLearn(MultiModalTransformer):
         else:
             self.biases_ = None
         self.n_features_in_ = shape[1]  # the size of mode 1 (the columns of a matrix)
+        _check_feature_names(self, X, reset=True)  # feature_names_in_ of a DataFrame
         self._n_views = len(mm.views)
         self._n_features_out = R
         del self._states, self._factors  # the data and optimizers are not kept
