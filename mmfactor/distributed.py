@@ -78,15 +78,24 @@ def _require_group():
         )
 
 
+# this process's rank and the group's size in the last ``run()`` block, kept after the
+# block has destroyed its group: ``if rank() == 0: joblib.dump(...)`` after the block
+# must still run on rank 0 only
+_LAST_RUN = {}
+
+
 def rank():
     """Return this process's rank in the default group.
 
     Returns
     -------
     rank : int
-        The rank, 0 when no process group is initialised.
+        The rank; after a :func:`run` block has ended (and destroyed the group it
+        created), the rank this process had in it; 0 when no group was ever used.
     """
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank()
+    return _LAST_RUN.get("rank", 0)
 
 
 def world_size():
@@ -95,9 +104,12 @@ def world_size():
     Returns
     -------
     world_size : int
-        The number of ranks, 1 when no process group is initialised.
+        The number of ranks; after a :func:`run` block, the size of its group; 1 when no
+        group was ever used.
     """
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size()
+    return _LAST_RUN.get("world_size", 1)
 
 
 def _comm_device():
@@ -191,6 +203,7 @@ def run(backend=None, *, timeout=300.0, init_method="env://", owners=None):
 
     for cls in (CMF, HyperLearn):
         route(cls)
+    _LAST_RUN.update(rank=dist.get_rank(), world_size=dist.get_world_size())
     try:
         yield {"rank": dist.get_rank(), "world_size": dist.get_world_size(),
                "backend": dist.get_backend(), "profile": profile}
@@ -464,8 +477,87 @@ def _hooks_for(estimator, owners, profile):
     )
 
 
+def _digest(obj, h):
+    """Feed ``obj`` (parameters, views, shared data) into the hash ``h``, by value."""
+    import scipy.sparse as sp
+
+    from .factorization import SparseTensor
+
+    if isinstance(obj, torch.Tensor):
+        obj = obj.detach().cpu().numpy()
+    if sp.issparse(obj):
+        csr = sp.csr_matrix(obj, copy=True)
+        csr.sum_duplicates()
+        h.update(f"sparse{csr.shape}{csr.dtype}".encode())
+        for a in (csr.data, csr.indices, csr.indptr):
+            h.update(np.ascontiguousarray(a).reshape(-1).view(np.uint8))
+    elif isinstance(obj, np.ndarray) and obj.dtype != object:
+        h.update(f"array{obj.shape}{obj.dtype}".encode())
+        h.update(np.ascontiguousarray(obj).reshape(-1).view(np.uint8))
+    elif isinstance(obj, SparseTensor):
+        h.update(f"sparsetensor{obj.shape}".encode())
+        _digest(obj.indices, h)
+        _digest(obj.values, h)
+    elif isinstance(obj, np.random.RandomState):
+        _digest(list(obj.get_state()), h)
+    elif isinstance(obj, dict):
+        h.update(b"dict")
+        for k in sorted(obj, key=repr):
+            h.update(repr(k).encode())
+            _digest(obj[k], h)
+    elif isinstance(obj, list | tuple) or (hasattr(obj, "views") and hasattr(obj, "names")):
+        if hasattr(obj, "views"):  # a MultiModal
+            obj = [list(obj.names), list(obj.views), dict(obj.shared)]
+        h.update(f"seq{len(obj)}".encode())
+        for v in obj:
+            _digest(v, h)
+    elif hasattr(obj, "to_numpy") and hasattr(obj, "columns"):  # a DataFrame
+        _digest([list(map(str, obj.columns)), obj.to_numpy()], h)
+    else:
+        h.update(repr(obj).encode())
+
+
+# parameters that may differ between ranks: where each rank computes, how verbose it is
+_RANK_LOCAL_PARAMS = ("devices", "verbose", "n_jobs")
+
+
+def _check_agreement(estimator, X):
+    """Refuse, on every rank alike, a fit whose ranks hold different parameters or data.
+
+    The ranks exchange only SHA-256 digests (``all_gather_object``); without this check
+    ranks given different data would each return "ok" with a blend of both, and ranks
+    given different ``n_components`` would abort inside gloo's C++ collectives.
+    """
+    import hashlib
+
+    params = {k: v for k, v in estimator.get_params(deep=False).items()
+              if k not in _RANK_LOCAL_PARAMS}
+    mine = []
+    for what in (params, X):
+        h = hashlib.sha256()
+        _digest(what, h)
+        mine.append(h.hexdigest())
+    everyone = [None] * dist.get_world_size()
+    _collective("the check that every rank holds the same parameters and data",
+                dist.all_gather_object, everyone, mine)
+    for i, what in enumerate(("parameters", "data (X)")):
+        groups = {}
+        for r, d in enumerate(everyone):
+            groups.setdefault(d[i], []).append(r)
+        if len(groups) > 1:
+            ranks = sorted(groups.values(), key=lambda g: g[0])
+            raise ValueError(
+                f"mmfactor.distributed: the ranks hold different {what}: ranks "
+                f"{' vs '.join(map(str, ranks))} (SHA-256 digests differ"
+                + (f"; parameters compared: {sorted(params)}" if i == 0 else
+                   "; every view and shared matrix, by value") + "). Every rank must fit "
+                "the same estimator on the same X; nothing was fitted."
+            )
+
+
 def _fit(estimator, X, *, owners, profile, call):
     _require_group()
+    _check_agreement(estimator, X)
     hooks = _hooks_for(estimator, owners, profile)
     restore = _common_seed(estimator)
     hooks.install()

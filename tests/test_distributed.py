@@ -13,6 +13,7 @@ import datetime
 import json
 import multiprocessing as mp
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -86,6 +87,11 @@ def _rank_main(rank, world, port, out, fault, timeout):
     try:
         with mmd.run(backend="gloo", timeout=timeout) as info:
             cmf, X = cmf_problem()
+            if fault is not None and rank == fault[0] and fault[1] == "data":
+                v = X.views[0]  # one observed entry differs on this rank
+                v.flat[np.flatnonzero(np.isfinite(v))[0]] += 1e-9
+            if fault is not None and rank == fault[0] and fault[1] == "params":
+                cmf.set_params(n_components=4)
             cmf.fit(X)
             hl, T = hyperlearn_problem()
             hl.fit(T)
@@ -93,6 +99,8 @@ def _rank_main(rank, world, port, out, fault, timeout):
             owned = sorted({str(u) for rec in info["profile"] for u in rec["owned"]})
             joblib.dump({"cmf": cmf, "hl": hl, "als": als, "owned": owned},
                         f"{out}.rank{rank}")
+        # after the block (its group destroyed): still this process's rank
+        Path(f"{out}.rank{rank}.after").write_text(f"{mmd.rank()} {mmd.world_size()}")
     except BaseException:
         Path(f"{out}.rank{rank}.err").write_text(traceback.format_exc())
         os._exit(1)
@@ -145,6 +153,9 @@ def test_ranks_match_single_process_jacobi(world, tmp_path, reference):
     fitted = [joblib.load(tmp_path / f"fit.rank{r}") for r in range(world)]
     # the work was split: every rank owned some unit
     assert all(f["owned"] for f in fitted)
+    # rank() after the run() block is still each process's own rank (issue 18)
+    assert [(tmp_path / f"fit.rank{r}.after").read_text() for r in range(world)] == [
+        f"{r} {world}" for r in range(world)]
     for f in fitted:
         cmf, hl = f["cmf"], f["hl"]
         # the same sweeps (rank 0's objective decides when to stop, tol > 0 here)
@@ -191,6 +202,20 @@ def test_torchrun_command_line(tmp_path, reference):
     owned = [set(p["sweeps"][0]["owned"]) for p in prof]
     assert owned[0] and owned[1] and not owned[0] & owned[1]
     assert owned[0] | owned[1] == set(ref_cmf.factors_)
+
+
+@pytest.mark.parametrize("what, match", [
+    ("data", r"the ranks hold different data \(X\): ranks \[0\] vs \[1\]"),
+    ("params", r"the ranks hold different parameters: ranks \[0\] vs \[1\]"),
+])
+def test_ranks_with_different_data_or_parameters_refuse_to_fit(what, match, tmp_path):
+    """Rank 1 has one entry changed by 1e-9, or n_components=4: every rank raises a clear
+    ValueError before fitting (it was a blend of both, or a C++ abort in gloo)."""
+    results = launch(2, tmp_path / "fit", fault=(1, what), timeout=30, wait=60)
+    for r, (code, err) in enumerate(results):
+        assert code == 1, f"rank {r}: {code}"
+        assert "ValueError" in err and re.search(match, err), err[-2000:]
+        assert "nothing was fitted" in err
 
 
 def test_dead_rank_stops_the_others(tmp_path):
