@@ -1267,3 +1267,119 @@ def test_small_integer_views_are_validated_in_float32():
     tracemalloc.stop()
     assert v.data.dtype == np.float32 and np.array_equal(v.data, a)
     assert peak < 4.5 * a.nbytes, peak / a.nbytes
+
+
+# ---- issue 18: a damaged cache (links to devices, bad records, stale archives) ----------
+
+import os  # noqa: E402
+import zipfile  # noqa: E402
+
+from mmfactor.datasets import _base as dsbase  # noqa: E402
+
+
+def _origin(tmp_path, content=b"the published bytes\n", name="data.txt"):
+    """A file served from a file:// URL, and its RemoteFile with its SHA-256."""
+    import hashlib
+
+    src = tmp_path / "origin"
+    src.mkdir(exist_ok=True)
+    (src / name).write_bytes(content)
+    return dsbase.RemoteFile(f"set/{name}", (src / name).as_uri(),
+                             hashlib.sha256(content).hexdigest())
+
+
+@pytest.mark.parametrize("published", [True, False])
+def test_a_cached_file_linked_to_dev_zero_is_refused(tmp_path, published):
+    remote = _origin(tmp_path)
+    if not published:
+        remote = dataclasses.replace(remote, sha256=None)
+    home = tmp_path / "cache"
+    (home / "set").mkdir(parents=True)
+    os.symlink("/dev/zero", home / "set" / "data.txt")
+    with pytest.raises(ValueError, match=r"data.txt is not a regular file \(it is or links to "
+                                         r"a device"):
+        dsbase.fetch_file(remote, home, progress=False)
+
+
+def test_a_record_linked_to_dev_zero_is_refused(tmp_path):
+    remote = dataclasses.replace(_origin(tmp_path), sha256=None)
+    home = tmp_path / "cache"
+    path = dsbase.fetch_file(remote, home, progress=False)
+    record = path.with_name(path.name + ".sha256")
+    record.unlink()
+    os.symlink("/dev/zero", record)
+    with pytest.raises(ValueError, match=r"The SHA-256 record .*data.txt.sha256 is not a "
+                                         r"regular file"):
+        dsbase.fetch_file(remote, home, progress=False)
+
+
+@pytest.mark.parametrize("record, ok", [("", False), ("   \n", False), ("xyz  data.txt\n", False),
+                                        ("UPPER", True)])
+def test_sha256_records_empty_malformed_or_upper_case(tmp_path, record, ok):
+    """An empty or malformed record is refused with a clear error (it was an IndexError);
+    an upper-case one is the same digest (it was refused as a mismatch)."""
+    remote = dataclasses.replace(_origin(tmp_path), sha256=None)
+    home = tmp_path / "cache"
+    path = dsbase.fetch_file(remote, home, progress=False)
+    rec = path.with_name(path.name + ".sha256")
+    if record == "UPPER":
+        record = rec.read_text().upper().replace("DATA.TXT", "data.txt")
+    rec.write_text(record)
+    if ok:
+        assert dsbase.fetch_file(remote, home, progress=False) == path
+    else:
+        with pytest.raises(ValueError, match=r"record .* is empty or malformed \(expected 64 "
+                                             r"hexadecimal digits"):
+            dsbase.fetch_file(remote, home, progress=False)
+
+
+def test_a_stale_cached_archive_is_downloaded_again(tmp_path):
+    """An archive left in the cache by an older release (its member differs) used to fail
+    forever, blaming the URL; it is now deleted and downloaded once more."""
+    import hashlib
+
+    src = tmp_path / "origin"
+    src.mkdir()
+    member = b"current member\n"
+    with zipfile.ZipFile(src / "set.zip", "w") as zf:
+        zf.writestr("set/m.txt", member)
+    remote = dsbase.RemoteFile("set/m.txt", (src / "set.zip").as_uri(),
+                               hashlib.sha256(member).hexdigest(), archive=True,
+                               member="set/m.txt")
+    home = tmp_path / "cache"
+    home.mkdir()
+    with zipfile.ZipFile(home / "set.zip", "w") as zf:  # the stale archive
+        zf.writestr("set/m.txt", b"an older release\n")
+    path = dsbase.fetch_file(remote, home, progress=False)
+    assert path.read_bytes() == member
+    (home / "set.zip").write_bytes(b"not a zip at all")  # damaged, and the member gone
+    path.unlink()
+    assert dsbase.fetch_file(remote, home, progress=False).read_bytes() == member
+    # the origin itself is wrong: blamed only after a fresh download
+    with zipfile.ZipFile(src / "set.zip", "w") as zf:
+        zf.writestr("set/m.txt", b"tampered at the origin\n")
+    path.unlink()
+    (home / "set.zip").unlink()
+    with pytest.raises(ValueError, match=r"Checksum mismatch for set/m.txt of file:"):
+        dsbase.fetch_file(remote, home, progress=False)
+
+
+@pytest.mark.parametrize("damage", ["edited", "dev-zero"])
+def test_goodreads_rebuilds_an_edited_candidates_file(tmp_path, damage):
+    """The candidates file (derived from the verified books file) has its SHA-256 recorded;
+    edited, or replaced by a link to /dev/zero, it is rebuilt, not read as data."""
+    home = _goodreads_source(tmp_path, ["1", "2", "3"])
+    first = mds.fetch_goodreads_books(home, n_samples=3, progress=False)
+    (cache,) = (home / "goodreads").glob("candidates-*.json")
+    assert cache.with_name(cache.name + ".sha256").exists()
+    if damage == "edited":
+        cands = json.loads(cache.read_text())
+        cands[0]["title"] = "INJECTED"
+        cache.write_text(json.dumps(cands))
+    else:
+        cache.unlink()
+        os.symlink("/dev/zero", cache)
+    again = mds.fetch_goodreads_books(home, n_samples=3, progress=False)
+    assert "INJECTED" not in again.title and again.title == first.title
+    np.testing.assert_array_equal(first.images, again.images)
+    assert json.loads(cache.read_text())[0]["title"] != "INJECTED" and not cache.is_symlink()

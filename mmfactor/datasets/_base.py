@@ -166,12 +166,39 @@ def _record_path(path):
     return path.with_name(path.name + ".sha256")
 
 
+def _check_regular(path, what="Cached file"):
+    """Refuse a cache entry that is not a regular file (a link to ``/dev/zero``, a FIFO,
+    a folder): hashing or reading it would never end, or fail obscurely."""
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode  # follows links: the file they point to
+    except OSError as exc:
+        raise ValueError(f"{what} {path} cannot be read ({exc}); delete it.") from None
+    if not stat.S_ISREG(mode):
+        raise ValueError(f"{what} {path} is not a regular file (it is or links to a device, "
+                         "a pipe or a folder); refusing to read it. Delete it to download "
+                         "the file again.")
+
+
 def _recorded_sha256(path):
-    """The SHA-256 recorded when ``path`` entered the cache (trust on first use), or None."""
+    """The SHA-256 recorded when ``path`` entered the cache (trust on first use), or None.
+
+    The record is ``sha256sum`` output: 64 hexadecimal digits (either case) then the
+    name; an empty or malformed record is refused (it cannot vouch for the file).
+    """
     record = _record_path(path)
-    if not record.exists():
+    if not os.path.lexists(record):
         return None
-    return record.read_text(encoding="utf-8").split()[0]
+    _check_regular(record, "The SHA-256 record")
+    with open(record, "rb") as f:
+        text = f.read(4096).decode("utf-8", "replace")
+    token = text.split()[0].lower() if text.split() else ""
+    if len(token) != 64 or any(c not in "0123456789abcdef" for c in token):
+        raise ValueError(f"The SHA-256 record {record} is empty or malformed (expected 64 "
+                         f"hexadecimal digits, got {token[:80]!r}); it cannot vouch for "
+                         f"{path.name}. Delete both to download the file again.")
+    return token
 
 
 def _write_record(path, digest):
@@ -239,6 +266,39 @@ def _download_any(remote, path, progress):
                   + "\n  ".join(errors)) from last
 
 
+def _extract_checked(remote, archive, home, path, download_if_missing, progress):
+    """Extract ``remote.member`` of ``archive`` to ``path`` and check its SHA-256.
+
+    A cached archive that is stale or damaged (another release, truncated, not a zip)
+    is deleted and downloaded once more before the origin is blamed.
+    """
+    cached = os.path.lexists(archive)
+    for attempt in ("cached", "fresh") if cached else ("fresh",):
+        if attempt == "fresh":
+            if not download_if_missing:
+                raise OSError(f"The cached archive {archive} is stale or damaged and "
+                              "download_if_missing=False; delete it to download it again.")
+            if os.path.lexists(archive):
+                os.remove(archive)
+            _download_any(dataclasses.replace(remote, sha256=None), archive, progress)
+        try:
+            _check_regular(archive, "Cached archive")
+            safe_extract(archive, remote.member, home, path)
+        except (ValueError, zipfile.BadZipFile, EOFError) as exc:
+            if attempt == "cached" and "outside the cache" not in str(exc):
+                continue  # stale: download it again
+            raise
+        digest = file_digests(path)["sha256"]
+        if digest == remote.sha256:
+            return digest
+        os.remove(path)
+        if attempt == "fresh":
+            raise ValueError(f"Checksum mismatch for {remote.member} of {remote.url}: "
+                             f"expected SHA-256 {remote.sha256}, got {digest}. The file "
+                             "was removed.")
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
 def fetch_file(remote, data_home=None, *, download_if_missing=True, progress=True):
     """The local path of ``remote``, downloading and verifying it when needed.
 
@@ -257,7 +317,8 @@ def fetch_file(remote, data_home=None, *, download_if_missing=True, progress=Tru
     """
     home = get_data_home(data_home)
     path = home / remote.path
-    if path.exists():
+    if os.path.lexists(path):
+        _check_regular(path)
         expected = remote.sha256 or _recorded_sha256(path)
         digests = file_digests(path, _needed(remote) if expected is None else ("sha256",))
         digest = digests["sha256"]
@@ -287,15 +348,7 @@ def fetch_file(remote, data_home=None, *, download_if_missing=True, progress=Tru
     path.parent.mkdir(parents=True, exist_ok=True)
     if remote.archive:
         archive = home / (Path(remote.path).parent.name + ".zip")
-        if not archive.exists():
-            _download_any(dataclasses.replace(remote, sha256=None), archive, progress)
-        safe_extract(archive, remote.member, home, path)
-        digest = file_digests(path)["sha256"]
-        if digest != remote.sha256:
-            os.remove(path)
-            raise ValueError(f"Checksum mismatch for {remote.member} of {remote.url}: "
-                             f"expected SHA-256 {remote.sha256}, got {digest}. The file "
-                             "was removed.")
+        digest = _extract_checked(remote, archive, home, path, download_if_missing, progress)
     else:
         digest = _download_any(remote, path, progress)
     if remote.sha256 is None:

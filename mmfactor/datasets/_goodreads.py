@@ -74,6 +74,31 @@ def _candidates(books_path, languages, drop_missing_covers, progress):
     return out
 
 
+def _cached_candidates(cache, books_path, languages, drop_missing_covers, progress):
+    """The candidate books, from the cache file when it is intact and newer than the
+    books file; else (absent, stale, or changed since it was written: its SHA-256 no
+    longer matches the record beside it) rebuilt from the verified books file."""
+    from ._base import _check_regular, _recorded_sha256, _write_record, file_digests
+
+    if os.path.lexists(cache):
+        try:
+            _check_regular(cache)
+            intact = (_recorded_sha256(cache) == file_digests(cache)["sha256"]
+                      and cache.stat().st_mtime >= books_path.stat().st_mtime)
+        except ValueError:
+            intact = False
+        if intact:
+            with open(cache, encoding="utf-8") as f:
+                return json.load(f)
+    cands = _candidates(books_path, set(languages), drop_missing_covers, progress)
+    fd, tmp = tempfile.mkstemp(dir=cache.parent, prefix=".part-")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(cands, f)
+    os.replace(tmp, cache)
+    _write_record(cache, file_digests(cache)["sha256"])
+    return cands
+
+
 def _genres(genres_path, wanted, progress):
     """The most voted genre category of each wanted book."""
     from tqdm.auto import tqdm
@@ -195,16 +220,8 @@ def fetch_goodreads_books(data_home=None, *, n_samples=5000, random_state=0,
         fetch_file(FILES[k], data_home, download_if_missing=download_if_missing,
                    progress=progress) for k in ("books", "genres"))
     key = f"candidates-{'-'.join(sorted(languages))}-{int(drop_missing_covers)}.json"
-    cache = home / key
-    if cache.exists() and cache.stat().st_mtime >= books_path.stat().st_mtime:
-        with open(cache, encoding="utf-8") as f:
-            cands = json.load(f)
-    else:
-        cands = _candidates(books_path, set(languages), drop_missing_covers, progress)
-        fd, tmp = tempfile.mkstemp(dir=home, prefix=".part-")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(cands, f)
-        os.replace(tmp, cache)
+    cands = _cached_candidates(home / key, books_path, languages, drop_missing_covers,
+                               progress)
     cands.sort(key=lambda b: (len(b["book_id"]), b["book_id"]))
     genre = _genres(genres_path, {b["book_id"] for b in cands}, progress)
     cands = [b for b in cands if b["book_id"] in genre]
