@@ -185,6 +185,16 @@ class MultiModalTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, B
             f"features as input: {detail}."
         )
 
+    def _check_embedding(self, X, width):
+        """``inverse_transform``'s input: a finite float64 array of shape (n, ``width``)."""
+        Z = np.asarray(X, dtype=np.float64)
+        if Z.ndim != 2 or Z.shape[1] != width:
+            raise ValueError(f"inverse_transform expects an array of shape (n_samples, "
+                             f"{width}); got {Z.shape}.")
+        if not np.isfinite(Z).all():
+            raise ValueError("inverse_transform: the embeddings contain NaN or inf.")
+        return Z
+
     def save(self, path, *, key=None):
         """Save the estimator in mmfactor's safe format (see :func:`mmfactor.save`).
 

@@ -185,6 +185,7 @@ def fit_loop(
     validation=None,
     on_improvement=None,
     on_interrupt=None,
+    hint=None,
 ):
     """Run ``step`` until convergence and return a :class:`History`.
 
@@ -217,6 +218,9 @@ def fit_loop(
     on_interrupt : callable, optional
         Called when a ``KeyboardInterrupt`` stops the loop after at least one complete
         sweep, before returning: put back the state saved by ``on_improvement``.
+    hint : str, optional
+        What the model's user should change when the loss becomes non-finite (the
+        default suggests scaling the views, a lower learning rate or a larger alpha).
 
     Returns
     -------
@@ -264,8 +268,9 @@ def fit_loop(
             if bad:
                 raise NonFiniteLossError(
                     f"{name}: the loss became non-finite at iteration {epoch + 1} "
-                    f"({', '.join(f'{k}={v}' for k, v in bad.items())}). Scale the input "
-                    "views (e.g. StandardScaler), lower learning_rate_init, or raise alpha."
+                    f"({', '.join(f'{k}={v}' for k, v in bad.items())}). " + (
+                        hint or "Scale the input views (e.g. StandardScaler), lower "
+                        "learning_rate_init, or raise alpha.")
                 )
             hist.record(losses)
             hist.n_iter = epoch + 1

@@ -197,7 +197,7 @@ def test_input_not_modified():
         ({"link": "sigmoid"}, [np.arange(15.0).reshape(5, 3)], ValueError,
          "link='sigmoid' but values other than 0 and 1"),
         ({"link": "sigmoid", "solver": "als"}, [np.ones((5, 3))], ValueError,
-         "solver='als' needs identity links"),
+         "solver='als' needs identity or implicit links"),
         ({"weights": [1.0, 2.0]}, [np.ones((5, 3))], ValueError,
          "weights has 2 entries; expected one per relation"),
         ({"weights": {"nope": 1.0}}, [np.ones((5, 3))], ValueError,
@@ -283,3 +283,229 @@ def test_objective_from_normal_equations_matches_direct_evaluation(missing):
             vals = M[r, c]
         direct = ((m.predict_entries(np.c_[r, c], relation=name) - vals) ** 2).sum()
         assert np.isclose(m.loss_terms_[name][-1], direct, rtol=1e-6), name
+
+
+# ---- issue 16: exact losses, one output dtype, the peers' features ------------------------
+
+
+def _offset_fit(data, dtype, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return CMF(5, alpha=1e-6, max_iter=40, tol=0, random_state=0, dtype=dtype,
+                   **kw).fit(MultiModal(a=data))
+
+
+def _direct_sse(m, data):
+    """The relation's squared error from the fitted factors, in float64 (NaN = missing)."""
+    F = {e: f.astype(np.float64) for e, f in m.factors_.items()}
+    P = F["sample"] @ F["a_col"].T
+    if "a" in m.biases_:
+        b = m.biases_["a"]
+        P = P + b["mean"] + b["row"].astype(np.float64)[:, None] + b["col"][None, :]
+    D = data.toarray() if sp.issparse(data) else data
+    return float(np.nansum((D - P) ** 2)), D
+
+
+@pytest.mark.parametrize("layout", ["dense", "nan", "sparse-zero"])
+def test_float32_reported_loss_matches_a_direct_float64_computation(layout):
+    # offset data fitted well: the loss is ~1e-8 of ||X||^2, below float32's rounding of
+    # the expansion ||X||^2 - 2<X,P> + ||P||^2 (which gave negative losses before)
+    rng = np.random.RandomState(0)
+    X = rng.rand(150, 5) @ rng.rand(5, 100) + 10 + 1e-3 * rng.randn(150, 100)
+    if layout == "nan":
+        X[rng.rand(*X.shape) < 0.3] = np.nan
+    data = sp.csr_matrix(X) if layout == "sparse-zero" else X
+    m = _offset_fit(data, "float32", missing="zero")
+    direct, D = _direct_sse(m, data)
+    assert direct < 1e-6 * np.nansum(D**2)  # the regime where float32 sums fail
+    reported = m.loss_terms_["a"][-1]
+    assert reported >= 0 and abs(reported - direct) <= 0.02 * direct
+    assert all(v >= 0 for v in m.loss_terms_["a"])
+    s = m.score(MultiModal(a=data))
+    assert s <= 0 and np.isfinite(s)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_predict_entries_is_float64_and_sigmoid_probabilities_stay_inside_0_1(dtype):
+    data = make_collective(60, (10, 8), 2, random_state=0)
+    m = CMF(2, max_iter=5, random_state=0, dtype=dtype).fit(data.X)
+    assert m.predict_entries(np.array([[0, 0], [1, 2]])).dtype == np.float64
+    # a perfectly separable binary relation drives the logits far out
+    rng = np.random.RandomState(0)
+    u = rng.randn(40, 1)
+    B = (u @ rng.randn(1, 6) > 0).astype(float)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        mb = CMF(2, link="sigmoid", alpha=0.0, alpha_bias=0.0, max_iter=100, random_state=0,
+                 dtype=dtype).fit([B])
+    r, c = np.indices(B.shape).reshape(2, -1)
+    p = mb.predict_entries(np.c_[r, c])
+    assert p.dtype == np.float64 and (p > 0).all() and (p < 1).all()
+    assert np.isfinite(-np.log(np.where(B.ravel() > 0, p, 1 - p))).all()
+
+
+def test_cold_start_recommend_and_warm_fold_in():
+    rng = np.random.RandomState(0)
+    U = rng.rand(80, 3)
+    R_true, S = U @ rng.rand(3, 20), U @ rng.rand(3, 8)
+    R = np.where(rng.rand(80, 20) < 0.5, np.nan, R_true)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        m = CMF(3, alpha=1e-3, max_iter=60, random_state=0).fit(MultiModal(ratings=R, side=S))
+    # warm: top-N of the folded-in scores, seen entries left out
+    items, scores = m.recommend(MultiModal(ratings=R[:5], side=S[:5]), 4)
+    assert items.shape == scores.shape == (5, 4) and items.dtype == np.int64
+    full = m.reconstruct(MultiModal(ratings=R[:5], side=S[:5]))["ratings"]
+    for i in range(5):
+        unseen = np.flatnonzero(np.isnan(R[i]))
+        assert set(items[i]) <= set(unseen)
+        best = unseen[np.argsort(-full[i, unseen], kind="stable")[:4]]
+        np.testing.assert_allclose(np.sort(full[i, best]), np.sort(scores[i]), rtol=1e-6)
+    # exclude_seen=False ranks every column
+    items_all, _ = m.recommend(MultiModal(ratings=R[:5], side=S[:5]), 20, exclude_seen=False)
+    assert all(sorted(row) == list(range(20)) for row in items_all)
+    # cold: no rating at all, dense (all NaN) or sparse (empty) alike, from the side view
+    cold_dense = MultiModal(ratings=np.full((3, 20), np.nan), side=S[:3])
+    cold_sparse = MultiModal(ratings=sp.csr_matrix((3, 20)), side=S[:3])
+    np.testing.assert_array_equal(m.transform(cold_dense), m.transform(cold_sparse))
+    i_d, s_d = m.recommend(cold_dense, 5)
+    i_s, _ = m.recommend(cold_sparse, 5)
+    np.testing.assert_array_equal(i_d, i_s)
+    # from side information alone, the scores follow the planted preferences
+    cold_scores = m.reconstruct(cold_dense)["ratings"]
+    corr = [np.corrcoef(cold_scores[i], R_true[i])[0, 1] for i in range(3)]
+    assert min(corr) > 0.9, corr
+    assert np.isfinite(s_d).all()
+    with pytest.raises(ValueError, match=r"n_items=0; expected an integer in \[1, 20\]"):
+        m.recommend(cold_dense, 0)
+    with pytest.raises(ValueError, match=r"relation='zz' is not a view of the samples"):
+        m.recommend(cold_dense, 3, relation="zz")
+
+
+def test_default_intercept_keeps_a_class_carrying_row_shift_in_the_embedding():
+    """Issue 21: a per-sample shift that carries the class went into the row bias with
+    fit_intercept=True, which transform does not return (accuracy at chance)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    rng = np.random.RandomState(0)
+    n = 200
+    y = rng.randint(0, 2, n)
+    U = rng.randn(n, 3)
+    views = [U @ rng.randn(3, m) + 0.2 * (2.0 * y - 1)[:, None] + 0.3 * rng.randn(n, m)
+             for m in (30, 20)]
+    X = MultiModal(*views)
+    acc = {fi: cross_val_score(make_pipeline(CMF(5, fit_intercept=fi, random_state=0),
+                                             LogisticRegression()), X, y, cv=5).mean()
+           for fi in (True, "columns")}
+    assert CMF().fit_intercept == "columns"
+    assert acc["columns"] > 0.95 and acc[True] < 0.7, acc
+    m = CMF(5, random_state=0).fit(X)
+    assert all(np.all(b["row"] == 0) for b in m.biases_.values())
+
+
+def test_nonneg_factors_are_exact_nonnegative_least_squares_solutions():
+    import scipy.optimize as so
+
+    rng = np.random.RandomState(0)
+    A, B = rng.rand(50, 3) @ rng.rand(3, 12), rng.rand(50, 3) @ rng.rand(3, 7)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        m = CMF(3, nonneg=True, fit_intercept=False, alpha=0.1, max_iter=20,
+                random_state=0).fit(MultiModal(a=A, b=B))
+    assert all((f >= 0).all() for f in m.factors_.values())
+    # transform: each row is the NNLS solution of its ridge problem (stacked design)
+    V = np.vstack([m.factors_["a_col"], m.factors_["b_col"]]).astype(np.float64)
+    design = np.vstack([V, np.sqrt(0.1) * np.eye(3)])
+    Z = m.transform(MultiModal(a=A[:6], b=B[:6]))
+    for i in range(6):
+        ref = so.nnls(design, np.r_[A[i], B[i], np.zeros(3)])[0]
+        np.testing.assert_allclose(Z[i], ref, atol=1e-4)
+    with pytest.raises(ValueError, match=r"nonneg=True needs solver='als'"):
+        CMF(2, nonneg=True, link="sigmoid").fit([(A > 1).astype(float)])
+
+
+def test_n_init_keeps_the_best_of_several_restarts():
+    data = make_collective(60, (12, 9), 3, noise=0.3, random_state=0)
+    kw = dict(max_iter=4, tol=0, random_state=0)
+    one = CMF(3, **kw).fit(data.X)
+    three = CMF(3, n_init=3, **kw).fit(data.X)
+    # the first restart is the single fit; the one kept is never worse
+    assert three.loss_curve_[-1] <= one.loss_curve_[-1]
+    assert np.array_equal(CMF(3, n_init=3, **kw).fit(data.X).factors_["sample"],
+                          three.factors_["sample"])
+
+
+def test_implicit_feedback_als_is_the_hu_koren_volinsky_solution():
+    rng = np.random.RandomState(0)
+    C = sp.random(60, 40, density=0.1, random_state=0, format="csr")
+    C.data = np.ceil(C.data * 5)
+    m = CMF(4, link="implicit", confidence_scale=2.0, alpha=0.5, max_iter=15, tol=0,
+            random_state=0, dtype="float64").fit([C])
+    assert np.all(np.diff(m.loss_curve_) <= 1e-9 * np.abs(m.loss_curve_[:-1]))
+    D = C.toarray()
+    conf, pref = 1 + 2.0 * D, (D > 0).astype(float)
+    U, V = m.factors_["sample"], m.factors_["view0_col"]
+    assert m.biases_ == {}
+    np.testing.assert_allclose(m.loss_terms_["view0"][-1], (conf * (pref - U @ V.T) ** 2).sum(),
+                               rtol=1e-9)
+    # the fold-in of each row is its closed form (V' C_u V + alpha I)^-1 V' C_u p_u
+    Z = m.transform([C[:5]])
+    for u in range(5):
+        Cu = np.diag(conf[u])
+        ref = np.linalg.solve(V.T @ Cu @ V + 0.5 * np.eye(4), V.T @ Cu @ pref[u])
+        np.testing.assert_allclose(Z[u], ref, rtol=1e-8, atol=1e-10)
+    # recommend leaves the rows' interactions out
+    items, _ = m.recommend([C[:5]], 5)
+    assert not any(D[u, items[u]].any() for u in range(5))
+    with pytest.raises(ValueError, match=r"link='implicit' but NaN or negative values"):
+        CMF(2, link="implicit").fit([-C])
+    del rng
+
+
+def test_inverse_transform_and_reconstruct():
+    data = make_collective(60, (12, 9), 3, noise=0.01, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        m = CMF(3, alpha=1e-3, max_iter=50, random_state=0).fit(data.X)
+    Z = m.transform(data.X)
+    views = m.inverse_transform(Z)
+    rec = m.reconstruct(data.X)
+    assert [v.shape for v in views] == [(60, 12), (60, 9)]
+    for v, name in zip(views, ["view0", "view1"], strict=True):
+        assert v.dtype == np.float64
+        np.testing.assert_allclose(v, rec[name], rtol=1e-4, atol=1e-4)
+    err = np.linalg.norm(views[0] - data.complete[0]) / np.linalg.norm(data.complete[0])
+    assert err < 0.05
+    with pytest.raises(ValueError, match=r"inverse_transform expects an array of shape"):
+        m.inverse_transform(Z[:, :2])
+
+
+def test_balanced_weights_give_each_view_the_same_total_weight():
+    rng = np.random.RandomState(0)
+    A, B = rng.rand(40, 30), rng.rand(40, 5)
+    A[rng.rand(40, 30) < 0.5] = np.nan
+    m = CMF(2, weights="balanced", max_iter=3, tol=0, random_state=0).fit(MultiModal(a=A, b=B))
+    n_a, n_b = np.count_nonzero(~np.isnan(A)), B.size
+    w_a, w_b = (n_a + n_b) / (2 * n_a), (n_a + n_b) / (2 * n_b)
+    t = m.loss_terms_
+    np.testing.assert_allclose(m.loss_curve_[-1],
+                               w_a * t["a"][-1] + w_b * t["b"][-1] + t["penalty"][-1], rtol=1e-9)
+    np.testing.assert_allclose(w_a * n_a, w_b * n_b)
+
+
+def test_new_options_survive_save_and_load(tmp_path):
+    import mmfactor
+
+    rng = np.random.RandomState(0)
+    C = sp.random(30, 12, density=0.3, random_state=0, format="csr")
+    X = MultiModal(c=C, side=rng.rand(30, 5))
+    m = CMF(3, link=["implicit", "identity"], nonneg=True, n_init=2, weights="balanced",
+            fit_intercept=True, max_iter=5, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        m.fit(X)
+    back = mmfactor.load(mmfactor.save(m, tmp_path / "m.mmf"))
+    np.testing.assert_array_equal(back.transform(X), m.transform(X))
+    np.testing.assert_array_equal(back.recommend(X[:3], 4)[0], m.recommend(X[:3], 4)[0])
+    assert back.get_params() == m.get_params()

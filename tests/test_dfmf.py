@@ -264,6 +264,9 @@ def test_transform_folds_in_new_rows(data, fitted):
     # inside a batch is; an all-missing view is refused at fit only)
     Z_b = model.transform(X_new)
     assert Z_b.shape == (15, 3) and np.isfinite(Z_b).all() and (Z_b >= 0).all()
+    # cold start, folded in from view b alone, reconstructs b (issue 16)
+    rec = model.reconstruct(X_new)
+    assert np.linalg.norm(rec["b"] - R_new) / np.linalg.norm(R_new) < 1e-3
     X_new = MultiModal(a=G_new @ np.linalg.lstsq(G_true, data[1], rcond=None)[0], b=R_new)
     rec = model.reconstruct(X_new)
     assert np.linalg.norm(rec["b"] - R_new) / np.linalg.norm(R_new) < 1e-3
@@ -509,3 +512,129 @@ def test_products_in_either_order_and_caches_agree_with_the_plain_formulas():
     pos, neg = T.products(G["a"])
     assert T.products(G["a"])[0] is pos
     np.testing.assert_allclose((pos - neg).numpy(), theta @ G["a"].numpy())
+
+
+# ---- issue 16: exact fold-in, exact losses, weights, restarts; issue 22: hints -----------
+
+
+def _exact_planted():
+    rng = np.random.RandomState(0)
+    G = rng.rand(80, 4)
+    return MultiModal(a=G @ rng.rand(4, 30), b=G @ rng.rand(4, 20))
+
+
+def test_fold_in_is_the_exact_nonnegative_least_squares_solution():
+    """Issue 16 item 3: an exact fit's fold-in was 31% away from factors_."""
+    import scipy.optimize as so
+
+    X = _exact_planted()
+    m = fit_quiet(DFMF(4, max_iter=500, random_state=0), X)
+    Z = m.fit_transform(X)
+    F = m.factors_["sample"]
+    assert np.abs(Z - F).max() <= 1e-4 * np.abs(F).max()
+    assert -1e-9 < m.score(X) <= 0
+    # each row: NNLS against the stacked W_r = G_c S_r^T of the relations
+    W = np.vstack([m.factors_[f"{n}_col"] @ m.backbones_[n].T for n in ("a", "b")])
+    for i in range(5):
+        ref = so.nnls(W, np.r_[X.views[0][i], X.views[1][i]])[0]
+        np.testing.assert_allclose(Z[i], ref, rtol=1e-6, atol=1e-9)
+    # with missing entries (dense NaN and sparse unobserved), per-row masks
+    Xm = X.views[0].copy()
+    Xm[np.random.RandomState(1).rand(*Xm.shape) < 0.4] = np.nan
+    Xs = sp.csr_matrix(np.where(np.random.RandomState(2).rand(80, 20) < 0.5, X.views[1], 0))
+    Zm = m.transform(MultiModal(a=Xm[:5], b=Xs[:5]))
+    for i in range(5):
+        obs_a, obs_b = ~np.isnan(Xm[i]), Xs[i].toarray().ravel() != 0
+        Wi = np.vstack([W[:30][obs_a], W[30:][obs_b]])
+        ref = so.nnls(Wi, np.r_[Xm[i][obs_a], Xs[i].toarray().ravel()[obs_b]])[0]
+        np.testing.assert_allclose(Zm[i], ref, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("layout", ["dense", "masked", "sparse-zero", "observed"])
+def test_float32_reported_loss_matches_a_direct_float64_computation(layout):
+    rng = np.random.RandomState(0)
+    G = rng.rand(60, 3)
+    R = G @ rng.rand(3, 25) + 10 * (layout != "observed") + 1e-3 * rng.rand(60, 25)
+    if layout == "masked":
+        R[rng.rand(*R.shape) < 0.3] = np.nan
+    data = sp.csr_matrix(R) if layout in ("sparse-zero", "observed") else R
+    missing = "zero" if layout == "sparse-zero" else "unobserved"
+    m = fit_quiet(DFMF(3, max_iter=60, tol=0, random_state=0, dtype="float32",
+                       missing=missing), MultiModal(a=data))
+    P = m.factors_["sample"].astype(np.float64) @ m.backbones_["a"] @ m.factors_["a_col"].T
+    direct = float(np.nansum((R - P) ** 2))
+    reported = m.loss_terms_["a"][-1]
+    assert reported >= 0 and abs(reported - direct) <= 1e-6 * direct + 1e-9, (reported, direct)
+    assert m.score(MultiModal(a=data)) <= 0
+
+
+def test_weights_scale_each_relation_and_balanced_equalises_them():
+    X = _exact_planted()
+    m = fit_quiet(DFMF(3, weights="balanced", max_iter=5, tol=0, random_state=0), X)
+    n_a, n_b = X.views[0].size, X.views[1].size
+    w = {"a": (n_a + n_b) / (2 * n_a), "b": (n_a + n_b) / (2 * n_b)}
+    t = m.loss_terms_
+    np.testing.assert_allclose(m.loss_curve_[-1], w["a"] * t["a"][-1] + w["b"] * t["b"][-1],
+                               rtol=1e-12)
+    # a weight of 0 on one relation: the other is fitted as if alone
+    alone = fit_quiet(DFMF({"sample": 3, "b_col": 3}, max_iter=30, tol=0, random_state=0,
+                           init="random"), MultiModal(b=X.views[1]))
+    zero = fit_quiet(DFMF({"sample": 3, "a_col": 3, "b_col": 3}, weights={"a": 0.0},
+                          max_iter=30, tol=0, random_state=0, init="random"), X)
+    assert zero.loss_terms_["b"][-1] <= 1.5 * alone.loss_terms_["b"][-1]
+    assert zero.loss_curve_[-1] == pytest.approx(zero.loss_terms_["b"][-1])
+
+
+def test_n_init_keeps_the_best_restart_and_inverse_transform():
+    X = _exact_planted()
+    one = fit_quiet(DFMF(3, max_iter=5, tol=0, random_state=0, init="random"), X)
+    three = fit_quiet(DFMF(3, n_init=3, max_iter=5, tol=0, random_state=0, init="random"), X)
+    assert three.loss_curve_[-1] <= one.loss_curve_[-1]
+    Z = three.transform(X)
+    views = three.inverse_transform(Z)
+    rec = three.reconstruct(X)
+    np.testing.assert_allclose(views[0], rec["a"], rtol=1e-10)
+    np.testing.assert_allclose(views[1], rec["b"], rtol=1e-10)
+    with pytest.raises(ValueError, match=r"inverse_transform expects an array of shape"):
+        three.inverse_transform(Z[:, :2])
+
+
+def test_divergence_hint_names_the_fix_and_the_fix_works():
+    rng = np.random.RandomState(0)
+    R = rng.rand(30, 10)
+    W = np.triu((rng.rand(30, 30) < 0.2).astype(float), 1)
+    must_link = -10 * (W + W.T)
+    with pytest.raises(ValueError, match=r"non-finite.*use constraint_form='laplacian'"):
+        DFMF(3, constraints={"sample": must_link}, constraint_form="raw", max_iter=200,
+             tol=0, random_state=0).fit(MultiModal(a=R))
+    m = DFMF(3, constraints={"sample": must_link}, constraint_form="laplacian", max_iter=200,
+             tol=0, random_state=0).fit(MultiModal(a=R))
+    assert np.isfinite(m.loss_curve_).all()
+
+
+def test_negative_value_hint_minmaxscaler_clip_works_on_new_rows():
+    from sklearn.preprocessing import MinMaxScaler
+
+    rng = np.random.RandomState(0)
+    A = rng.randn(60, 8) @ rng.randn(8, 12)
+    train, test = A[:40], A[40:] * 3  # the new rows go beyond the training range
+    with pytest.raises(ValueError, match=r"MinMaxScaler\(clip=True\)"):
+        DFMF(3).fit([train])
+    plain = MinMaxScaler().fit(train)
+    m = fit_quiet(DFMF(3, max_iter=50, random_state=0), [plain.transform(train)])
+    with pytest.raises(ValueError, match=r"Negative values.*MinMaxScaler\(clip=True\)"):
+        m.transform([plain.transform(test)])
+    clip = MinMaxScaler(clip=True).fit(train)
+    m = fit_quiet(DFMF(3, max_iter=50, random_state=0), [clip.transform(train)])
+    Z = m.transform([clip.transform(test)])
+    assert Z.shape == (20, 3) and (Z >= 0).all()
+
+
+def test_new_options_survive_save_and_load(tmp_path):
+    import mmfactor
+
+    X = _exact_planted()
+    m = fit_quiet(DFMF(3, weights={"a": 2.0}, n_init=2, max_iter=5, random_state=0), X)
+    back = mmfactor.load(mmfactor.save(m, tmp_path / "m.mmf"))
+    np.testing.assert_array_equal(back.transform(X), m.transform(X))
+    assert back.score(X) == m.score(X) and back.get_params() == m.get_params()

@@ -255,7 +255,19 @@ BAD_INPUTS = [
         r"Negative values in data passed to DFMF: view 'a'.*min -2", only=["DFMF"],
         method="transform"),
     Bad("negative-weight", with_params(weights=[1.0, -1.0]), ValueError,
-        r"weight of relation 'b'.*>= 0", only=["CMF", "DCMF"]),
+        r"weight of relation 'b'.*>= 0", only=["CMF", "DFMF", "DCMF"]),
+    Bad("implicit-negative-entries", lambda name: (
+        MultiModal(a=_with_entry(-1.0), b=base_views()["b"]), {"link": "implicit"}), ValueError,
+        r"Relation 'a' has link='implicit' but NaN or negative values", only=["CMF"]),
+    Bad("implicit-nan-entries", lambda name: (MultiModal(a=NAN_A, b=base_views()["b"]),
+                                              {"link": "implicit"}), ValueError,
+        r"Relation 'a' has link='implicit' but NaN or negative values", only=["CMF"]),
+    Bad("nonneg-with-sigmoid", lambda name: (
+        MultiModal(a=(base_views()["a"] > 0.5).astype(float), b=base_views()["b"]),
+        {"nonneg": True, "link": ["sigmoid", "identity"]}), ValueError,
+        r"nonneg=True needs solver='als'", only=["CMF"]),
+    Bad("implicit-with-lbfgs", with_params(link="implicit", solver="lbfgs"), ValueError,
+        r"link='implicit' is fitted by ALS", only=["CMF"]),
     # ---- graphs ---------------------------------------------------------------------------
     Bad("graph-wrong-size", with_params(graphs=[np.eye(12), np.eye(4)]), ValueError,
         r"graphs\[1\].*(shape|size).*5", only=["HyperLearn"]),
@@ -310,15 +322,16 @@ BAD_INPUTS = [
     Bad("constraints-unknown-entity", with_params(constraints={"nope": [np.eye(3)]}),
         ValueError, r"constraints names entity type 'nope'", only=["DFMF"]),
     Bad("weights-unknown-relation", with_params(weights={"zz": 1.0}), ValueError,
-        r"weights names unknown relations \['zz'\]", only=["CMF", "DCMF"]),
+        r"weights names unknown relations \['zz'\]", only=["CMF", "DFMF", "DCMF"]),
     Bad("loss-weights-unknown", with_params(loss_weights={"zz": 1.0}), ValueError,
         r"loss_weights.*'zz'", only=["MMEDA"]),
     Bad("loss-weights-negative", with_params(loss_weights={"view": -1.0}), ValueError,
         r"loss_weights\['view'\] must be a non-negative number; got -1.0", only=["MMEDA"]),
     Bad("link-unknown-in-list", with_params(link=["identity", "probit"]), ValueError,
-        r"link of relation 'b' is 'probit'; expected 'identity' or 'sigmoid'", only=["CMF"]),
+        r"link of relation 'b' is 'probit'; expected 'identity', 'sigmoid' or 'implicit'",
+        only=["CMF"]),
     Bad("weights-wrong-length", with_params(weights=[1.0]), ValueError,
-        r"weights has 1 entries; expected one per relation", only=["CMF", "DCMF"]),
+        r"weights has 1 entries; expected one per relation", only=["CMF", "DFMF", "DCMF"]),
     Bad("hidden-layer-zero", with_params(hidden_layer_sizes=(0,)), ValueError,
         r"hidden_layer_sizes must be (a possibly empty tuple of )?positive integers",
         only=["DCMF", "MMEDA"]),
@@ -384,6 +397,18 @@ BAD_INPUTS = [
         r"'n_components' parameter"),
     Bad("random-state-string", with_params(random_state="seed"), InvalidParameterError,
         r"'random_state' parameter"),
+    Bad("weights-unknown-string", with_params(weights="balancd"), InvalidParameterError,
+        r"'weights' parameter", only=["CMF", "DFMF"]),
+    Bad("n-init-0", with_params(n_init=0), InvalidParameterError,
+        r"'n_init' parameter.*range \[1, inf\)", only=["CMF", "DFMF"]),
+    Bad("nonneg-string", with_params(nonneg="yes"), InvalidParameterError,
+        r"'nonneg' parameter", only=["CMF"]),
+    Bad("confidence-scale-negative", with_params(confidence_scale=-1.0), InvalidParameterError,
+        r"'confidence_scale' parameter.*range \[0\.0, inf\)", only=["CMF"]),
+    Bad("fit-intercept-unknown", with_params(fit_intercept="rows"), InvalidParameterError,
+        r"'fit_intercept' parameter", only=["CMF"]),
+    Bad("link-unknown", with_params(link="probit"), InvalidParameterError,
+        r"'link' parameter", only=["CMF"]),
     # ---- transform-time mismatches (on a fitted model) -----------------------------------
     Bad("transform-wrong-width", lambda name: (MultiModal(a=np.ones((3, 6)), b=np.ones((3, 4))),
                                                {}),
@@ -561,6 +586,21 @@ def test_fit_trains_once_and_computes_no_embedding(name, monkeypatch):
         np.testing.assert_array_equal(Z, real_transform(est, base_input(name)))
 
 
+@pytest.mark.parametrize("name", MATRIX_ONLY)
+def test_cold_start_rows_fold_in_from_the_other_views(name):
+    """Issue 16: an all-NaN dense view at transform time (rows with no entry there) is
+    not refused, warns nothing, and gives what the same rows as an empty sparse view
+    give (``fit`` still refuses an all-NaN view: see BAD_INPUTS)."""
+    est = fitted(name)
+    b = base_views()["b"][:3]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "All-NaN slice" or "Mean of empty slice"
+        dense = est.transform(MultiModal(a=np.full((3, 5), np.nan), b=b))
+    sparse = est.transform(MultiModal(a=sp.csr_matrix((3, 5)), b=b))
+    assert dense.shape[0] == 3 and np.isfinite(dense).all()
+    np.testing.assert_allclose(dense, sparse, rtol=1e-6, atol=1e-7)
+
+
 def test_transform_before_fit_is_not_fitted_error():
     for name in ESTIMATORS:
         with pytest.raises(NotFittedError):
@@ -673,9 +713,11 @@ def test_interrupt_in_the_first_sweep_leaves_the_estimator_unfitted(name, refit,
 def test_non_finite_loss_stops_with_an_actionable_message_and_unfits(name, monkeypatch):
     _inject(monkeypatch, name, lambda: {"loss": float("nan")}, at=1)
     est = ESTIMATORS[name](max_iter=3, tol=0)
+    # DFMF refuses negative data: its hint names its real fix (issue 22), not a scaler
+    hint = "constraint_form='laplacian'" if name == "DFMF" else "StandardScaler"
     with pytest.raises(NonFiniteLossError,
                        match=rf"{name}: the loss became non-finite at iteration 2 "
-                             r"\(loss=nan\).*StandardScaler"):
+                             rf"\(loss=nan\).*{hint}"):
         est.fit(base_input(name))
     assert fitted_attributes(est) == []
 
@@ -721,13 +763,17 @@ def test_cpu_allocator_failure_is_reported_with_the_size(name, monkeypatch):
 
 
 def test_interrupt_during_a_fold_in_aborts_transform_and_keeps_the_model(monkeypatch):
-    """DFMF.transform runs the training loop (a fold-in): Ctrl-C there aborts the call and
-    leaves the fitted model as it was."""
-    est = fitted("DFMF")
+    """DFMF.transform with constraints among the new rows runs the training loop (a
+    fold-in; without them it solves one NNLS problem per row): Ctrl-C there aborts the
+    call and leaves the fitted model as it was."""
+    X = MultiModal(**base_views(), c=np.eye(12))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est = ESTIMATORS["DFMF"](constraints={"sample": "c"}).fit(X)
     state = copy.deepcopy(vars(est))
     _inject(monkeypatch, "DFMF", _raise(KeyboardInterrupt()), at=1)
     with pytest.raises(KeyboardInterrupt):
-        est.transform(base_input("DFMF"))
+        est.transform(X)
     assert vars(est).keys() == state.keys()
     assert all(_same(vars(est)[k], state[k]) for k in ("factors_", "backbones_"))
 

@@ -20,19 +20,33 @@ from .._multimodal import (
     check_view,
     check_views,
     relation_data,
+    relation_weights,
     resolve_relations,
 )
 from .._sparse import _csr, _torch_csr
 from .._training import fit_loop
+from ._nnls import batched_nnls
 
 __all__ = ["DFMF"]
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 _CHUNK = 1 << 20  # observed entries per chunk when evaluating the approximation at them
 _NEGATIVE_HINT = ("DFMF models relations as non-negative degrees of relationship. Scale "
-                  "the view to non-negative values (e.g. with MinMaxScaler), or pass "
-                  "allow_negative=True to fit it as a semi-non-negative factorization "
-                  "(non-negative factors, a backbone of any sign).")
+                  "the view to non-negative values with MinMaxScaler(clip=True) (without "
+                  "clip=True, new rows below the training minimum still come out "
+                  "negative and transform refuses them), or pass allow_negative=True to "
+                  "fit it as a semi-non-negative factorization (non-negative factors, a "
+                  "backbone of any sign).")
+_DIVERGENCE_HINT = ("With constraint_form='raw', must-link (negative) constraint entries "
+                    "make DFMF's objective unbounded below: use constraint_form='laplacian' "
+                    "(the default), which keeps it bounded, or remove the negative entries. "
+                    "Do not standardize the views: DFMF needs non-negative data.")
+
+
+def _balanced_weights(rels):
+    """``weights="balanced"``: ``N / (M n_m)``, ``n_m`` the observed entries of relation m."""
+    total = float(sum(r.n_obs for r in rels))
+    return [total / (len(rels) * max(r.n_obs, 1)) for r in rels]
 
 
 def _pos(A):
@@ -49,6 +63,11 @@ def _approx(Gr, S, Gc, out=None):
     if n_r * k_c * (k_r + n_c) <= n_c * k_r * (k_c + n_r):
         return torch.mm(Gr @ S, Gc.T, out=out)
     return torch.mm(Gr, S @ Gc.T, out=out)
+
+
+def _torch_csr_double(R):
+    """A torch CSR matrix in float64."""
+    return _csr(R.crow_indices(), R.col_indices(), R.values().double(), tuple(R.shape))
 
 
 def _mm(A, W):
@@ -112,6 +131,7 @@ class _Relation:
     def __init__(self, name, row, col, view, *, missing, device, dtype):
         self.name, self.row, self.col = name, row, col
         self.device, self.dtype = device, dtype
+        self.weight = 1.0
         data = view.data
         self.shape = tuple(data.shape)
         self.E = None  # the residual at the observed entries, at the last fill
@@ -119,6 +139,7 @@ class _Relation:
         self._memo = None  # (side, W, R W) of the last product of a complete relation
         if view.kind == "sparse":
             csr = sp.csr_matrix(data)
+            self._coo64 = csr.tocoo()  # the data as given, for the reported loss
             if missing == "zero":
                 self.mode = "sparse"
                 self.R = _torch_csr(csr, device, dtype)
@@ -128,7 +149,8 @@ class _Relation:
             else:
                 self._set_observed(csr.tocoo(), device, dtype)
         else:
-            t = torch.as_tensor(as_numpy(data)).to(device=device, dtype=dtype)
+            self._R64 = as_numpy(data)  # the caller's array (no copy), for the reported loss
+            t = torch.as_tensor(self._R64).to(device=device, dtype=dtype)
             nan = torch.isnan(t)
             if bool(nan.any()):
                 self.mode = "masked"
@@ -176,9 +198,39 @@ class _Relation:
                               (self.rows.cpu().numpy(), self.cols.cpu().numpy())),
                              shape=self.shape)
 
+    def exact_loss(self, Gr, S, Gc):
+        """Squared error over the observed entries in float64 against the data as given
+        (direct residuals, chunked): the loss reported when the fit runs in float32, whose
+        own residuals carry a rounding error of 1e-7 of the data."""
+        Gr, S, Gc = Gr.double(), S.double(), Gc.double()
+        GrS = Gr @ S
+        total = 0.0
+        if self.mode in ("dense", "masked"):
+            step = max(1, _CHUNK // max(self.shape[1], 1))
+            for s in range(0, self.shape[0], step):
+                R = torch.as_tensor(self._R64[s : s + step], device=Gr.device).double()
+                total += float(torch.nansum((R - GrS[s : s + step] @ Gc.T) ** 2))
+            return total
+        coo = self._coo64
+        if self.mode == "sparse":  # ||R - P||^2 = sum_nnz (r^2 - 2 r p) + ||P||^2
+            total = float(((Gr.T @ Gr @ S) * (S @ (Gc.T @ Gc))).sum())
+        for s in range(0, coo.nnz, _CHUNK):
+            r = torch.as_tensor(coo.row[s : s + _CHUNK], device=Gr.device, dtype=torch.int64)
+            c = torch.as_tensor(coo.col[s : s + _CHUNK], device=Gr.device, dtype=torch.int64)
+            v = torch.as_tensor(coo.data[s : s + _CHUNK], device=Gr.device).double()
+            p = (GrS[r] * Gc[c]).sum(1)
+            total += float(((v - p) ** 2 - p**2).sum() if self.mode == "sparse"
+                           else ((v - p) ** 2).sum())
+        return max(total, 0.0)
+
     def refresh(self, Gr, S, Gc):
-        """Squared error over the observed entries; stores the residual for ``apply``."""
-        if self.mode == "dense" and self.dtype != torch.float64:
+        """Squared error over the observed entries; stores the residual for ``apply``.
+
+        The value is computed in ``dtype`` (float64 is exact enough); in float32 the
+        objective is reported from :meth:`exact_loss` instead."""
+        if self.mode in ("dense", "sparse") and self.dtype != torch.float64:
+            return None  # a complete relation keeps no residual: exact_loss reports it
+        if self.mode == "dense":  # direct residuals: the expansion below cancels badly
             return float(((self.R - _approx(Gr, S, Gc)) ** 2).sum())
         if self.mode == "masked":
             # in one preallocated buffer: no large temporary is allocated per sweep
@@ -186,12 +238,12 @@ class _Relation:
             torch.sub(self.R, E, out=E).mul_(self.mask)
             self.E, self.fill = E, (Gr, S, Gc)
             return float(torch.dot(E.view(-1), E.view(-1)))
-        if self.mode in ("sparse", "dense"):
-            # float64 or sparse: ||R - P||^2 = ||R||^2 - 2 <R G_c, G_r S>
+        if self.mode == "sparse":
+            # ||R - P||^2 = ||R||^2 - 2 <R G_c, G_r S>
             #                                   + <G_r'G_r S, S G_c'G_c>, P never formed
             inner = (self.apply("row", Gc, Gr, S, Gc) * (Gr @ S)).sum()
             quad = ((Gr.T @ Gr @ S) * (S @ (Gc.T @ Gc))).sum()
-            return self.sum_sq - 2 * float(inner) + float(quad)
+            return max(self.sum_sq - 2 * float(inner) + float(quad), 0.0)
         GrS = Gr @ S
         e = torch.empty_like(self.vals)
         for s in range(0, self.n_obs, _CHUNK):
@@ -242,7 +294,7 @@ class DFMF(MultiModalTransformer):
 
     .. math::
 
-        J = \sum_{ij} \lVert M_{ij} \odot (R_{ij} - G_i S_{ij} G_j^\top) \rVert_F^2
+        J = \sum_{ij} w_{ij} \lVert M_{ij} \odot (R_{ij} - G_i S_{ij} G_j^\top) \rVert_F^2
         + \sum_i \operatorname{tr}(G_i^\top \Theta_i G_i), \qquad G_i \ge 0,
 
     where ``M_ij`` masks the observed entries (NaN in a dense view, the unstored entries
@@ -301,6 +353,15 @@ class DFMF(MultiModalTransformer):
         the multiplicative rule splits every product into positive and negative parts,
         so the factors stay non-negative and ``S`` absorbs the sign (semi-NMF, Ding, Li
         & Jordan 2010). Constraint matrices always take both signs.
+    weights : None, "balanced", float, list or dict, default=None
+        Weight ``w_ij`` of each relation's squared error in ``J`` (default 1 each); one
+        float for all, a list in the order of ``relations`` or a dict by relation name.
+        ``"balanced"``: equal total weight per relation, ``N / (M n_ij)`` with ``n_ij``
+        its number of observed entries, ``M`` the number of relations and ``N`` the sum
+        of the ``n_ij``.
+    n_init : int, default=1
+        Number of random initializations (scikit-fusion's restarts); the fit with the
+        lowest final objective is kept.
     dtype : {"float32", "float64"}, default="float64"
         Precision of the computation and of ``transform``'s output. float32 is faster,
         but the backbones' least squares are ill-conditioned when a factor's columns are
@@ -409,6 +470,9 @@ class DFMF(MultiModalTransformer):
         "init": [StrOptions({"random_c", "random", "svd"})],
         "missing": [StrOptions({"unobserved", "zero"})],
         "allow_negative": ["boolean"],
+        "weights": [None, StrOptions({"balanced"}), Interval(numbers.Real, 0, None,
+                                                              closed="left"), list, tuple, dict],
+        "n_init": [Interval(numbers.Integral, 1, None, closed="left")],
         "dtype": [StrOptions({"float32", "float64"})],
         "max_iter": [Interval(numbers.Integral, 1, None, closed="left")],
         "tol": [Interval(numbers.Real, 0, None, closed="left")],
@@ -429,6 +493,8 @@ class DFMF(MultiModalTransformer):
         init="random_c",
         missing="unobserved",
         allow_negative=False,
+        weights=None,
+        n_init=1,
         dtype="float64",
         max_iter=200,
         tol=1e-5,
@@ -445,6 +511,8 @@ class DFMF(MultiModalTransformer):
         self.init = init
         self.missing = missing
         self.allow_negative = allow_negative
+        self.weights = weights
+        self.n_init = n_init
         self.dtype = dtype
         self.max_iter = max_iter
         self.tol = tol
@@ -606,21 +674,31 @@ class DFMF(MultiModalTransformer):
                       device=view_dev[s.name] if s.source == "view" else ent_dev[s.row])
             for s, v in zip(specs, data, strict=True)
         ]
+        weights = (_balanced_weights(rels) if isinstance(self.weights, str)
+                   else relation_weights(self.weights, [r.name for r in rels]))
+        for r, w in zip(rels, weights, strict=True):
+            r.weight = w
         theta_t = {e: self._theta_parts(t, ent_dev[e], dtype) for e, t in thetas.items()}
         gen, _ = torch_generator(self.random_state)
-        G = _Factors(self._init_factors(entities, ranks, rels, gen, dtype, ent_dev))
-        S = {r.name: torch.zeros(ranks[r.row], ranks[r.col], dtype=dtype, device=r.device)
-             for r in rels}
         self._ent_dev = ent_dev
+        best = None
+        for _ in range(self.n_init):  # restarts: the lowest final objective is kept
+            G = _Factors(self._init_factors(entities, ranks, rels, gen, dtype, ent_dev))
+            S = {r.name: torch.zeros(ranks[r.row], ranks[r.col], dtype=dtype, device=r.device)
+                 for r in rels}
 
-        def step(epoch):
-            self._update_backbones(rels, G, S, first=epoch == 0)
-            for e in entities:
-                self._update_factor(e, rels, G, S, theta_t.get(e))
-            return self._objective(rels, G, S, theta_t)
+            def step(epoch, G=G, S=S):
+                self._update_backbones(rels, G, S, first=epoch == 0)
+                for e in entities:
+                    self._update_factor(e, rels, G, S, theta_t.get(e))
+                return self._objective(rels, G, S, theta_t)
 
-        hist = fit_loop(step, max_iter=self.max_iter, tol=self.tol, verbose=self.verbose,
-                        desc="DFMF", estimator="DFMF")
+            hist = fit_loop(step, max_iter=self.max_iter, tol=self.tol, verbose=self.verbose,
+                            desc="DFMF", estimator="DFMF", hint=_DIVERGENCE_HINT)
+            if best is None or hist.loss[-1] < best[0].loss[-1]:
+                best = (hist, G, S)
+        hist, G, S = best
+        self._weights = {r.name: r.weight for r in rels}
         self.devices_ = devices
         self.loss_curve_ = hist.loss
         self.loss_terms_ = hist.terms
@@ -750,6 +828,8 @@ class DFMF(MultiModalTransformer):
                 A = (r.apply("col", Gr, Gr, Sr, Gc) @ Sr if Gr.shape[1] < Gc.shape[1]
                      else r.apply("col", Gr @ Sr, Gr, Sr, Gc))
                 B = Sr.T @ G.gram(r.row, like=Sr) @ Sr
+            if r.weight != 1.0:
+                A, B = r.weight * A, r.weight * B
             A = A.to(dev)
             num += _pos(A)
             den += _neg(A)
@@ -766,12 +846,18 @@ class DFMF(MultiModalTransformer):
         eps = torch.finfo(Ge.dtype).eps
         G[e] = Ge * torch.sqrt(num / den.clamp_min(eps))
 
+    @staticmethod
+    def _relation_loss(r, Gr, S, Gc):
+        """The relation's squared error (refreshing its fill), exact in float64."""
+        val = r.refresh(Gr, S, Gc)
+        return val if r.dtype == torch.float64 else r.exact_loss(Gr, S, Gc)
+
     def _objective(self, rels, G, S, theta_t):
         terms, total = {}, 0.0
         for r in rels:
             Gr, Gc = self._on(G, r)
-            terms[r.name] = r.refresh(Gr, S[r.name], Gc)
-            total += terms[r.name]
+            terms[r.name] = self._relation_loss(r, Gr, S[r.name], Gc)
+            total += r.weight * terms[r.name]
         for e, theta in theta_t.items():
             Ge = G[e]
             pos_g, neg_g = theta.products(Ge)
@@ -819,6 +905,7 @@ class DFMF(MultiModalTransformer):
             self._check_non_negative([v])
             rels.append(_Relation(name, row, col, v, missing=self.missing,
                                   device=self._ent_dev[col], dtype=dtype))
+            rels[-1].weight = self._weights[name]
         G = _Factors({e: torch.as_tensor(f, device=self._ent_dev[e]).to(dtype)
                       for e, f in self.factors_.items()})
         S = {n: torch.as_tensor(self.backbones_[n], device=self._ent_dev[c]).to(dtype)
@@ -829,9 +916,13 @@ class DFMF(MultiModalTransformer):
             view_name = [k for k, v in fitted_names.items() if v == name][0]
             t = self._theta(sample, view_name, mm, by_name, len(mm), self.constraint_form)
             theta = self._theta_parts(t, dev, dtype)
-        # every new row starts from the training rows' mean factor, and a fixed number of
-        # steps keeps each row's factor independent of the other rows of X (without
-        # constraints among them, the problem separates by row)
+        if theta is None:
+            # without constraints among the new rows the problem separates by row: one
+            # exact k x k non-negative least-squares problem per row
+            G[sample] = self._nnls_rows(rels, G, S, len(mm), dev).to(dtype)
+            return G, S, rels
+        # constraints couple the new rows: every row starts from the training rows' mean
+        # factor and takes max_iter steps of the multiplicative rule
         start = torch.as_tensor(self.factors_[sample].mean(0), device=dev).to(dtype)
         G[sample] = start.clamp_min(1e-3 * float(start.max())).expand(len(mm), -1).clone()
         theta_t = {sample: theta} if theta is not None else {}
@@ -844,16 +935,46 @@ class DFMF(MultiModalTransformer):
                  estimator="DFMF.transform")
         return G, S, rels
 
+    def _nnls_rows(self, rels, G, S, n, dev):
+        """The exact non-negative minimiser of every new row's (weighted, masked) squared
+        error, the column factors and backbones fixed: ``min_g sum_r w_r ||m * (x - g W_r^T)||^2``
+        with ``W_r = G_c S_r^T``, i.e. a k x k NNLS problem per row (float64)."""
+        k = G[self.sample_entity_].shape[1]
+        H = torch.zeros(k, k, dtype=torch.float64, device=dev)
+        H_rows = None
+        h = torch.zeros(n, k, dtype=torch.float64, device=dev)
+        for r in rels:
+            W = (G[r.col].to(r.device).double() @ S[r.name].double().T)  # (m, k)
+            outer = None
+            if r.mode in ("dense", "sparse"):
+                H += r.weight * (W.T @ W).to(dev)
+                hr = _mm(r.R.double(), W) if r.mode == "dense" else torch.sparse.mm(
+                    _torch_csr_double(r.R), W)
+            else:
+                outer = (W[:, :, None] * W[:, None, :]).reshape(W.shape[0], k * k)
+                if r.mode == "masked":
+                    Hr, hr = r.mask.double() @ outer, r.R.double() @ W
+                else:
+                    ones = torch.ones_like(r.vals, dtype=torch.float64)
+                    Hr = torch.sparse.mm(_csr(r.crow_r, r.cols, ones, r.shape), outer)
+                    hr = torch.sparse.mm(_csr(r.crow_r, r.cols, r.vals.double(), r.shape), W)
+                Hr = r.weight * Hr.reshape(n, k, k).to(dev)
+                H_rows = Hr if H_rows is None else H_rows + Hr
+            h += r.weight * hr.to(dev)
+        A = H if H_rows is None else H_rows + H
+        return batched_nnls(A, h)
+
     def transform(self, X):
         """Embed new samples: their non-negative factor, everything else frozen.
 
-        The rows' factor starts from the training rows' mean factor and takes
-        ``max_iter`` steps of the same multiplicative rule on the views of ``X`` (and, for
-        a constraint view of the sample entity, the constraints among the new rows), with
-        the other factors and the backbones fixed, so non-negativity holds. Without
-        constraints the problem separates by row: a row's embedding does not depend on
-        the other rows of ``X``. It agrees with ``fit_transform`` (the factor fitted
-        jointly with everything else) only as far as both have converged.
+        Without constraints among the new rows (the usual case) the problem separates by
+        row, and each row's factor is the exact non-negative least-squares solution of a
+        k x k problem given the other factors and the backbones (batched block principal
+        pivoting, in float64): a row's embedding does not depend on the other rows of
+        ``X``, and ``fit_transform`` recovers a factor that fits the data exactly. With
+        a constraint view of the sample entity (constraints among the new rows), the
+        rows' factor starts from the training rows' mean factor and takes ``max_iter``
+        steps of the multiplicative rule.
 
         Parameters
         ----------
@@ -881,15 +1002,16 @@ class DFMF(MultiModalTransformer):
         Returns
         -------
         score : float
-            Minus the squared error per observed entry (higher is better).
+            Minus the (weighted) squared error per observed entry (higher is better),
+            computed in float64.
         """
         G, S, rels = self._fold_in(X)
         total = 0.0
         for r in rels:
             Gr, Gc = self._on(G, r)
-            total += r.refresh(Gr, S[r.name], Gc)
-        count = sum(r.n_obs for r in rels)
-        return -total / max(count, 1)
+            total += r.weight * self._relation_loss(r, Gr, S[r.name], Gc)
+        count = sum(r.weight * r.n_obs for r in rels)
+        return -total / max(count, 1e-12)
 
     def reconstruct(self, X):
         """The views of ``X`` as the model approximates them, after folding ``X`` in.
@@ -907,6 +1029,25 @@ class DFMF(MultiModalTransformer):
         G, S, rels = self._fold_in(X)
         return {r.name: as_numpy(G[r.row].to(r.device) @ S[r.name] @ G[r.col].to(r.device).T)
                 for r in rels}
+
+    def inverse_transform(self, X):
+        """The views as the model reconstructs them from embeddings: ``Z S G_col^T``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_components_[sample_entity])
+            Embeddings (the output of :meth:`transform`).
+
+        Returns
+        -------
+        views : list of ndarray of float64
+            One per view that is a relation, in the order of ``relations_``.
+        """
+        check_is_fitted(self)
+        Z = self._check_embedding(X, self.n_components_[self.sample_entity_])
+        return [Z @ self.backbones_[name].astype(np.float64) @ self.factors_[col].T
+                for name, row, col in self.relations_
+                if row == self.sample_entity_ and name in self._view_names]
 
     def predict_entries(self, coords, relation=0):
         """Predicted values ``(G_r S G_c^T)[i, j]`` of entries of a fitted relation.

@@ -66,7 +66,7 @@ class _Matrix:
             else:
                 self.kind, csr = "dense", arr
             obs = arr[~nan]
-            stats = (float(obs.mean()), float(obs.std()))
+            stats = (float(obs.mean()), float(obs.std())) if obs.size else (0.0, 1.0)
         self.mean, self.std = scale if scale is not None else (stats[0], stats[1] or 1.0)
         self.shape = tuple(data.shape)
         if self.kind == "dense":
