@@ -106,6 +106,25 @@ def _calling_estimator(max_depth=6):
     return None, True
 
 
+def _user_stacklevel():
+    """``stacklevel`` for a warning raised in :func:`fit_loop` that points at the user's
+    call (``model.fit(X)``, ``pipe.fit(X, y)``, the main job's fit): the first frame
+    outside mmfactor's modules and scikit-learn's (wrappers, pipelines, searches)."""
+    import os
+
+    import sklearn
+
+    inside = (os.path.dirname(os.path.abspath(__file__)) + os.sep,
+              os.path.dirname(os.path.abspath(sklearn.__file__)) + os.sep)
+    frame, level = sys._getframe(1), 1  # level 1: fit_loop, the caller of warnings.warn
+    while frame is not None:
+        path = os.path.abspath(frame.f_code.co_filename)
+        if not path.startswith(inside) or path.endswith(os.sep + "__main__.py"):
+            return level
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 def clear_fitted(estimator):
     """Remove every fitted attribute (``name_``) of ``estimator``: it is unfitted again.
 
@@ -322,7 +341,7 @@ def fit_loop(
             f"iteration(s) of max_iter={max_iter}; the model keeps {kept}. Call fit again "
             "to train to convergence.",
             FitInterruptedWarning,
-            stacklevel=3,
+            stacklevel=_user_stacklevel(),
         )
         return hist
     if not hist.converged and tol > 0:
@@ -330,6 +349,6 @@ def fit_loop(
             f"{name}: maximum number of iterations max_iter={max_iter} reached before "
             f"convergence (tol={tol}). Increase max_iter or tol.",
             ConvergenceWarning,
-            stacklevel=3,
+            stacklevel=_user_stacklevel(),
         )
     return hist

@@ -290,8 +290,9 @@ def plot_comparison(rows, *, reference="PCA (reference)", title=None, fig=None):
     """Compare embeddings: downstream scores (left) and fit times (right), one row each.
 
     The figure of the main job (``results.png`` of ``mmfactor --output DIR``): for each
-    model a bar of its macro-F1 with the value written at its end, its accuracy as a
-    marker with its value, and, on a second panel, its fit time in seconds (log scale).
+    model a bar of its macro-F1 and its accuracy as a marker on a 0-1 scale, both values
+    (and the difference to the reference) written in a column to the right, and, on a
+    second panel, its fit time in seconds (log scale).
     The reference model is hatched and its macro-F1 drawn as a dashed line across the
     score panel; the legend sits below the panels, never over a bar.
 
@@ -351,8 +352,8 @@ def plot_comparison(rows, *, reference="PCA (reference)", title=None, fig=None):
     ax.plot(acc, y, "D", color="black", ms=5)
     for yi, v, a, r in zip(y, f1, acc, is_ref, strict=True):
         delta = "" if ref is None or r else f" ({v - ref:+.3f})"
-        ax.text(max(v, a) + 0.03, yi, f"F1 {v:.3f}{delta} | acc {a:.3f}", va="center",
-                fontsize="small", bbox={"facecolor": "white", "edgecolor": "none", "pad": 1})
+        # the values in one aligned column right of the 0-1 scale, whatever the score
+        ax.text(1.03, yi, f"F1 {v:.3f}{delta} | acc {a:.3f}", va="center", fontsize="small")
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
@@ -364,7 +365,7 @@ def plot_comparison(rows, *, reference="PCA (reference)", title=None, fig=None):
         handles += [Patch(facecolor=grey, hatch="//", edgecolor="white", label=reference),
                     Line2D([], [], color=grey, ls="--",
                            label=f"reference macro-F1 {ref:.3f}")]
-    ax.set_xlim(0, 1.4)
+    ax.set_xlim(0, 1.62)
     ax.set_xticks(np.linspace(0, 1, 6))
     ax.set_yticks(y, [f"{n}" for n in names])
     ax.set_xlabel("test score (RandomForest on the embedding)")

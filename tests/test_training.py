@@ -205,3 +205,19 @@ def test_cuda_out_of_memory_reports_the_size_and_the_parameters():
 def test_other_errors_pass_through_unchanged():
     with pytest.raises(ZeroDivisionError):
         fit_loop(lambda e: {"loss": 1 / 0}, max_iter=2)
+
+
+def test_convergence_warning_points_at_the_users_call():
+    import numpy as np
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.pipeline import Pipeline
+
+    from mmfactor import CMF, DFMF
+
+    X = np.random.RandomState(0).rand(30, 6)
+    for fit in (lambda: DFMF(2, max_iter=2).fit(X),
+                lambda: CMF(2, max_iter=1).fit_transform(X),
+                lambda: Pipeline([("emb", DFMF(2, max_iter=2))]).fit(X)):
+        with pytest.warns(ConvergenceWarning, match="max_iter") as record:
+            fit()
+        assert {w.filename for w in record} == {__file__}
