@@ -120,3 +120,21 @@ def test_main_job_threads_option_and_warnings(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["--threads", "0"])
     assert "--threads must be a positive number" in capsys.readouterr().err
+
+
+def test_every_public_computing_method_runs_under_n_jobs():
+    """Each public method of each estimator that computes is wrapped (a method added to
+    a model later is caught here: add it to THREADED_METHODS)."""
+    from mmfactor._threads import THREADED_METHODS
+
+    computing = {"fit", "fit_transform", "transform", "inverse_transform", "reconstruct",
+                 "score", "predict_entries", "recommend"}
+    for name, make in ESTIMATORS.items():
+        cls = type(make())
+        public = {m for m in dir(cls) if not m.startswith("_") and callable(getattr(cls, m))
+                  and getattr(cls, m).__module__.startswith("mmfactor")}
+        mine = public - {"save"}
+        assert mine <= computing, f"{name}: {sorted(mine - computing)} not classified"
+        for m in mine:
+            assert m in THREADED_METHODS
+            assert getattr(getattr(cls, m), "_mmfactor_threaded", False), (name, m)
