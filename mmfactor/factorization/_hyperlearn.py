@@ -4,10 +4,12 @@ convolutions, one pipeline per mode."""
 from __future__ import annotations
 
 import numbers
+import warnings
 
 import numpy as np
 import scipy.sparse as sp
 import torch
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import _check_feature_names, check_is_fitted
 
@@ -30,7 +32,6 @@ from ._cp import (
     data_loss,
     mode_loss_grad,
     mode_normal_equations,
-    mttkrp,
 )
 
 __all__ = ["HyperLearn", "update_mode"]
@@ -124,21 +125,72 @@ class _Diffusion(torch.nn.Module):
         return A
 
 
+class _Layout:
+    """Where each mode's parameters sit among the columns of the augmented CP factors.
+
+    The model ``mu + sum_t b_t[i_t] + sum_{s<t} <P_st[i_s], P_ts[i_t]> + [[A_1, ..., A_K]]``
+    (intercept, per-mode biases, pairwise interactions as in PITF, the K-way CP term) is
+    itself a CP model whose factors have these columns: ``n_components`` for the K-way
+    term; one block of ``pairwise_components`` per pair of modes ``(s, t)``, free in
+    modes ``s`` and ``t`` and ones in the others; then (with an intercept) one column for
+    the global mean (the mean on mode 0, ones elsewhere) and one per mode (that mode's
+    bias on its own column, ones on the others). So every kernel (Gram identity, MTTKRP,
+    the normal equations with fixed columns) applies unchanged. A mode's embedding is its
+    free non-bias columns: the K-way factor, then its pairwise blocks in pair order.
+    """
+
+    def __init__(self, K, R, P, intercept):
+        self.pairs = [(s, t) for s in range(K) for t in range(s + 1, K)] if P else []
+        self.R, self.P = R, P
+        n_pair = len(self.pairs) * P
+        self.width = R + n_pair + (K + 1 if intercept else 0)
+        self.mean_col = R + n_pair if intercept else None
+        self.emb, self.bias = [], []
+        for t in range(K):
+            cols = list(range(R))
+            for j, pair in enumerate(self.pairs):
+                if t in pair:
+                    cols += list(range(R + j * P, R + (j + 1) * P))
+            self.emb.append(cols)
+            self.bias.append(R + n_pair + 1 + t if intercept else None)
+
+    def free(self, t):
+        """Mode ``t``'s free columns: its embedding, then its bias column."""
+        return self.emb[t] + ([self.bias[t]] if self.bias[t] is not None else [])
+
+    def template(self, t, n, mu):
+        """Mode ``t``'s augmented factor with its free columns at 0 (``n`` rows)."""
+        out = np.ones((n, self.width))
+        if self.mean_col is not None and t == 0:
+            out[:, self.mean_col] = mu
+        out[:, self.free(t)] = 0.0
+        return out
+
+    def block(self, j, t):
+        """Columns of pair ``j``'s block in mode ``t``'s embedding."""
+        cols = self.emb[t]
+        start = cols.index(self.R + j * self.P)
+        return slice(start, start + self.P)
+
+
 class _ModeState:
     """What one mode's pipeline owns, all on its device: parameters, optimizer, data, graph.
 
-    ``factor()`` is the mode's augmented factor ``[A_t | fixed columns]`` (differentiable):
-    the first ``n_components`` columns are the diffused factor, then (with an intercept)
-    one column for the global mean (the mean on mode 0, ones elsewhere) and one per mode
-    (this mode's bias on its own column, ones on the others), so that the biased model
-    ``mu + sum_t b_t[i_t] + [[A]]`` is itself a CP model and every kernel applies as is.
+    ``factor()`` is the mode's augmented factor (differentiable, columns laid out by
+    :class:`_Layout`): the mode's embedding (the diffused base factor) and bias written
+    into its free columns of a template that holds the fixed ones.
     """
 
-    def __init__(self, t, *, base, net, bias, aug, bias_col, L, L_tilde, data, lam, alpha,
-                 lr, device, solver="adam", L_diag=None):
+    def __init__(self, t, *, base, net, bias, template, free, L, L_tilde, data, lam,
+                 alpha, lr, device, solver="adam", L_diag=None):
         self.t, self.device, self.solver, self.L_diag = t, device, solver, L_diag
         self.damping = 1.0
-        self.base, self.net, self.bias, self.aug, self.bias_col = base, net, bias, aug, bias_col
+        self.base, self.net, self.bias = base, net, bias
+        self.template = template
+        self.free = list(free)
+        self.free_idx = None if template is None else torch.as_tensor(free, device=device)
+        self.n_emb = base.shape[1]
+        self.emb_idx = torch.as_tensor(self.free[: self.n_emb], device=device)
         self.L, self.L_tilde, self.data = L, L_tilde, data
         self.lam, self.alpha = lam, alpha
         params = [base] + ([bias] if bias is not None else [])
@@ -150,13 +202,14 @@ class _ModeState:
         return self.net(self.base, self.L_tilde) if self.net is not None else self.base
 
     def augment(self, core):
-        if self.aug is None:
+        if self.template is None:  # no intercept, no pairwise terms: the factor itself
             return core
-        aug = self.aug
-        if self.bias is not None:
-            aug = torch.cat([aug[:, : self.bias_col], self.bias[:, None],
-                             aug[:, self.bias_col + 1:]], 1)
-        return torch.cat([core, aug], 1)
+        free = core if self.bias is None else torch.cat([core, self.bias[:, None]], 1)
+        return self.template.index_copy(1, self.free_idx, free)
+
+    def embedding(self, factor):
+        """The embedding columns of an augmented factor of this mode."""
+        return factor if self.template is None else factor.index_select(1, self.emb_idx)
 
     def factor(self):
         return self.augment(self.core())
@@ -230,11 +283,11 @@ def _als_update(t, facs, state, n_steps):
     ``2 lam G_i + alpha + L_ii`` and warm-started from the current factor, decrease
     ``loss_t`` monotonically; the solve is exact when the mode has no graph.
     """
-    R = state.base.shape[1]
+    R = state.n_emb  # the embedding's columns come first among the free ones
     with torch.no_grad():
         A = state.factor()
         facs[t] = A
-        free = list(range(R)) + ([R + state.bias_col] if state.bias is not None else [])
+        free = state.free
         fixed = [c for c in range(A.shape[1]) if c not in free]
         fixed_values = A[0, fixed]
         G, b = mode_normal_equations(t, facs, state.data, free, fixed_values)
@@ -295,9 +348,69 @@ def _als_update(t, facs, state, n_steps):
             state.bias.copy_(X[:, R])
         new = state.factor()
         facs[t] = new
-        graph, pen = state.regularizers(new[:, :R])
+        graph, pen = state.regularizers(state.embedding(new))
         loss = lam * data_loss(facs, state.data) + graph.double() + pen.double()
         return new.clone(), loss
+
+
+# --------------------------------------------------------------------------------------
+# The ranking loss (BPR) over sampled corrupted hyperedges
+# --------------------------------------------------------------------------------------
+
+
+def _corrupt(edges, mode, shape, gen):
+    """Copies of ``edges`` with one node replaced by a uniformly drawn one: in ``mode``,
+    or (``mode=None``) in a mode drawn for each hyperedge."""
+    n, K = edges.shape
+    out = edges.clone()
+    cols = (torch.full((n,), mode, dtype=torch.int64) if mode is not None
+            else torch.randint(K, (n,), generator=gen))
+    sizes = torch.as_tensor(shape, dtype=torch.float64)[cols]
+    draw = (torch.rand(n, generator=gen, dtype=torch.float64) * sizes).long()
+    cols, draw = cols.to(edges.device), draw.to(edges.device)
+    out[torch.arange(n, device=edges.device), cols] = draw
+    return out
+
+
+def _scores(edges, factors):
+    """The model's value at each hyperedge (factors on any devices; result on edges')."""
+    out = None
+    for t, A in enumerate(factors):
+        rows = A.index_select(0, edges[:, t].to(A.device)).to(edges.device)
+        out = rows if out is None else out * rows
+    return out.sum(1)
+
+
+def _bpr_loss(factors, pos, neg):
+    """``sum_e softplus(f(neg_e) - f(pos_e)) = -sum_e log sigmoid(f(pos_e) - f(neg_e))``."""
+    diff = _scores(pos, factors) - _scores(neg, factors)
+    return float(torch.nn.functional.softplus(-diff).double().sum())
+
+
+def _bpr_epoch(states, edges, mode, shape, batch_size, lam, gen):
+    """One pass of Adam over the hyperedges in random mini-batches, each against a
+    corrupted copy (Rendle et al.'s BPR): minimises ``lam sum_e softplus(f(e~) - f(e))
+    + sum_t (1/2 tr(A_t^T L_t A_t) + alpha/2 ||A_t||^2)``, the regularisers spread over
+    the batches in proportion to their size. Returns the summed loss of the epoch's
+    hyperedges (float64)."""
+    n = edges.shape[0]
+    perm = torch.randperm(n, generator=gen).to(edges.device)
+    total = 0.0
+    for start in range(0, n, batch_size):
+        pos = edges[perm[start:start + batch_size]]
+        neg = _corrupt(pos, mode, shape, gen)
+        for s in states:
+            s.optimizer.zero_grad(set_to_none=True)
+        cores = [s.core() for s in states]
+        facs = [s.augment(c) for s, c in zip(states, cores, strict=True)]
+        diff = _scores(pos, facs) - _scores(neg, facs)
+        data = torch.nn.functional.softplus(-diff).sum()
+        reg = sum(sum(s.regularizers(c)) for s, c in zip(states, cores, strict=True))
+        (lam * data + (len(pos) / n) * reg.to(data.device)).backward()
+        for s in states:
+            s.optimizer.step()
+        total += float(data.detach().double())
+    return total
 
 
 # --------------------------------------------------------------------------------------
@@ -347,6 +460,30 @@ class HyperLearn(MultiModalTransformer):
         without a graph there use ``X.shared["features"][t]`` (``N_t x d``) and, for
         mode 0, the views after the first, to build k-nearest-neighbour graphs (see
         :func:`~mmfactor.knn_graph`).
+    pairwise_components : int, default=0
+        Rank of the pairwise interaction terms beside the K-way product, one per pair of
+        modes ``(s, t)``: the model becomes ``[[A_1, ..., A_K]] + sum_{s<t} <P_st[i_s],
+        P_ts[i_t]>`` (as PITF for tag recommendation: a user-tag and an artist-tag term
+        besides the user-artist-tag one). Held as extra columns of the CP factors (ones in
+        the modes outside the pair), so every solver and kernel applies unchanged; a
+        mode's embedding is its K-way factor followed by its pairwise factors.
+    loss : {"squared", "bpr"}, default="squared"
+        ``"squared"``: the least-squares data term of the paper. ``"bpr"``: a ranking
+        loss for hypergraphs whose stored entries are positive hyperedges: each
+        hyperedge is scored above a copy with one node replaced at random (Bayesian
+        personalised ranking, ``-log sigmoid(f(e) - f(e~))``), trained by Adam on
+        mini-batches of ``batch_size`` hyperedges (``solver="adam"``); the values
+        of the stored entries are not used.
+    confidence : float, default=0.0
+        With the squared loss and ``missing="zero"``: the stored entries weigh ``1 +
+        confidence`` and the unstored zeros 1 (the implicit-feedback weighting of Hu,
+        Koren and Volinsky), at the cost of the unweighted fit plus one pass over the
+        stored entries (the Gram identity still covers the zeros).
+    ranking_mode : int or None, default=None
+        With ``loss="bpr"``: the mode whose node is replaced in the corrupted copies
+        (the mode ranked, e.g. the tags); None draws the mode for each hyperedge.
+    batch_size : int, default=1024
+        Hyperedges per Adam step with ``loss="bpr"``.
     lam : float, default=1.0
         Weight ``lambda`` of the data term.
     alpha : float, default=0.0
@@ -396,7 +533,9 @@ class HyperLearn(MultiModalTransformer):
         Patience of the stopping rule.
     early_stopping : bool, default=False
         Hold out ``validation_fraction`` of the observed entries, stop when their error
-        stops improving and keep the factors of the best sweep (completion only).
+        stops improving and keep the factors of the best sweep (completion, or
+        ``loss="bpr"``: the ranking loss of held-out hyperedges against fixed corrupted
+        copies).
     validation_fraction : float, default=0.1
         Share of observed entries held out with ``early_stopping``.
     dtype : {"float32", "float64"}, default="float32"
@@ -418,12 +557,18 @@ class HyperLearn(MultiModalTransformer):
     factors_ : list of ndarray
         ``factors_[t]`` of shape ``(N_t, n_components)``: the (diffused) factor of mode
         ``t``; ``factors_[0]`` holds the training samples.
+    interaction_factors_ : list of [ndarray, ndarray]
+        With ``pairwise_components``: for each pair of modes ``(s, t)``, ``s < t`` in
+        lexicographic order, the factors ``P_st`` (``N_s x pairwise_components``) and
+        ``P_ts``; empty otherwise.
     biases_ : dict or None
         ``{"mean": float, "modes": [b_0, ..., b_{K-1}]}`` with ``fit_intercept``.
     shape_ : tuple of int
         Shape of the fitted tensor.
     loss_curve_ : list of float
-        Objective (eq. 10 plus the L2 penalty) after every sweep.
+        Objective (eq. 10 plus the L2 penalty) after every sweep; with ``loss="bpr"``
+        the data term is the ranking loss of the sweep's hyperedges against the copies
+        drawn for them.
     loss_terms_ : dict of str -> list of float
         ``"data"``, ``"graph"``, ``"penalty"``, each mode's ``loss_t`` (``"mode0"``, ...)
         and ``"validation"`` (root mean squared error) with ``early_stopping``.
@@ -473,6 +618,11 @@ class HyperLearn(MultiModalTransformer):
     _parameter_constraints = {
         "n_components": [Interval(numbers.Integral, 1, None, closed="left")],
         "graphs": [None, list, tuple],
+        "pairwise_components": [Interval(numbers.Integral, 0, None, closed="left")],
+        "loss": [StrOptions({"squared", "bpr"})],
+        "confidence": [Interval(numbers.Real, 0, None, closed="left")],
+        "ranking_mode": [None, Interval(numbers.Integral, 0, None, closed="left")],
+        "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
         "lam": [Interval(numbers.Real, 0, None, closed="neither")],
         "alpha": [Interval(numbers.Real, 0, None, closed="left")],
         "cheb_order": [Interval(numbers.Integral, 1, None, closed="left")],
@@ -503,6 +653,11 @@ class HyperLearn(MultiModalTransformer):
         n_components=10,
         *,
         graphs=None,
+        pairwise_components=0,
+        loss="squared",
+        confidence=0.0,
+        ranking_mode=None,
+        batch_size=1024,
         lam=1.0,
         alpha=0.0,
         cheb_order=5,
@@ -529,6 +684,11 @@ class HyperLearn(MultiModalTransformer):
     ):
         self.n_components = n_components
         self.graphs = graphs
+        self.pairwise_components = pairwise_components
+        self.loss = loss
+        self.confidence = confidence
+        self.ranking_mode = ranking_mode
+        self.batch_size = batch_size
         self.lam = lam
         self.alpha = alpha
         self.cheb_order = cheb_order
@@ -639,7 +799,20 @@ class HyperLearn(MultiModalTransformer):
                 f"got diffusion_steps={self.diffusion_steps}. Use solver='adam' to train the "
                 "graph-convolutional diffusion."
             )
-        if self.early_stopping and kind == "full":
+        if self.loss == "bpr" and self.solver != "adam":
+            raise ValueError(f"loss='bpr' is trained by Adam on mini-batches; got "
+                             f"solver={self.solver!r}. Use solver='adam'.")
+        if self.ranking_mode is not None and self.ranking_mode >= K:
+            raise ValueError(f"ranking_mode={self.ranking_mode} but the tensor of shape "
+                             f"{shape} has {K} modes (0 to {K - 1}).")
+        if self.confidence and (kind != "full" or self.loss != "squared"):
+            raise ValueError(
+                f"confidence={self.confidence} weighs stored entries against the unstored "
+                "zeros: it needs missing='zero', a tensor without NaN and loss='squared'; "
+                f"view {mm.names[0]!r} has "
+                f"{'observed entries only' if kind != 'full' else 'no NaN'} and "
+                f"loss={self.loss!r}.")
+        if self.early_stopping and kind == "full" and self.loss == "squared":
             raise ValueError(
                 "early_stopping=True needs observed entries to hold out: use "
                 "missing='unobserved' (or NaN for the missing entries of a dense tensor); "
@@ -701,7 +874,9 @@ class HyperLearn(MultiModalTransformer):
         devices = resolve_devices(self.devices, [f"mode{t}" for t in range(K)])
         dtype = _DTYPES[self.dtype]
         gen, rng = torch_generator(self.random_state)
-        R = self.n_components
+        R, P = self.n_components, self.pairwise_components
+        layout = _Layout(K, R, P, self.fit_intercept)
+        bpr = self.loss == "bpr"
 
         val_data = None
         if self.early_stopping:
@@ -713,7 +888,11 @@ class HyperLearn(MultiModalTransformer):
                     f"entry out of {len(vals)} observed ones."
                 )
             va, tr = np.sort(perm[:n_val]), np.sort(perm[n_val:])
-            val_data = TensorData(idx[va], vals[va], shape, "observed", devices[0], dtype)
+            if bpr:  # held-out hyperedges, each against one fixed corrupted copy
+                val_pos = torch.as_tensor(idx[va]).to(devices[0])
+                val_data = (val_pos, _corrupt(val_pos, self.ranking_mode, shape, gen))
+            else:
+                val_data = TensorData(idx[va], vals[va], shape, "observed", devices[0], dtype)
             idx, vals = idx[tr], vals[tr]
 
         mu = 0.0
@@ -723,11 +902,14 @@ class HyperLearn(MultiModalTransformer):
         centred = vals - mu if kind == "observed" else vals
         n_entries = len(vals) if kind == "observed" else float(np.prod(shape, dtype=np.float64))
         target = float(np.square(centred).sum() / n_entries)
+        widths = [len(layout.emb[t]) for t in range(K)]
+        scale = 0.5 * (max(target, 1e-12) / R) ** (1.0 / (2 * K))
+        if bpr:  # a ranking loss has no data scale: small factors, as in BPR
+            scale = 0.1
+        bases = [scale * rng.randn(n, w) for n, w in zip(shape, widths, strict=True)]
         if self.init == "svd":
-            bases = self._svd_init(idx, centred, shape, R, rng)
-        else:
-            scale = 0.5 * (max(target, 1e-12) / R) ** (1.0 / (2 * K))
-            bases = [scale * rng.randn(n, R) for n in shape]
+            for b, s in zip(bases, self._svd_init(idx, centred, shape, R, rng), strict=True):
+                b[:, :R] = s
 
         states = []
         for t in range(K):
@@ -737,17 +919,14 @@ class HyperLearn(MultiModalTransformer):
             net = None
             if self.diffusion_steps > 0:
                 order = self.cheb_order if has_graph else 1  # no graph: T_0 = I only
-                net = _Diffusion(R, self.hidden_size, order, self.diffusion_steps, dev, dtype)
+                net = _Diffusion(widths[t], self.hidden_size, order, self.diffusion_steps,
+                                 dev, dtype)
                 net.reset(gen)
-            aug = bias = None
-            bias_col = None
+            template = bias = None
+            if layout.width != R:
+                template = torch.as_tensor(layout.template(t, shape[t], mu), dtype=dtype).to(dev)
             if self.fit_intercept:
-                aug = torch.ones(shape[t], K + 1, dtype=dtype)
-                if t == 0:
-                    aug[:, 0] = mu
-                aug = aug.to(dev)
                 bias = torch.zeros(shape[t], dtype=dtype, device=dev, requires_grad=True)
-                bias_col = t + 1
             L = L_tilde = None
             L_diag = None
             if has_graph:
@@ -756,9 +935,12 @@ class HyperLearn(MultiModalTransformer):
                 L_diag = torch.as_tensor(Lsp.diagonal(), dtype=dtype).to(dev)
                 if net is not None and self.cheb_order > 1:
                     L_tilde = to_torch_sparse(rescaled_laplacian(Lsp), dev, dtype)
-            data = TensorData(idx, vals, shape, kind, dev, dtype, sort_mode=t)
-            states.append(_ModeState(t, base=base, net=net, bias=bias, aug=aug,
-                                     bias_col=bias_col, L=L, L_tilde=L_tilde, data=data,
+            data = None
+            if not bpr:
+                data = TensorData(idx, vals, shape, kind, dev, dtype, sort_mode=t,
+                                  confidence=self.confidence)
+            states.append(_ModeState(t, base=base, net=net, bias=bias, template=template,
+                                     free=layout.free(t), L=L, L_tilde=L_tilde, data=data,
                                      lam=float(self.lam), alpha=float(self.alpha),
                                      lr=float(self.learning_rate_init), device=dev,
                                      solver=self.solver, L_diag=L_diag))
@@ -770,20 +952,33 @@ class HyperLearn(MultiModalTransformer):
         self._states, self._factors = states, factors
         best = {}
 
-        def step(epoch):
-            new = list(self._factors)
-            losses = []
-            for t, state in enumerate(states):
-                source = self._factors if self.update == "jacobi" else new
-                new[t], loss_t = update_mode(t, source, state, self.n_inner_iter)
-                losses.append(loss_t)
-            self._factors = new
-            return self._objective(states, new, losses)
+        if bpr:
+            edges = torch.as_tensor(idx).to(devices[0])
+
+            def step(epoch):
+                data = _bpr_epoch(states, edges, self.ranking_mode, shape, self.batch_size,
+                                  self.lam, gen)
+                with torch.no_grad():
+                    self._factors = [s.factor().detach().clone() for s in states]
+                return self._objective(states, self._factors, [], data=data)
+        else:
+            def step(epoch):
+                new = list(self._factors)
+                losses = []
+                for t, state in enumerate(states):
+                    source = self._factors if self.update == "jacobi" else new
+                    new[t], loss_t = update_mode(t, source, state, self.n_inner_iter)
+                    losses.append(loss_t)
+                self._factors = new
+                return self._objective(states, new, losses)
 
         validation = on_improvement = None
         if val_data is not None:
             def validation():
                 facs = [f.to(devices[0]) for f in self._factors]
+                if bpr:
+                    with torch.no_grad():
+                        return _bpr_loss(facs, *val_data) / len(val_data[0])
                 return float(np.sqrt(data_loss(facs, val_data) / val_data.nnz))
 
             def on_improvement():
@@ -802,29 +997,67 @@ class HyperLearn(MultiModalTransformer):
         self._kind = kind
         aug = [as_numpy(f).astype(dtype_np(dtype)) for f in factors]
         self.factors_ = [a[:, :R].copy() for a in aug]
+        self.interaction_factors_ = [
+            [aug[s][:, layout.emb[s]][:, layout.block(j, s)].copy(),
+             aug[t][:, layout.emb[t]][:, layout.block(j, t)].copy()]
+            for j, (s, t) in enumerate(layout.pairs)]
         if self.fit_intercept:
-            self.biases_ = {"mean": mu, "modes": [a[:, R + 1 + t].copy()
+            self.biases_ = {"mean": mu, "modes": [a[:, layout.bias[t]].copy()
                                                   for t, a in enumerate(aug)]}
         else:
             self.biases_ = None
         self.n_features_in_ = shape[1]  # the size of mode 1 (the columns of a matrix)
         _check_feature_names(self, X, reset=True)  # feature_names_in_ of a DataFrame
         self._n_views = len(mm.views)
-        self._n_features_out = R
+        self._n_features_out = widths[0]
         del self._states, self._factors  # the data and optimizers are not kept
+        self._warn_if_failed(factors, states, idx, vals, shape, kind)
 
-    def _objective(self, states, factors, losses):
-        """eq. (10) + penalty with the factors after a sweep, and each mode's loss_t."""
+    def _warn_if_failed(self, factors, states, idx, vals, shape, kind):
+        """Warn when the fit learned nothing: every factor collapsed to zero, or the
+        data term ended no better than predicting zeros (the ranking loss: chance)."""
+        R = self.n_components
+        emb = [s.embedding(f) for s, f in zip(states, factors, strict=True)]
+        collapsed = [t for t, e in enumerate(emb) if not bool(torch.any(e != 0))]
+        why = None
+        if collapsed:
+            why = (f"the factors of mode(s) {collapsed} are all exactly zero (the K-way term"
+                   f"{' and their pairwise terms' if self.pairwise_components else ''} "
+                   "predict nothing)")
+        elif self.loss == "bpr":
+            final = self.loss_terms_["data"][-1] / max(len(idx), 1)
+            if final >= np.log(2) * (1 - 1e-6):
+                why = (f"the ranking loss per hyperedge ended at {final:.4g}, no better "
+                       f"than chance (log 2 = {np.log(2):.4g})")
+        else:
+            null = float(np.square(vals - 0).sum()) * (
+                1 + (self.confidence if kind == "full" else 0.0))
+            final = self.loss_terms_["data"][-1]
+            if final >= null * (1 - 1e-9):
+                why = (f"the data term ended at {final:.6g}, no better than predicting "
+                       f"zeros ({null:.6g}, i.e. ||X||^2)")
+        if why is not None:
+            hint = ("lower alpha or learning_rate_init, use init='svd', or solver='als' "
+                    "with diffusion_steps=0" if self.loss == "squared" else
+                    "lower alpha, raise max_iter or change learning_rate_init")
+            warnings.warn(f"HyperLearn learned nothing: {why} after {self.n_iter_} "
+                          f"sweep(s) (n_components={R}). Try: {hint}.", ConvergenceWarning,
+                          stacklevel=4)
+
+    def _objective(self, states, factors, losses, data=None):
+        """eq. (10) + penalty with the factors after a sweep, and each mode's loss_t.
+
+        ``data`` given (the ranking loss): the summed loss of the sweep's hyperedges.
+        """
         terms = {}
         with torch.no_grad():
-            d0 = states[0].data
-            facs = [f.to(d0.indices.device) for f in factors]
-            data = data_loss(facs, d0)
+            if data is None:
+                d0 = states[0].data
+                facs = [f.to(d0.indices.device) for f in factors]
+                data = data_loss(facs, d0)
             graph = pen = 0.0
-            R = self.n_components
             for s, f in zip(states, factors, strict=True):
-                core = f[:, :R]
-                g, p = s.regularizers(core)
+                g, p = s.regularizers(s.embedding(f))
                 graph += float(g)
                 pen += float(p)
         terms["data"] = data
@@ -837,19 +1070,25 @@ class HyperLearn(MultiModalTransformer):
 
     # ---- the fitted model --------------------------------------------------------------
 
+    def _layout(self):
+        return _Layout(len(self.factors_), self.n_components, self.pairwise_components,
+                       self.biases_ is not None)
+
     def _augmented(self):
-        """The fitted augmented factors (NumPy), as in the fit."""
-        K, R = len(self.factors_), self.n_components
-        if self.biases_ is None:
+        """The fitted augmented factors (NumPy, float64), as in the fit."""
+        layout = self._layout()
+        if layout.width == self.n_components:
             return [f.astype(np.float64) for f in self.factors_]
         out = []
         for t, f in enumerate(self.factors_):
-            aug = np.ones((f.shape[0], K + 1))
-            if t == 0:
-                aug[:, 0] = self.biases_["mean"]
-            aug[:, t + 1] = self.biases_["modes"][t]
-            out.append(np.hstack([f.astype(np.float64), aug]))
-        assert out[0].shape[1] == R + K + 1
+            mu = self.biases_["mean"] if self.biases_ is not None else 0.0
+            aug = layout.template(t, f.shape[0], mu)
+            emb = [f] + [self.interaction_factors_[j][pair.index(t)]
+                         for j, pair in enumerate(layout.pairs) if t in pair]
+            aug[:, layout.emb[t]] = np.hstack(emb)
+            if self.biases_ is not None:
+                aug[:, layout.bias[t]] = self.biases_["modes"][t]
+            out.append(aug)
         return out
 
     def _fold_in(self, X):
@@ -872,55 +1111,30 @@ class HyperLearn(MultiModalTransformer):
         dtype = _DTYPES[self.dtype]
         dev = self.devices_[0]
         aug = self._augmented()
-        R, K, n = self.n_components, len(shape), shape[0]
-        free = list(range(R)) + ([R + 1] if self.biases_ is not None else [])
-        fixed = [c for c in range(aug[0].shape[1]) if c not in free]
+        layout = self._layout()
+        n = shape[0]
+        free = layout.free(0)
         facs = [torch.as_tensor(a, dtype=torch.float64, device=dev) for a in aug]
-        fixed_vals = facs[0][0, fixed] if fixed else None  # same for every row of mode 0
-        facs[0] = torch.zeros(n, aug[0].shape[1], dtype=torch.float64, device=dev)
-        if fixed:
-            facs[0][:, fixed] = fixed_vals
+        mu = self.biases_["mean"] if self.biases_ is not None else 0.0
+        facs[0] = torch.as_tensor(layout.template(0, n, mu), dtype=torch.float64, device=dev)
+        fixed = [c for c in range(layout.width) if c not in free]
+        fixed_vals = facs[0][0, fixed]  # the same on every row of mode 0
+        data = TensorData(idx, vals, shape, kind, dev, torch.float64,
+                          confidence=self.confidence)
+        G, rhs = mode_normal_equations(0, facs, data, free, fixed_vals)
+        eye = torch.eye(len(free), dtype=torch.float64, device=dev)
         ridge = self.alpha / (2 * self.lam)
-        t_idx = torch.as_tensor(idx, device=dev)
-        t_vals = torch.as_tensor(vals, dtype=torch.float64, device=dev)
-        if kind == "full":
-            H = None
-            for B in facs[1:]:
-                G = B.T @ B
-                H = G if H is None else H * G
-            M = mttkrp(t_idx, t_vals, facs, 0)
-            rhs = M[:, free]
-            if fixed:
-                rhs = rhs - fixed_vals[None, :] @ H[fixed][:, free]
-            A = H[free][:, free]
-            A = A + (ridge + 1e-10 * float(torch.diagonal(A).mean() + 1)) * torch.eye(
-                len(free), dtype=A.dtype, device=dev)
+        if G.ndim == 2:
+            A = G + (ridge + 1e-10 * float(torch.diagonal(G).mean() + 1)) * eye
             sol = torch.linalg.solve(A, rhs.T).T
         else:
-            F = len(free)
-            Amat = torch.zeros(n, F, F, dtype=torch.float64, device=dev)
-            rhs = torch.zeros(n, F, dtype=torch.float64, device=dev)
-            for s in range(0, len(vals), 1 << 16):
-                sl = slice(s, s + (1 << 16))
-                prod = None
-                for m in range(1, K):
-                    rows = facs[m][t_idx[sl, m]]
-                    prod = rows if prod is None else prod * rows
-                y = t_vals[sl]
-                if fixed:
-                    y = y - (prod[:, fixed] * fixed_vals[None, :]).sum(1)
-                pf = prod[:, free]
-                r0 = t_idx[sl, 0]
-                Amat.index_add_(0, r0, pf[:, :, None] * pf[:, None, :])
-                rhs.index_add_(0, r0, pf * y[:, None])
-            Amat = Amat + max(ridge, 1e-8) * torch.eye(F, dtype=torch.float64, device=dev)
+            Amat = G + max(ridge, 1e-8) * eye
             L, info = torch.linalg.cholesky_ex(Amat)
             if bool((info != 0).any()):
                 sol = torch.linalg.lstsq(Amat, rhs[..., None]).solution[..., 0]
             else:
                 sol = torch.cholesky_solve(rhs[..., None], L)[..., 0]
         facs[0][:, free] = sol
-        data = TensorData(idx, vals, shape, kind, dev, torch.float64)
         return facs, data, dtype
 
     def transform(self, X):
@@ -937,7 +1151,8 @@ class HyperLearn(MultiModalTransformer):
             In the model's ``dtype``.
         """
         facs, _, dtype = self._fold_in(X)
-        return as_numpy(facs[0][:, : self.n_components]).astype(dtype_np(dtype))
+        emb = facs[0][:, self._layout().emb[0]]
+        return as_numpy(emb).astype(dtype_np(dtype))
 
     def score(self, X, y=None):
         """Negative mean squared reconstruction error of ``X`` after folding it in.
