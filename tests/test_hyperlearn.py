@@ -450,3 +450,201 @@ def test_svd_init_starts_closer(hyper):
     svd = HyperLearn(init="svd", **kw).fit(hyper.X)
     rnd = HyperLearn(init="random", **kw).fit(hyper.X)
     assert svd.loss_curve_[0] < rnd.loss_curve_[0]
+
+
+# ---- pairwise terms, confidence weighting, the ranking loss, failures not silent ----------
+
+
+def _direct_model(model, coords):
+    """``mu + sum_t b_t + sum_{s<t} <P_st, P_ts> + [[A]]`` at ``coords``, in float64."""
+    K = len(model.factors_)
+    out = np.ones(len(coords))
+    prod = np.ones((len(coords), model.n_components))
+    for t in range(K):
+        prod = prod * model.factors_[t][coords[:, t]].astype(np.float64)
+    out = prod.sum(1)
+    pairs = [(s, t) for s in range(K) for t in range(s + 1, K)]
+    for (s, t), (Ps, Pt) in zip(pairs, model.interaction_factors_, strict=True):
+        out += (Ps[coords[:, s]].astype(np.float64) * Pt[coords[:, t]]).sum(1)
+    if model.biases_ is not None:
+        out += model.biases_["mean"] + sum(b[coords[:, t]]
+                                           for t, b in enumerate(model.biases_["modes"]))
+    return out
+
+
+@pytest.mark.parametrize("intercept", [False, True])
+def test_pairwise_terms_are_the_pitf_model(hyper, intercept):
+    model = HyperLearn(n_components=2, pairwise_components=3, fit_intercept=intercept,
+                       solver="als", update="gauss-seidel", **{**FAST, "max_iter": 5})
+    emb = model.fit_transform(hyper.X)
+    assert len(model.interaction_factors_) == 3  # (0, 1), (0, 2), (1, 2)
+    for (s, t), (Ps, Pt) in zip([(0, 1), (0, 2), (1, 2)], model.interaction_factors_,
+                                strict=True):
+        assert Ps.shape == (hyper.X.shape[s], 3) and Pt.shape == (hyper.X.shape[t], 3)
+        assert np.abs(Ps).max() > 0 and np.abs(Pt).max() > 0
+    coords = hyper.X.indices[::7]
+    np.testing.assert_allclose(model.predict_entries(coords), _direct_model(model, coords),
+                               rtol=1e-5, atol=1e-6)
+    # mode 0's embedding: its K-way factor and its two pairwise factors
+    assert emb.shape == (40, 2 + 2 * 3)
+    assert len(model.get_feature_names_out()) == 8
+    # the data term is that of the full model, in float64
+    dense = hyper.X.to_dense()
+    grid = np.argwhere(np.ones(hyper.X.shape, dtype=bool))
+    direct = float(((dense.ravel() - _direct_model(model, grid)) ** 2).sum())
+    assert model.loss_terms_["data"][-1] == pytest.approx(direct, rel=1e-6)
+
+
+def test_pairwise_terms_fit_what_the_k_way_term_cannot():
+    # a tensor that is a sum of two matrices broadcast along the third mode: exactly
+    # a pairwise model, of CP rank far above 2
+    rng = np.random.RandomState(0)
+    U, T1, A, T2 = (rng.rand(n, 2) for n in (12, 8, 10, 8))
+    dense = (U @ T1.T)[:, None, :] + (A @ T2.T)[None, :, :]
+    X = SparseTensor.from_dense(dense)
+    kw = dict(solver="als", update="gauss-seidel", diffusion_steps=0, tol=0, max_iter=60,
+              random_state=0)
+    cp = HyperLearn(n_components=2, **kw).fit(X)
+    pitf = HyperLearn(n_components=1, pairwise_components=2, **kw).fit(X)
+    assert pitf.loss_terms_["data"][-1] < 1e-3 * np.square(dense).sum()
+    assert pitf.loss_terms_["data"][-1] < 0.01 * cp.loss_terms_["data"][-1]
+
+
+def test_confidence_weighting_matches_direct_weighted_loss(hyper):
+    c = 5.0
+    model = HyperLearn(n_components=3, confidence=c, pairwise_components=1, solver="als",
+                       update="gauss-seidel", **{**FAST, "max_iter": 6}).fit(hyper.X)
+    dense = hyper.X.to_dense()
+    pred = _direct_model(model, np.argwhere(np.ones(dense.shape, dtype=bool)))
+    w = 1 + c * (dense != 0).ravel()
+    direct = float((w * (dense.ravel() - pred) ** 2).sum())
+    assert model.loss_terms_["data"][-1] == pytest.approx(direct, rel=1e-6)
+    # ALS descends on the weighted objective
+    assert all(b <= a * (1 + 1e-9) for a, b in zip(model.loss_curve_, model.loss_curve_[1:],
+                                                   strict=False))
+    # the weighting raises the model's values at the stored entries
+    plain = HyperLearn(n_components=3, pairwise_components=1, solver="als",
+                       update="gauss-seidel", **{**FAST, "max_iter": 6}).fit(hyper.X)
+    assert (model.predict_entries(hyper.X.indices).mean()
+            > plain.predict_entries(hyper.X.indices).mean() + 0.05)
+
+
+def _ranking_auc(model, X, held, rng):
+    neg = held.copy()
+    neg[:, 2] = rng.randint(X.shape[2], size=len(held))
+    pos_s, neg_s = model.predict_entries(held), model.predict_entries(neg)
+    return float((pos_s > neg_s).mean() + 0.5 * (pos_s == neg_s).mean())
+
+
+def test_bpr_ranks_held_out_hyperedges():
+    data = make_hypergraph((60, 50, 40), n_communities=4, n_hyperedges=4000, p_in=0.9,
+                           graph_degree=0, random_state=1)
+    X = data.X
+    rng = np.random.RandomState(0)
+    held = rng.rand(X.nnz) < 0.1
+    train = SparseTensor(X.indices[~held], X.values[~held], X.shape)
+    model = HyperLearn(n_components=4, pairwise_components=4, loss="bpr", ranking_mode=2,
+                       batch_size=256, learning_rate_init=0.02, max_iter=15,
+                       **{k: v for k, v in FAST.items() if k != "max_iter"}).fit(train)
+    # with 4 planted communities and p_in=0.9, the community oracle's AUC is about 0.84
+    auc = _ranking_auc(model, X, X.indices[held], rng)
+    assert auc > 0.75
+    assert model.loss_curve_[-1] < model.loss_curve_[0]
+    assert model.loss_terms_["data"][-1] < np.log(2) * train.nnz  # better than chance
+    # early stopping on held-out hyperedges keeps the best sweep
+    es = HyperLearn(n_components=4, pairwise_components=4, loss="bpr", ranking_mode=2,
+                    batch_size=256, learning_rate_init=0.02, max_iter=15,
+                    early_stopping=True, n_iter_no_change=3,
+                    **{k: v for k, v in FAST.items() if k not in ("max_iter", "tol")})
+    es.fit(train)
+    val = es.loss_terms_["validation"]
+    assert min(val) < val[0]
+    assert _ranking_auc(es, X, X.indices[held], rng) > 0.7
+
+
+def test_bpr_corrupts_the_ranking_mode_only():
+    from mmfactor.factorization._hyperlearn import _corrupt
+
+    gen = torch.Generator().manual_seed(0)
+    edges = torch.as_tensor(np.random.RandomState(0).randint(5, size=(500, 3)))
+    out = _corrupt(edges, 2, (5, 6, 7), gen)
+    assert torch.equal(out[:, :2], edges[:, :2]) and int(out[:, 2].max()) < 7
+    assert bool((out[:, 2] != edges[:, 2]).any())
+    anymode = _corrupt(edges, None, (5, 6, 7), gen)
+    changed = (anymode != edges).sum(1)
+    assert int(changed.max()) == 1  # one node replaced per hyperedge
+    assert set(torch.nonzero(anymode != edges)[:, 1].tolist()) == {0, 1, 2}
+
+
+def test_collapse_to_zero_is_not_silent(hyper):
+    # strong ridge from a random start: every factor goes to exactly 0 (the data term is
+    # then ||X||^2); the fit says so instead of returning quietly
+    from sklearn.exceptions import ConvergenceWarning
+
+    with pytest.warns(ConvergenceWarning, match="learned nothing: the factors of mode"):
+        model = HyperLearn(n_components=3, alpha=50.0, solver="als", update="gauss-seidel",
+                           **FAST).fit(hyper.X)
+    assert any(not np.any(f) for f in model.factors_)
+
+
+def test_data_term_above_norm_is_not_silent(hyper):
+    # Adam with a far too large step: the data term ends above ||X||^2
+    from sklearn.exceptions import ConvergenceWarning
+
+    with pytest.warns(ConvergenceWarning, match=r"no better than predicting zeros"):
+        model = HyperLearn(n_components=3, learning_rate_init=5.0, n_inner_iter=1,
+                           **{**FAST, "max_iter": 3}).fit(hyper.X)
+    assert model.loss_terms_["data"][-1] >= np.square(hyper.X.values).sum()
+
+
+def test_good_fit_raises_no_warning(hyper):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        HyperLearn(n_components=3, solver="als", update="gauss-seidel", **FAST).fit(hyper.X)
+
+
+def test_float32_reported_loss_matches_float64():
+    # an offset matrix fitted well: ||X||^2 - 2<X,P> + ||P||^2 cancels to a small number
+    rng = np.random.RandomState(0)
+    M = 10 + rng.rand(150, 3) @ rng.rand(3, 100) + 0.01 * rng.randn(150, 100)
+    model = HyperLearn(n_components=4, solver="als", update="gauss-seidel", dtype="float32",
+                       **FAST).fit(M)
+    P = model.factors_[0].astype(np.float64) @ model.factors_[1].astype(np.float64).T
+    direct = float(((M - P) ** 2).sum())
+    assert direct < 1e-3 * np.square(M).sum()
+    assert model.loss_terms_["data"][-1] == pytest.approx(direct, rel=1e-6)
+
+
+def test_new_options_survive_save_and_load(hyper, tmp_path):
+    import mmfactor
+
+    model = HyperLearn(n_components=2, pairwise_components=2, loss="bpr", ranking_mode=1,
+                       batch_size=128, fit_intercept=True,
+                       **{**FAST, "max_iter": 2}).fit(hyper.X)
+    path = tmp_path / "m.mmf"
+    mmfactor.save(model, path)
+    clone = mmfactor.load(path)
+    assert clone.get_params()["loss"] == "bpr" and clone.pairwise_components == 2
+    np.testing.assert_array_equal(clone.predict_entries(hyper.X.indices[:20]),
+                                  model.predict_entries(hyper.X.indices[:20]))
+    np.testing.assert_array_equal(clone.transform(hyper.X), model.transform(hyper.X))
+    for a, b in zip(clone.interaction_factors_, model.interaction_factors_, strict=True):
+        np.testing.assert_array_equal(a[0], b[0])
+
+
+def test_new_option_errors(hyper):
+    X = hyper.X
+    with pytest.raises(ValueError, match=r"ranking_mode=3 but the tensor of shape \(40, 30, "
+                                         r"20\) has 3 modes"):
+        HyperLearn(loss="bpr", ranking_mode=3, diffusion_steps=0).fit(X)
+    with pytest.raises(ValueError, match=r"loss='bpr' is trained by Adam.*solver='als'"):
+        HyperLearn(loss="bpr", solver="als", diffusion_steps=0).fit(X)
+    with pytest.raises(ValueError, match=r"confidence=2.0 weighs stored entries.*observed "
+                                         r"entries only"):
+        HyperLearn(confidence=2.0, missing="unobserved", diffusion_steps=0).fit(X)
+    with pytest.raises(InvalidParameterError, match="'pairwise_components' parameter"):
+        HyperLearn(pairwise_components=-1).fit(X)
+    with pytest.raises(InvalidParameterError, match="'loss' parameter"):
+        HyperLearn(loss="hinge").fit(X)

@@ -362,6 +362,9 @@ class TensorData:
             indices, values = indices[order], values[order]
         self.indices = torch.as_tensor(indices).to(device)
         self.values = torch.as_tensor(values).to(device=device, dtype=dtype)
+        # the reported loss is computed against the exact values (float64)
+        self.values64 = (self.values if dtype == torch.float64 else
+                         torch.as_tensor(values).to(device=device, dtype=torch.float64))
         self.shape = tuple(shape)
         self.kind = kind
         self.confidence = float(confidence) if kind == "full" else 0.0
@@ -465,13 +468,13 @@ def data_loss(factors, data, chunk=CHUNK):
     factors even when they are float32 (``||X||^2 - 2 <X, [[A]]> + ||[[A]]||^2`` cancels
     to a small number once a fit is good); it is clamped at 0.
     """
-    idx, vals = data.indices, data.values
+    idx, vals = data.indices, data.values64
     if data.kind == "full":
         f64 = [f.double() for f in factors]
         inner = 0.0
         for s in range(0, idx.shape[0], chunk):
             sl = slice(s, s + chunk)
-            inner += float((_gather_prod(idx, f64, None, sl).sum(1) * vals[sl].double()).sum())
+            inner += float((_gather_prod(idx, f64, None, sl).sum(1) * vals[sl]).sum())
         loss = max(data.sum_sq - 2 * inner + float(cp_norm_sq(f64)), 0.0)
         if data.confidence:
             loss += data.confidence * _observed_loss(f64, data, chunk)
@@ -480,11 +483,11 @@ def data_loss(factors, data, chunk=CHUNK):
 
 
 def _observed_loss(factors, data, chunk):
-    idx, vals = data.indices, data.values
+    idx, vals = data.indices, data.values64
     loss = 0.0
     for s in range(0, idx.shape[0], chunk):
         sl = slice(s, s + chunk)
-        res = vals[sl].double() - _gather_prod(idx, factors, None, sl).sum(1)
+        res = vals[sl] - _gather_prod(idx, factors, None, sl).sum(1)
         loss += float((res.double() ** 2).sum())
     return loss
 

@@ -791,14 +791,6 @@ class HyperLearn(MultiModalTransformer):
             )
         if kind == "full" and not np.any(vals):
             raise ValueError(f"View {mm.names[0]!r} of shape {shape} is all zeros.")
-        check_variation(mm.names[0], coords=(idx, vals, shape, kind == "full"))
-        graphs = self._graph_specs(mm, feature_views, shape)
-        if self.solver == "als" and self.diffusion_steps > 0:
-            raise ValueError(
-                f"solver='als' solves for the factors directly and needs diffusion_steps=0; "
-                f"got diffusion_steps={self.diffusion_steps}. Use solver='adam' to train the "
-                "graph-convolutional diffusion."
-            )
         if self.loss == "bpr" and self.solver != "adam":
             raise ValueError(f"loss='bpr' is trained by Adam on mini-batches; got "
                              f"solver={self.solver!r}. Use solver='adam'.")
@@ -812,6 +804,14 @@ class HyperLearn(MultiModalTransformer):
                 f"view {mm.names[0]!r} has "
                 f"{'observed entries only' if kind != 'full' else 'no NaN'} and "
                 f"loss={self.loss!r}.")
+        check_variation(mm.names[0], coords=(idx, vals, shape, kind == "full"))
+        graphs = self._graph_specs(mm, feature_views, shape)
+        if self.solver == "als" and self.diffusion_steps > 0:
+            raise ValueError(
+                f"solver='als' solves for the factors directly and needs diffusion_steps=0; "
+                f"got diffusion_steps={self.diffusion_steps}. Use solver='adam' to train the "
+                "graph-convolutional diffusion."
+            )
         if self.early_stopping and kind == "full" and self.loss == "squared":
             raise ValueError(
                 "early_stopping=True needs observed entries to hold out: use "
