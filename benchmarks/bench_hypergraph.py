@@ -207,10 +207,11 @@ GRID = {
     "HyperLearn ALS, squared loss, no graphs": [
         hyperlearn(n_components=32, alpha=0.1, max_iter=15, **ALS)],
     "HyperLearn ALS, confidence-weighted zeros + pairwise terms, no graphs": [
-        hyperlearn(n_components=16, pairwise_components=32, confidence=c, alpha=a,
-                   max_iter=12, **ALS) for c, a in ((20.0, 1.0), (100.0, 3.0))],
-    "HyperLearn, the paper's Adam + diffusion (defaults), squared loss, three graphs": [
-        hyperlearn(graph_modes=(0, 1, 2), n_components=10, max_iter=30)],
+        hyperlearn(n_components=16, pairwise_components=32, confidence=100.0, alpha=3.0,
+                   max_iter=8, **ALS)],
+    "HyperLearn, the paper's Adam + diffusion, squared loss, three graphs": [
+        hyperlearn(graph_modes=(0, 1, 2), n_components=10, diffusion_steps=5, cheb_order=5,
+                   solver="adam", learning_rate_init=0.01, max_iter=20, tol=0)],
     "HyperLearn BPR, K-way term only, no graphs": [
         hyperlearn(n_components=64, max_iter=e, **BPR) for e in (10, 20)],
     "HyperLearn BPR + pairwise terms, no graphs": [
@@ -222,8 +223,11 @@ GRID = {
     "HyperLearn BPR + pairwise terms, three graphs": [
         hyperlearn(graph_modes=(0, 1, 2), n_components=32, pairwise_components=64,
                    lam=1.0, max_iter=e, **BPR) for e in (8, 12)],
+    "HyperLearn BPR + pairwise terms + diffusion (1 step), three graphs": [
+        hyperlearn(graph_modes=(0, 1, 2), n_components=32, pairwise_components=64,
+                   lam=1.0, max_iter=8, diffusion_steps=1, cheb_order=2, hidden_size=32,
+                   **{k: v for k, v in BPR.items() if k != "diffusion_steps"})],
 }
-
 
 def _setting(model):
     if not isinstance(model, HyperLearn):
@@ -238,7 +242,8 @@ def _setting(model):
 def _embedding(model):
     """Mode 0's embedding (the users): the K-way factor and the pairwise factors."""
     if isinstance(model, HyperLearn):
-        blocks = [model.factors_[0]] + [pair[0] for pair in model.interaction_factors_]
+        K = len(model.factors_)  # the pairs (0, t) come first, in lexicographic order
+        blocks = [model.factors_[0]] + [p[0] for p in model.interaction_factors_[: K - 1]]
         return np.hstack(blocks)
     return model.model.factor_matrices[0]
 

@@ -208,7 +208,7 @@ def test_laplacian_term_pulls_neighbours_together():
     data = make_hypergraph((40, 30, 20), n_communities=4, n_hyperedges=800, p_in=0.0,
                            graph_degree=4, graph_p_in=1.0, random_state=1)
     kw = dict(n_components=4, diffusion_steps=0, solver="als", update="gauss-seidel",
-              max_iter=10, tol=0, random_state=0)
+              max_iter=10, tol=0, random_state=0, init="random")
     plain = HyperLearn(**kw).fit(data.X)
     graphs = [data.graphs[0], None, None]
     smooth = HyperLearn(lam=0.01, graphs=graphs, **kw).fit(data.X)
@@ -581,9 +581,10 @@ def test_collapse_to_zero_is_not_silent(hyper):
     # then ||X||^2); the fit says so instead of returning quietly
     from sklearn.exceptions import ConvergenceWarning
 
-    with pytest.warns(ConvergenceWarning, match="learned nothing: the factors of mode"):
+    with pytest.warns(ConvergenceWarning, match="learned nothing: the factors of mode") as w:
         model = HyperLearn(n_components=3, alpha=50.0, solver="als", update="gauss-seidel",
-                           **FAST).fit(hyper.X)
+                           init="random", **FAST).fit(hyper.X)
+    assert w[0].filename == __file__  # points at the user's call
     assert any(not np.any(f) for f in model.factors_)
 
 
@@ -648,3 +649,18 @@ def test_new_option_errors(hyper):
         HyperLearn(pairwise_components=-1).fit(X)
     with pytest.raises(InvalidParameterError, match="'loss' parameter"):
         HyperLearn(loss="hinge").fit(X)
+
+
+@pytest.mark.parametrize("graphs", [False, True])
+def test_defaults_learn_the_documented_example(graphs):
+    # the user guide's hypergraph, HyperLearn's defaults (tol included): no plateau stop
+    import warnings
+
+    data = make_hypergraph((40, 30, 20), n_communities=3, n_hyperedges=800, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model = HyperLearn(n_components=3, graphs=data.graphs if graphs else None,
+                           random_state=0).fit(data.X)
+    assert model.n_iter_ < model.max_iter  # stopped by tol, having learned
+    for f, lab in zip(model.factors_, data.labels, strict=True):
+        assert adjusted_rand_score(lab, np.abs(f).argmax(1)) > 0.9

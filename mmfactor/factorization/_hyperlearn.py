@@ -509,9 +509,13 @@ class HyperLearn(MultiModalTransformer):
     fit_intercept : bool, default=False
         Add a global mean and one bias vector per mode (``mu + sum_t b_t[i_t] + [[A]]``),
         the biased model of rating data.
-    init : {"random", "svd"}, default="random"
-        Initial base factors: scaled Gaussian, or the leading singular vectors of each
-        mode's unfolding (of ``X - mu`` with an intercept).
+    init : {"svd", "random"}, default="svd"
+        Initial base factors: the leading singular vectors of each mode's unfolding (of
+        ``X - mu`` with an intercept), scaled by ``sigma^(1/K)``, or a scaled Gaussian.
+        The default starts away from the saddle at zero: from a random start near it,
+        the loss can sit on a plateau long enough for the ``tol`` rule to stop the fit
+        before it learns anything, and a strong ``alpha`` can pull every factor to zero.
+        Pairwise factors always start as a small Gaussian.
     solver : {"adam", "als"}, default="adam"
         ``"adam"``: ``n_inner_iter`` Adam steps per mode and sweep on the pipeline's
         parameters (base factor, convolution, LSTM). ``"als"`` (``diffusion_steps=0``
@@ -666,7 +670,7 @@ class HyperLearn(MultiModalTransformer):
         update="jacobi",
         missing="zero",
         fit_intercept=False,
-        init="random",
+        init="svd",
         solver="adam",
         n_inner_iter=3,
         n_neighbors=10,
@@ -909,6 +913,8 @@ class HyperLearn(MultiModalTransformer):
         bases = [scale * rng.randn(n, w) for n, w in zip(shape, widths, strict=True)]
         if self.init == "svd":
             for b, s in zip(bases, self._svd_init(idx, centred, shape, R, rng), strict=True):
+                if bpr:  # the singular directions at the ranking loss's small scale
+                    s = s * (scale / max(float(np.sqrt(np.mean(s**2))), 1e-12))
                 b[:, :R] = s
 
         states = []
@@ -1042,7 +1048,7 @@ class HyperLearn(MultiModalTransformer):
                     "lower alpha, raise max_iter or change learning_rate_init")
             warnings.warn(f"HyperLearn learned nothing: {why} after {self.n_iter_} "
                           f"sweep(s) (n_components={R}). Try: {hint}.", ConvergenceWarning,
-                          stacklevel=4)
+                          stacklevel=_outside_stacklevel())
 
     def _objective(self, states, factors, losses, data=None):
         """eq. (10) + penalty with the factors after a sweep, and each mode's loss_t.
@@ -1203,6 +1209,18 @@ class HyperLearn(MultiModalTransformer):
         facs = [torch.as_tensor(a) for a in self._augmented()]
         with torch.no_grad():
             return cp_entries(torch.as_tensor(coords.astype(np.int64)), facs).numpy()
+
+
+def _outside_stacklevel():
+    """The ``stacklevel`` of the caller's first frame outside mmfactor (the user's call)."""
+    import os
+    import sys
+
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    level, frame = 1, sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename.startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def dtype_np(dtype):
