@@ -22,6 +22,8 @@ SECTIONS = [
     ("hyperlearn", "HyperLearn on MovieLens-100K and tensorly's tensors", "bench_hyperlearn.py"),
     ("hyperlearn_scaling", "HyperLearn scaling in the number of hyperedges",
      "bench_hyperlearn.py"),
+    ("hypergraph", "HyperLearn on a real hypergraph: tag recommendation on Last.fm",
+     "bench_hypergraph.py"),
     ("scale", "Scale: 10^7 ratings, modes as ranks, peak memory", "bench_scale.py"),
     ("regression", "The regression task: user age from MovieLens embeddings",
      "bench_regression.py"),

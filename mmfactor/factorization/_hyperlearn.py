@@ -613,7 +613,7 @@ class HyperLearn(MultiModalTransformer):
     >>> data = make_hypergraph((30, 20, 10), n_communities=3, n_hyperedges=600,
     ...                        random_state=0)
     >>> model = HyperLearn(n_components=3, graphs=data.graphs, diffusion_steps=2,
-    ...                    max_iter=20, tol=0, random_state=0)
+    ...                    random_state=0)
     >>> emb = model.fit_transform(data.X)
     >>> emb.shape, [f.shape for f in model.factors_]
     ((30, 3), [(30, 3), (20, 3), (10, 3)])
