@@ -123,6 +123,13 @@ def fetch_lastfm_hetrec(data_home=None, *, min_tag_count=1, min_artist_count=1,
     ships the data. Credit: I. Cantador, P. Brusilovsky and T. Kuflik, "2nd Workshop on
     Information Heterogeneity and Fusion in Recommender Systems (HetRec 2011)", ACM
     RecSys 2011; GroupLens (University of Minnesota); Last.fm (http://www.last.fm).
+
+    Examples
+    --------
+    >>> from mmfactor.datasets import fetch_lastfm_hetrec
+    >>> d = fetch_lastfm_hetrec(min_tag_count=5, min_artist_count=5)  # doctest: +SKIP
+    >>> d.X.shape, d.X.nnz, d.friends.shape  # doctest: +SKIP
+    ((1734, 6956, 2163), 163211, (1734, 1734))
     """
     for name, value in (("min_tag_count", min_tag_count),
                         ("min_artist_count", min_artist_count),
