@@ -855,7 +855,8 @@ from mmfactor.datasets import _goodreads  # noqa: E402
 
 # fetch_* loaders that go through datasets._base.fetch_file (SHA-256, atomic, safe_extract)
 VERIFIED_FETCHERS = {"fetch_dicty": ["dicty"], "fetch_movielens_100k": ["ml-100k",
-                                                                        "movielens_monti"]}
+                                                                        "movielens_monti"],
+                     "fetch_lastfm_hetrec": ["hetrec2011-lastfm-2k"]}
 
 
 def test_every_fetch_loader_is_accounted_for():
@@ -895,7 +896,8 @@ def test_fetch_refuses_a_corrupted_cached_file(fetch, data_home, tmp_path, monke
     home = _populated_cache(data_home, tmp_path, VERIFIED_FETCHERS[fetch])
     _no_network(monkeypatch)
     victim = sorted(p for p in (home / VERIFIED_FETCHERS[fetch][0]).iterdir()
-                    if p.name.startswith(("dicty.gene_expression", "u.data")))[0]
+                    if p.name.startswith(("dicty.gene_expression", "u.data",
+                                           "user_taggedartists")))[0]
     data = bytearray(victim.read_bytes())
     data[len(data) // 2] ^= 0xFF
     victim.chmod(0o644)
