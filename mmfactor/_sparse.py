@@ -18,8 +18,11 @@ def _csr(crow, col, values, size):
 
 
 def _torch_csr(csr, device, dtype):
-    csr = sp.csr_matrix(csr)
-    csr.sort_indices()
+    """A torch CSR tensor of a SciPy matrix; the caller's matrix is never reordered (an
+    unsorted one is sorted on a copy)."""
+    csr = sp.csr_matrix(csr)  # shares the caller's arrays when it is CSR already
+    if not csr.has_sorted_indices:
+        csr = csr.sorted_indices()
     return _csr(
         torch.as_tensor(csr.indptr, dtype=torch.int64, device=device),
         torch.as_tensor(csr.indices, dtype=torch.int64, device=device),

@@ -1449,3 +1449,29 @@ def test_goodreads_rebuilds_an_edited_candidates_file(tmp_path, damage):
     assert "INJECTED" not in again.title and again.title == first.title
     np.testing.assert_array_equal(first.images, again.images)
     assert json.loads(cache.read_text())[0]["title"] != "INJECTED" and not cache.is_symlink()
+
+
+def test_dfmf_svd_init_never_densifies_a_sparse_view():
+    """init='svd' on a 50,000 x 50,000 sparse relation (20 GB dense) runs a truncated SVD
+    of the sparse blocks (it tried to allocate them dense); on a small view the sparse
+    and dense inputs give the same fit."""
+    import tracemalloc
+
+    rng = np.random.RandomState(0)
+    n = 50_000
+    R = sp.csr_matrix((rng.rand(2000), (rng.randint(0, n, 2000), rng.randint(0, n, 2000))),
+                      shape=(n, n))
+    tracemalloc.start()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est = ESTIMATORS["DFMF"](init="svd").fit(R)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 200 * 2**20, peak
+    assert all(np.isfinite(f).all() for f in est.factors_.values())
+    X = base_views()["a"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dense = ESTIMATORS["DFMF"](init="svd").fit_transform(X)
+        sparse = ESTIMATORS["DFMF"](init="svd").fit_transform(sp.csr_matrix(X))
+    np.testing.assert_allclose(sparse, dense, rtol=1e-8, atol=1e-10)

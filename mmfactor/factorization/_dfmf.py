@@ -746,17 +746,28 @@ class DFMF(MultiModalTransformer):
                     sel = np.zeros((m, k))
                     sel[top[pick].T.numpy(), np.arange(k)[None, :]] = 1.0 / pick.shape[1]
                     g += torch.as_tensor(np.abs(np.asarray(B @ sel)))
+            elif any(sp.issparse(B) for B in blocks):  # a truncated SVD, never densified
+                from scipy.sparse.linalg import svds
+
+                M = sp.hstack([sp.csr_matrix(B) for B in blocks]).tocsr()
+                q = min(k, min(M.shape) - 1)
+                v0 = torch.rand(min(M.shape), generator=gen, dtype=torch.float64).numpy()
+                U, s, Vh = svds(M, k=q, v0=v0) if q >= 1 else (np.zeros((n, 0)),) * 3
+                order = np.argsort(s)[::-1] if q >= 1 else []
+                g = self._nndsvd(None, k, gen, svd=(torch.as_tensor(U[:, order].copy()),
+                                                    torch.as_tensor(s[order].copy()),
+                                                    torch.as_tensor(Vh[order].copy()), n))
             else:
-                M = np.hstack([B.toarray() if sp.issparse(B) else B for B in blocks])
+                M = np.hstack(blocks)
                 g = self._nndsvd(torch.as_tensor(M), k, gen)
             G[e] = g.to(dtype).to(ent_dev[e])
         return G
 
     @staticmethod
-    def _nndsvd(M, k, gen):
-        """Left factor of NNDSVD (Boutsidis & Gallopoulos 2008), zeros filled (NNDSVDa-like)."""
-        U, s, Vh = torch.linalg.svd(M, full_matrices=False)
-        n = M.shape[0]
+    def _nndsvd(M, k, gen, svd=None):
+        """Left factor of NNDSVD (Boutsidis & Gallopoulos 2008), zeros filled (NNDSVDa-like);
+        ``svd=(U, s, Vh, n)``: a (truncated) SVD computed by the caller."""
+        U, s, Vh, n = svd or (*torch.linalg.svd(M, full_matrices=False), M.shape[0])
         g = torch.zeros(n, k, dtype=torch.float64)
         q = min(k, len(s))
         for j in range(q):
