@@ -109,6 +109,27 @@ def bad_inputs():
     return rows
 
 
+def equivalents():
+    """``EQUIVALENT_INPUTS``: a view in an unusual form (masked, pd.NA, duplicates,
+    strides, dtypes) must give the embedding of its plain equivalent, bit for bit."""
+    rows = []
+    for case, (variant, plain, only) in R.EQUIVALENT_INPUTS.items():
+        for name in only:
+            b = R.base_views()["b"]
+            X = R.MultiModal(a=variant(), b=b)
+            before = R._copies(X)
+            try:
+                Z = _quiet(lambda X=X, name=name: R.ESTIMATORS[name]().fit_transform(X))
+                Y = R.MultiModal(a=plain(), b=b)
+                ref = _quiet(lambda Y=Y, name=name: R.ESTIMATORS[name]().fit_transform(Y))
+                outcome = "same embedding" if np.array_equal(Z, ref) else "different"
+            except Exception as e:  # noqa: BLE001
+                outcome = f"error ({type(e).__name__}: {str(e)[:80]})"
+            rows.append({"input": case, "estimator": name, "outcome": outcome,
+                         "input_unchanged": R._same(R._copies(X), before)})
+    return rows
+
+
 # ---- faults ------------------------------------------------------------------------------
 
 
@@ -324,6 +345,29 @@ def summarize(res):
             ("unfitted", "left unfitted (caught before training)", None)]),
         "",
     ]
+    eq = res.get("equivalents") or []
+    if eq:
+        cases = {}
+        for r in eq:
+            d = cases.setdefault(r["input"], {"input": r["input"], "estimators": [],
+                                              "same": 0, "unchanged": 0})
+            d["estimators"].append(r["estimator"])
+            d["same"] += r["outcome"] == "same embedding"
+            d["unchanged"] += r["input_unchanged"]
+        lines += [
+            f"**Equivalent inputs**: {len(eq)} (estimator, input) pairs of a view in an "
+            "unusual form against its plain equivalent; "
+            f"{sum(r['outcome'] == 'same embedding' for r in eq)} gave the same embedding "
+            f"bit for bit, the user's object unchanged in "
+            f"{sum(r['input_unchanged'] for r in eq)}.",
+            "",
+            markdown_table([dict(d, estimators=", ".join(d["estimators"]))
+                            for d in cases.values()],
+                           [("input", "input", None), ("estimators", "estimators", None),
+                            ("same", "same embedding", None),
+                            ("unchanged", "input unchanged", None)]),
+            "",
+        ]
     gaps = [r for r in bad if r["outcome"] != "clear error"]
     lines += ["Gaps (not caught, or not with a clear message): none.", ""] if not gaps else [
         "Gaps (not caught, or not with a clear message):",
@@ -411,7 +455,8 @@ def main():
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         res = {"machine": machine(), "command": command(),
-               "bad_inputs": bad_inputs(), "faults": faults(),
+               "bad_inputs": bad_inputs(), "equivalents": equivalents(),
+               "faults": faults(),
                "real_interrupts": real_interrupts(),
                "persistence": persistence(tmp), "attacks": attacks(tmp)}
     if args.memory:
