@@ -633,6 +633,16 @@ def test_new_options_survive_save_and_load(hyper, tmp_path):
     np.testing.assert_array_equal(clone.transform(hyper.X), model.transform(hyper.X))
     for a, b in zip(clone.interaction_factors_, model.interaction_factors_, strict=True):
         np.testing.assert_array_equal(a[0], b[0])
+    # a user-given start, fixed modes and restarts are stored with the model
+    init = [np.ones((n, 2)) for n in hyper.X.shape]
+    model = HyperLearn(n_components=2, init=init, fixed_modes=[2], n_init=2,
+                       **{**FAST, "max_iter": 2}).fit(hyper.X)
+    mmfactor.save(model, path)
+    clone = mmfactor.load(path)
+    assert clone.fixed_modes == [2] and clone.n_init == 2
+    np.testing.assert_array_equal(clone.init[1], init[1])
+    np.testing.assert_array_equal(clone.predict_entries(hyper.X.indices[:20]),
+                                  model.predict_entries(hyper.X.indices[:20]))
 
 
 def test_new_option_errors(hyper):
@@ -664,3 +674,131 @@ def test_defaults_learn_the_documented_example(graphs):
     assert model.n_iter_ < model.max_iter  # stopped by tol, having learned
     for f, lab in zip(model.factors_, data.labels, strict=True):
         assert adjusted_rand_score(lab, np.abs(f).argmax(1)) > 0.9
+
+
+# ---- user-given starts, fixed modes, restarts, tensorly interoperation ----------------------
+
+
+def test_user_init_and_fixed_modes(hyper):
+    rng = np.random.RandomState(3)
+    init = [rng.rand(n, 3) for n in hyper.X.shape]
+    model = HyperLearn(n_components=3, init=init, fixed_modes=[1, 2], solver="als",
+                       update="gauss-seidel", dtype="float64", **{**FAST, "max_iter": 4})
+    model.fit(hyper.X)
+    np.testing.assert_array_equal(model.factors_[1], init[1])
+    np.testing.assert_array_equal(model.factors_[2], init[2])
+    assert not np.allclose(model.factors_[0], init[0])
+    # mode 0 is then the exact least-squares solution against the fixed modes
+    dense = hyper.X.to_dense().reshape(40, -1)
+    KR = np.einsum("jr,kr->jkr", init[1], init[2]).reshape(-1, 3)
+    exact = np.linalg.lstsq(KR, dense.T, rcond=None)[0].T
+    np.testing.assert_allclose(model.factors_[0], exact, rtol=1e-6, atol=1e-8)
+    assert model.get_params()["init"] is init  # the parameter is not touched
+    # a start is a start: one ALS sweep from a good fit keeps it good
+    good = HyperLearn(n_components=3, solver="als", update="gauss-seidel", **FAST).fit(hyper.X)
+    again = HyperLearn(n_components=3, init=good.factors_, solver="als",
+                       update="gauss-seidel", **{**FAST, "max_iter": 1}).fit(hyper.X)
+    assert again.loss_curve_[0] <= good.loss_curve_[-1] * (1 + 1e-5)
+
+
+def test_init_from_a_tensorly_cp_tensor_and_cp_tensor_input():
+    from tensorly.decomposition import parafac
+
+    rng = np.random.RandomState(0)
+    dense = tl.cp_to_tensor((np.ones(2), [rng.rand(n, 2) for n in (8, 7, 6)]))
+    cp = parafac(tl.tensor(dense), rank=2, n_iter_max=50, init="random", random_state=0)
+    model = HyperLearn(n_components=2, init=cp, solver="als", update="gauss-seidel",
+                       dtype="float64", **{**FAST, "max_iter": 1}).fit(dense)
+    cp_err = float(((tl.cp_to_tensor(cp) - dense) ** 2).sum())
+    assert model.loss_terms_["data"][0] <= cp_err * (1 + 1e-6) + 1e-12
+    # a CPTensor as the input: the dense tensor it stands for
+    a = HyperLearn(n_components=2, solver="als", update="gauss-seidel", **FAST).fit(cp)
+    b = HyperLearn(n_components=2, solver="als", update="gauss-seidel", **FAST).fit(
+        tl.cp_to_tensor(cp))
+    np.testing.assert_array_equal(a.factors_[0], b.factors_[0])
+
+
+@pytest.mark.parametrize("extra", [{}, {"pairwise_components": 2, "fit_intercept": True}])
+def test_to_cptensor_reconstruct_and_inverse_transform(hyper, extra):
+    model = HyperLearn(n_components=3, solver="als", update="gauss-seidel",
+                       **{**FAST, "max_iter": 5}, **extra).fit(hyper.X)
+    cp = model.to_cptensor()
+    full = tl.cp_to_tensor(cp)
+    grid = np.argwhere(np.ones(hyper.X.shape, dtype=bool))
+    np.testing.assert_allclose(full.ravel(), model.predict_entries(grid), rtol=1e-10)
+    if not extra:
+        np.testing.assert_array_equal(cp.factors[0], model.factors_[0].astype(np.float64))
+    # inverse_transform of the fitted mode-0 embedding gives the model's rows back (the
+    # mode-0 bias, not part of an embedding, aside)
+    K = 3
+    emb = np.hstack([model.factors_[0]] + [p[0] for p in model.interaction_factors_[: K - 1]])
+    rows = model.inverse_transform(emb)
+    expect = full - (model.biases_["modes"][0][:, None, None] if model.biases_ else 0)
+    np.testing.assert_allclose(rows, expect, rtol=1e-5, atol=1e-6)
+    # reconstruct: the fold-in of rows, then the model's values for them
+    facs, _, _ = model._fold_in(hyper.X[:4])
+    rec = model.reconstruct(hyper.X[:4])
+    assert rec.shape == (4, 30, 20)
+    np.testing.assert_allclose(rec, tl.cp_to_tensor((np.ones(facs[0].shape[1]),
+                                                     [f.numpy() for f in facs])))
+    assert np.mean((rec - hyper.X[:4].to_dense()) ** 2) <= np.mean(hyper.X[:4].to_dense() ** 2)
+    with pytest.raises(ValueError, match=r"more than max_entries=10"):
+        model.reconstruct(hyper.X[:4], max_entries=10)
+    with pytest.raises(ValueError, match=r"X has shape \(2, 1\); expected \(n_samples, "):
+        model.inverse_transform(np.ones((2, 1)))
+
+
+def test_n_init_keeps_the_best_restart(hyper):
+    from sklearn.utils import check_random_state
+
+    kw = dict(n_components=3, init="random", **{**FAST, "max_iter": 3})
+    best = HyperLearn(n_init=3, **{**kw, "random_state": 5}).fit(hyper.X)
+    seeds = check_random_state(5).randint(np.iinfo(np.int32).max, size=3)
+    finals = [HyperLearn(**{**kw, "random_state": int(s)}).fit(hyper.X).loss_curve_[-1]
+              for s in seeds]
+    assert best.loss_curve_[-1] == min(finals)
+    assert len(set(finals)) == 3  # the restarts differ
+
+
+def test_init_and_fixed_modes_errors(hyper):
+    X = hyper.X
+    with pytest.raises(ValueError, match=r"init\[1\] has shape \(30, 2\); expected \(30, 3\)"):
+        HyperLearn(n_components=3, init=[np.ones((40, 3)), np.ones((30, 2)),
+                                         np.ones((20, 3))]).fit(X)
+    with pytest.raises(ValueError, match=r"init has 2 factors; expected one per mode"):
+        HyperLearn(n_components=3, init=[np.ones((40, 3)), np.ones((30, 3))]).fit(X)
+    with pytest.raises(TypeError, match=r"init must be 'svd', 'random', a list of 3"):
+        HyperLearn(n_components=3, init={"a": 1}).fit(X)
+    with pytest.raises(ValueError, match=r"fixed_modes=\[3\] must list distinct modes"):
+        HyperLearn(fixed_modes=[3]).fit(X)
+    with pytest.raises(ValueError, match=r"fixed_modes=\[0, 1, 2\] fixes every mode"):
+        HyperLearn(fixed_modes=[0, 1, 2]).fit(X)
+    with pytest.raises(InvalidParameterError, match="'n_init' parameter"):
+        HyperLearn(n_init=0).fit(X)
+
+
+@pytest.mark.parametrize("solver", ["als", "adam"])
+def test_nonnegative_cp(solver):
+    from tensorly.decomposition import non_negative_parafac
+
+    rng = np.random.RandomState(0)
+    dense = tl.cp_to_tensor((np.ones(3), [rng.rand(n, 3) for n in (10, 9, 8)]))
+    dense = dense + 0.01 * rng.rand(*dense.shape)
+    kw = dict(n_components=3, nonnegative=True, solver=solver, update="gauss-seidel",
+              dtype="float64", diffusion_steps=0, tol=0, random_state=0,
+              max_iter=40 if solver == "als" else 300, learning_rate_init=0.02,
+              n_inner_iter=1)
+    model = HyperLearn(**kw).fit(dense)
+    assert all((f >= 0).all() for f in model.factors_)
+    assert not all((f > 0).all() for f in HyperLearn(
+        **{**kw, "nonnegative": False, "init": "random"}).fit(dense).factors_)
+    err = model.loss_terms_["data"][-1] / np.square(dense).sum()
+    ref = non_negative_parafac(tl.tensor(dense), rank=3, n_iter_max=200, init="random",
+                               random_state=0)
+    ref_err = float(((tl.cp_to_tensor(ref) - dense) ** 2).sum()) / np.square(dense).sum()
+    assert err < (max(3 * ref_err, 1e-3) if solver == "als" else 5e-3)  # Adam: slower
+    if solver == "als":  # coordinate descent never increases the objective (no graph)
+        curve = model.loss_curve_
+        assert all(b <= a * (1 + 1e-9) for a, b in zip(curve, curve[1:], strict=False))
+    with pytest.raises(ValueError, match="nonnegative=True constrains the factors"):
+        HyperLearn(nonnegative=True, diffusion_steps=2).fit(dense)

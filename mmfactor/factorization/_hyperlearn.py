@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import numbers
 import warnings
+from collections.abc import Mapping
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import _check_feature_names, check_is_fitted
 
@@ -53,6 +55,10 @@ def _as_coordinates(view, name, missing):
     if isinstance(view, list | tuple) and view and all(isinstance(v, SparseTensor)
                                                        for v in view):
         view = SparseTensor.concatenate(view)  # rows picked one by one by MultiModal
+    if _is_cp_tensor(view):  # a tensorly CPTensor: the (small) dense tensor it stands for
+        import tensorly as tl
+
+        view = np.asarray(tl.to_numpy(tl.cp_to_tensor(view)), dtype=np.float64)
     if isinstance(view, SparseTensor):
         if view.ndim < 2:
             raise ValueError(f"View {name!r} has shape {view.shape}; expected K >= 2 modes.")
@@ -72,9 +78,28 @@ def _as_coordinates(view, name, missing):
     return np.argwhere(keep).astype(np.int64), arr[keep], arr.shape, "full"
 
 
+def _is_cp_tensor(obj):
+    """Whether ``obj`` is a tensorly ``CPTensor`` (without importing tensorly)."""
+    return type(obj).__name__ == "CPTensor" and type(obj).__module__.startswith("tensorly")
+
+
+def _cp_factors(cp, R):
+    """The factors of a tensorly ``CPTensor``, its weights spread evenly over the modes."""
+    import tensorly as tl
+
+    weights, factors = cp
+    factors = [np.asarray(tl.to_numpy(f), dtype=np.float64) for f in factors]
+    w = np.asarray(tl.to_numpy(weights), dtype=np.float64) if weights is not None else None
+    if w is not None:
+        scale = np.abs(w) ** (1.0 / len(factors))
+        factors = [f * scale for f in factors]
+        factors[0] = factors[0] * np.sign(w)
+    return factors
+
+
 def _split_input(X):
     """``(mm, tensor_view, feature_views)``: view 0 is the tensor, the others describe mode 0."""
-    if isinstance(X, SparseTensor):
+    if isinstance(X, SparseTensor) or _is_cp_tensor(X):
         X = MultiModal(X)
     mm = as_multimodal(X)
     return mm, mm.views[0], mm.views[1:]
@@ -185,6 +210,7 @@ class _ModeState:
                  alpha, lr, device, solver="adam", L_diag=None):
         self.t, self.device, self.solver, self.L_diag = t, device, solver, L_diag
         self.damping = 1.0
+        self.fixed = self.nonnegative = False
         self.base, self.net, self.bias = base, net, bias
         self.template = template
         self.free = list(free)
@@ -268,6 +294,9 @@ def update_mode(t, factors, state, n_steps=1):
         surrogate = state.lam * (A * grad).sum() + graph + pen
         surrogate.backward()
         state.optimizer.step()
+        if state.nonnegative:  # projected: the embedding stays >= 0
+            with torch.no_grad():
+                state.base.clamp_(min=0)
         loss = state.lam * dl + graph.detach().double() + pen.detach().double()
     with torch.no_grad():
         # a copy: with diffusion_steps=0 the factor *is* the parameter Adam updates in place
@@ -325,7 +354,7 @@ def _als_update(t, facs, state, n_steps):
         p = z.clone()
         rz = float((r * z).sum())
         rz0 = rz
-        for _ in range(n_steps):
+        for _ in range(0 if state.nonnegative else n_steps):
             if not rz > 1e-10 * rz0:  # converged (exact after one step without a graph)
                 break
             Ap = op(p)
@@ -339,6 +368,9 @@ def _als_update(t, facs, state, n_steps):
             rz_new = float((r * z).sum())
             p = z + (rz_new / rz) * p
             rz = rz_new
+        if state.nonnegative:  # coordinate descent instead, from the current point
+            X = _nonnegative_solve(A[:, free].clone(), D, 2 * lam * b, L, Ldiag, R,
+                                   max(n_steps, 1))
         if state.damping != 1.0:
             # Jacobi: every mode moved from the same old factors; the full step would let
             # the K modes rescale together and oscillate, so take a damped step
@@ -351,6 +383,27 @@ def _als_update(t, facs, state, n_steps):
         graph, pen = state.regularizers(state.embedding(new))
         loss = lam * data_loss(facs, state.data) + graph.double() + pen.double()
         return new.clone(), loss
+
+
+def _nonnegative_solve(X, D, rhs, L, Ldiag, R, n_steps):
+    """``n_steps`` passes of exact coordinate descent (HALS) on a mode's quadratic
+    ``1/2 x^T D x - rhs^T x (+ 1/2 tr(X^T L X))`` with the embedding columns (the first
+    ``R``) kept >= 0: each column in turn, every row at once, ``x_j <- max(0, x_j - g_j /
+    H_jj)``. Without a graph each step is an exact minimisation, so the loss never
+    increases; with one, the rows it couples move together."""
+    X[:, :R] = X[:, :R].clamp_min(0)
+    diag = D.diagonal(dim1=1, dim2=2).clone()
+    if Ldiag is not None:
+        diag[:, :R] += Ldiag[:, None]
+    for _ in range(n_steps):
+        for j in range(X.shape[1]):
+            g = (D[:, j, :] * X).sum(1) - rhs[:, j]
+            if L is not None and j < R:
+                g = g + torch.sparse.mm(L, X[:, j:j + 1].contiguous())[:, 0]
+            h = diag[:, j]
+            x = X[:, j] - torch.where(h > 0, g / torch.where(h > 0, h, 1), 0)
+            X[:, j] = x.clamp_min(0) if j < R else x
+    return X
 
 
 # --------------------------------------------------------------------------------------
@@ -408,7 +461,11 @@ def _bpr_epoch(states, edges, mode, shape, batch_size, lam, gen):
         reg = sum(sum(s.regularizers(c)) for s, c in zip(states, cores, strict=True))
         (lam * data + (len(pos) / n) * reg.to(data.device)).backward()
         for s in states:
-            s.optimizer.step()
+            if not s.fixed:
+                s.optimizer.step()
+                if s.nonnegative:
+                    with torch.no_grad():
+                        s.base.clamp_(min=0)
         total += float(data.detach().double())
     return total
 
@@ -515,7 +572,22 @@ class HyperLearn(MultiModalTransformer):
         The default starts away from the saddle at zero: from a random start near it,
         the loss can sit on a plateau long enough for the ``tol`` rule to stop the fit
         before it learns anything, and a strong ``alpha`` can pull every factor to zero.
-        Pairwise factors always start as a small Gaussian.
+        Pairwise factors always start as a small Gaussian. Also a list of K arrays
+        (``N_t x n_components``, the K-way factors to start from), or a tensorly
+        ``CPTensor`` of rank ``n_components`` (its weights spread over the modes), as
+        tensorly's ``parafac(init=...)`` takes. A model started from a ``CPTensor`` is
+        saved with pickle or joblib (the safe format stores plain values only).
+    fixed_modes : list of int or None, default=None
+        Modes whose parameters stay at their initial value (tensorly's ``fixed_modes``):
+        with a user-given ``init``, factors known in advance.
+    n_init : int, default=1
+        Fits from different random starts (seeded from ``random_state``); the one with
+        the lowest final objective (or validation loss with ``early_stopping``) is kept.
+    nonnegative : bool, default=False
+        Keep the factors (K-way and pairwise; not the biases) >= 0: non-negative CP.
+        ``solver="als"`` runs exact coordinate descent (HALS) on each mode's quadratic
+        instead of conjugate gradients; ``"adam"`` projects after every step. Needs
+        ``diffusion_steps=0`` (the diffusion's output is not constrained).
     solver : {"adam", "als"}, default="adam"
         ``"adam"``: ``n_inner_iter`` Adam steps per mode and sweep on the pipeline's
         parameters (base factor, convolution, LSTM). ``"als"`` (``diffusion_steps=0``
@@ -635,7 +707,10 @@ class HyperLearn(MultiModalTransformer):
         "update": [StrOptions({"jacobi", "gauss-seidel"})],
         "missing": [StrOptions({"zero", "unobserved"})],
         "fit_intercept": ["boolean"],
-        "init": [StrOptions({"random", "svd"})],
+        "init": [StrOptions({"random", "svd"}), list, tuple, Mapping],
+        "fixed_modes": [None, list, tuple],
+        "n_init": [Interval(numbers.Integral, 1, None, closed="left")],
+        "nonnegative": ["boolean"],
         "solver": [StrOptions({"adam", "als"})],
         "n_inner_iter": [Interval(numbers.Integral, 1, None, closed="left")],
         "n_neighbors": [Interval(numbers.Integral, 1, None, closed="left")],
@@ -671,6 +746,9 @@ class HyperLearn(MultiModalTransformer):
         missing="zero",
         fit_intercept=False,
         init="svd",
+        fixed_modes=None,
+        n_init=1,
+        nonnegative=False,
         solver="adam",
         n_inner_iter=3,
         n_neighbors=10,
@@ -702,6 +780,9 @@ class HyperLearn(MultiModalTransformer):
         self.missing = missing
         self.fit_intercept = fit_intercept
         self.init = init
+        self.fixed_modes = fixed_modes
+        self.n_init = n_init
+        self.nonnegative = nonnegative
         self.solver = solver
         self.n_inner_iter = n_inner_iter
         self.n_neighbors = n_neighbors
@@ -795,6 +876,9 @@ class HyperLearn(MultiModalTransformer):
             )
         if kind == "full" and not np.any(vals):
             raise ValueError(f"View {mm.names[0]!r} of shape {shape} is all zeros.")
+        if self.nonnegative and self.diffusion_steps > 0:
+            raise ValueError(f"nonnegative=True constrains the factors themselves and needs "
+                             f"diffusion_steps=0; got diffusion_steps={self.diffusion_steps}.")
         if self.loss == "bpr" and self.solver != "adam":
             raise ValueError(f"loss='bpr' is trained by Adam on mini-batches; got "
                              f"solver={self.solver!r}. Use solver='adam'.")
@@ -874,10 +958,66 @@ class HyperLearn(MultiModalTransformer):
 
     def _fit(self, X):
         self._validate_params()
-        mm, idx, vals, shape, kind, graphs, K = self._prepare(X)
+        prepared = self._prepare(X)
+        given = self._check_init(prepared[3])
+        if self.n_init == 1:
+            seeds = [self.random_state]
+        else:
+            seeds = check_random_state(self.random_state).randint(
+                np.iinfo(np.int32).max, size=self.n_init).tolist()
+        best = None
+        for seed in seeds:
+            self._fit_single(*prepared, given, seed)
+            terms = self.loss_terms_
+            score = min(terms["validation"]) if "validation" in terms else self.loss_curve_[-1]
+            if best is None or score < best[0]:
+                best = (score, {k: v for k, v in vars(self).items()
+                                if k.endswith("_") or k in _FITTED_PRIVATE})
+        vars(self).update(best[1])
+        _check_feature_names(self, X, reset=True)  # feature_names_in_ of a DataFrame
+        if self._failure is not None:
+            warnings.warn(self._failure, ConvergenceWarning, stacklevel=_outside_stacklevel())
+
+    def _check_init(self, shape):
+        """The user's initial K-way factors (list of arrays) or None; checks fixed_modes."""
+        K, R = len(shape), self.n_components
+        if self.fixed_modes is not None:
+            bad = [m for m in self.fixed_modes
+                   if not isinstance(m, numbers.Integral) or not 0 <= m < K]
+            if bad or len(set(self.fixed_modes)) != len(self.fixed_modes):
+                raise ValueError(f"fixed_modes={list(self.fixed_modes)!r} must list distinct "
+                                 f"modes of the tensor of shape {shape} (0 to {K - 1}).")
+            if len(self.fixed_modes) == K:
+                raise ValueError(f"fixed_modes={list(self.fixed_modes)!r} fixes every mode "
+                                 "of the tensor: nothing is left to fit.")
+        if isinstance(self.init, str):
+            return None
+        if _is_cp_tensor(self.init):
+            factors = _cp_factors(self.init, R)
+        elif isinstance(self.init, list | tuple):
+            factors = list(self.init)
+        else:
+            raise TypeError(f"init must be 'svd', 'random', a list of {K} factor arrays or a "
+                            f"tensorly CPTensor; got a {type(self.init).__name__}.")
+        if len(factors) != K:
+            raise ValueError(f"init has {len(factors)} factors; expected one per mode of the "
+                             f"tensor of shape {shape} ({K}).")
+        out = []
+        for t, (f, n) in enumerate(zip(factors, shape, strict=True)):
+            f = np.asarray(f, dtype=np.float64)
+            if f.shape != (n, R):
+                raise ValueError(f"init[{t}] has shape {f.shape}; expected ({n}, {R}) "
+                                 f"(mode {t} has {n} items, n_components={R}).")
+            if not np.isfinite(f).all():
+                raise ValueError(f"init[{t}] has NaN or infinite entries.")
+            out.append(f.copy())
+        return out
+
+    def _fit_single(self, mm, idx, vals, shape, kind, graphs, K, given, random_state):
+        """One fit from the start ``random_state`` gives (``n_init`` repeats it)."""
         devices = resolve_devices(self.devices, [f"mode{t}" for t in range(K)])
         dtype = _DTYPES[self.dtype]
-        gen, rng = torch_generator(self.random_state)
+        gen, rng = torch_generator(random_state)
         R, P = self.n_components, self.pairwise_components
         layout = _Layout(K, R, P, self.fit_intercept)
         bpr = self.loss == "bpr"
@@ -911,12 +1051,17 @@ class HyperLearn(MultiModalTransformer):
         if bpr:  # a ranking loss has no data scale: small factors, as in BPR
             scale = 0.1
         bases = [scale * rng.randn(n, w) for n, w in zip(shape, widths, strict=True)]
-        if self.init == "svd":
+        if given is not None:
+            for b, g in zip(bases, given, strict=True):
+                b[:, :R] = g
+        elif self.init == "svd":
             for b, s in zip(bases, self._svd_init(idx, centred, shape, R, rng), strict=True):
                 if bpr:  # the singular directions at the ranking loss's small scale
                     s = s * (scale / max(float(np.sqrt(np.mean(s**2))), 1e-12))
                 b[:, :R] = s
 
+        if self.nonnegative:  # start inside the constraint (a leading singular vector
+            bases = [np.abs(b) for b in bases]  # may come out all negative)
         states = []
         for t in range(K):
             dev = devices[t]
@@ -953,6 +1098,9 @@ class HyperLearn(MultiModalTransformer):
         if self.update == "jacobi":
             for s in states:
                 s.damping = 0.5
+        for s in states:
+            s.fixed = s.t in set(self.fixed_modes or ())
+            s.nonnegative = self.nonnegative
         with torch.no_grad():
             factors = [s.factor().detach().clone() for s in states]
         self._states, self._factors = states, factors
@@ -972,6 +1120,9 @@ class HyperLearn(MultiModalTransformer):
                 new = list(self._factors)
                 losses = []
                 for t, state in enumerate(states):
+                    if state.fixed:  # kept at its initial value
+                        losses.append(0.0)
+                        continue
                     source = self._factors if self.update == "jacobi" else new
                     new[t], loss_t = update_mode(t, source, state, self.n_inner_iter)
                     losses.append(loss_t)
@@ -1013,15 +1164,14 @@ class HyperLearn(MultiModalTransformer):
         else:
             self.biases_ = None
         self.n_features_in_ = shape[1]  # the size of mode 1 (the columns of a matrix)
-        _check_feature_names(self, X, reset=True)  # feature_names_in_ of a DataFrame
         self._n_views = len(mm.views)
         self._n_features_out = widths[0]
         del self._states, self._factors  # the data and optimizers are not kept
-        self._warn_if_failed(factors, states, idx, vals, shape, kind)
+        self._failure = self._failure_reason(factors, states, idx, vals, kind)
 
-    def _warn_if_failed(self, factors, states, idx, vals, shape, kind):
-        """Warn when the fit learned nothing: every factor collapsed to zero, or the
-        data term ended no better than predicting zeros (the ranking loss: chance)."""
+    def _failure_reason(self, factors, states, idx, vals, kind):
+        """Why the fit learned nothing (a mode's factors all zero, a data term no better
+        than predicting zeros, a ranking loss at chance), or None."""
         R = self.n_components
         emb = [s.embedding(f) for s, f in zip(states, factors, strict=True)]
         collapsed = [t for t, e in enumerate(emb) if not bool(torch.any(e != 0))]
@@ -1042,13 +1192,13 @@ class HyperLearn(MultiModalTransformer):
             if final >= null * (1 - 1e-9):
                 why = (f"the data term ended at {final:.6g}, no better than predicting "
                        f"zeros ({null:.6g}, i.e. ||X||^2)")
-        if why is not None:
-            hint = ("lower alpha or learning_rate_init, use init='svd', or solver='als' "
-                    "with diffusion_steps=0" if self.loss == "squared" else
-                    "lower alpha, raise max_iter or change learning_rate_init")
-            warnings.warn(f"HyperLearn learned nothing: {why} after {self.n_iter_} "
-                          f"sweep(s) (n_components={R}). Try: {hint}.", ConvergenceWarning,
-                          stacklevel=_outside_stacklevel())
+        if why is None:
+            return None
+        hint = ("lower alpha or learning_rate_init, use init='svd', or solver='als' "
+                "with diffusion_steps=0" if self.loss == "squared" else
+                "lower alpha, raise max_iter or change learning_rate_init")
+        return (f"HyperLearn learned nothing: {why} after {self.n_iter_} sweep(s) "
+                f"(n_components={R}). Try: {hint}.")
 
     def _objective(self, states, factors, losses, data=None):
         """eq. (10) + penalty with the factors after a sweep, and each mode's loss_t.
@@ -1209,6 +1359,85 @@ class HyperLearn(MultiModalTransformer):
         facs = [torch.as_tensor(a) for a in self._augmented()]
         with torch.no_grad():
             return cp_entries(torch.as_tensor(coords.astype(np.int64)), facs).numpy()
+
+    def to_cptensor(self):
+        """The fitted model as a tensorly ``CPTensor``.
+
+        Returns
+        -------
+        cp : tensorly.cp_tensor.CPTensor
+            ``(weights, factors)`` with unit weights: the K-way factors, then the
+            pairwise and intercept columns (see :class:`HyperLearn`'s ``pairwise_components``
+            and ``fit_intercept``), whose CP reconstruction is the model itself. Without
+            them, the factors are ``factors_``. Use it with tensorly's functions
+            (``tensorly.cp_to_tensor``, ``tensorly.cp_normalize``, ...) or as ``init``.
+        """
+        check_is_fitted(self)
+        from tensorly.cp_tensor import CPTensor
+
+        facs = self._augmented()
+        return CPTensor((np.ones(facs[0].shape[1]), facs))
+
+    def reconstruct(self, X, max_entries=10**8):
+        """The rows of ``X`` as the model approximates them, after folding ``X`` in.
+
+        Parameters
+        ----------
+        X : ndarray, torch.Tensor, SciPy sparse matrix, SparseTensor or MultiModal
+            Entries of mode-0 items (new or seen), as for :meth:`transform`.
+        max_entries : int, default=10**8
+            Refuse a result with more entries (it would not fit in memory).
+
+        Returns
+        -------
+        tensor : ndarray of float64, shape ``(n_samples, N_2, ..., N_K)``
+            The model's value at every entry of those items (tensorly's
+            ``cp_to_tensor`` of the folded-in model). For the fitted tensor itself,
+            ``tensorly.cp_to_tensor(model.to_cptensor())``.
+        """
+        facs, _, _ = self._fold_in(X)
+        shape = (facs[0].shape[0],) + tuple(self.shape_[1:])
+        n = int(np.prod(shape, dtype=np.float64))
+        if n > max_entries:
+            raise ValueError(f"The reconstruction of shape {shape} has {n} entries, more "
+                             f"than max_entries={max_entries}; use predict_entries for the "
+                             "entries you need.")
+        import tensorly as tl
+
+        facs = [as_numpy(f).astype(np.float64) for f in facs]
+        return np.asarray(tl.to_numpy(tl.cp_to_tensor((np.ones(facs[0].shape[1]), facs))))
+
+    def inverse_transform(self, X):
+        """The tensor rows that embeddings stand for: ``(n, N_2, ..., N_K)``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features_out)
+            Embeddings of mode-0 items, as :meth:`transform` returns them.
+
+        Returns
+        -------
+        rows : ndarray of float64, shape ``(n_samples, N_2, ..., N_K)``
+            The model's values for those items. With ``fit_intercept``, the items' own
+            mode-0 bias is not part of the embedding and counts as 0.
+        """
+        check_is_fitted(self)
+        E = np.asarray(X, dtype=np.float64)
+        layout = self._layout()
+        if E.ndim != 2 or E.shape[1] != len(layout.emb[0]):
+            raise ValueError(f"X has shape {E.shape}; expected (n_samples, "
+                             f"{len(layout.emb[0])}), embeddings as transform returns them.")
+        mu = self.biases_["mean"] if self.biases_ is not None else 0.0
+        A0 = layout.template(0, E.shape[0], mu)
+        A0[:, layout.emb[0]] = E
+        import tensorly as tl
+
+        facs = [A0] + self._augmented()[1:]
+        return np.asarray(tl.to_numpy(tl.cp_to_tensor((np.ones(A0.shape[1]), facs))))
+
+
+#: private attributes a fit sets, kept with the fitted ones when ``n_init`` picks a fit
+_FITTED_PRIVATE = ("_kind", "_n_views", "_n_features_out", "_failure")
 
 
 def _outside_stacklevel():
