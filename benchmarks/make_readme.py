@@ -24,6 +24,8 @@ SECTIONS = [
      "bench_hyperlearn.py"),
     ("hypergraph", "HyperLearn on a real hypergraph: tag recommendation on Last.fm",
      "bench_hypergraph.py"),
+    ("hypergraph_seeds", "Last.fm tag recommendation: spread over seeds",
+     "bench_hypergraph.py"),
     ("scale", "Scale: 10^7 ratings, modes as ranks, peak memory", "bench_scale.py"),
     ("regression", "The regression task: user age from MovieLens embeddings",
      "bench_regression.py"),

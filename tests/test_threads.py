@@ -133,7 +133,7 @@ def test_every_public_computing_method_runs_under_n_jobs():
         cls = type(make())
         public = {m for m in dir(cls) if not m.startswith("_") and callable(getattr(cls, m))
                   and getattr(cls, m).__module__.startswith("mmfactor")}
-        mine = public - {"save"}
+        mine = public - {"save", "to_cptensor"}  # they store or convert, no computing
         assert mine <= computing, f"{name}: {sorted(mine - computing)} not classified"
         for m in mine:
             assert m in THREADED_METHODS
