@@ -204,8 +204,31 @@ def test_missing_zero_differs_from_unobserved():
     X, rel = _collective()
     a = DCMF(n_components=2, relations=rel, missing="unobserved", **FAST).fit(X)
     b = DCMF(n_components=2, relations=rel, missing="zero", **FAST).fit(X)
-    assert a.scaling_["ratings"][0] > 1 and b.scaling_["ratings"][0] == 0
+    R = X.views[0]
+    # unobserved: the stored entries' statistics; zero: every cell's (unstored ones as 0)
+    assert np.isclose(a.scaling_["ratings"][0], R.data.mean())
+    assert np.allclose(b.scaling_["ratings"], (R.toarray().mean(), R.toarray().std()))
     assert not np.allclose(a.factors_["user"], b.factors_["user"])
+
+
+def test_sparse_zero_view_agrees_with_the_same_dense_view():
+    # issue 16: a complete dense view and the same matrix as a sparse view with
+    # missing="zero" are standardised alike (the sparse one centred implicitly), so the
+    # fits agree to float32 rounding
+    rng = np.random.RandomState(0)
+    A = rng.rand(40, 12) * (rng.rand(40, 12) < 0.5)
+    B = rng.rand(40, 6)
+    kw = dict(n_components=3, missing="zero", hidden_layer_sizes=(8,), max_iter=10, tol=0,
+              random_state=0)
+    dense = DCMF(**kw).fit(MultiModal(a=A, b=B))
+    sparse = DCMF(**kw).fit(MultiModal(a=sp.csr_matrix(A), b=B))
+    assert np.allclose(dense.scaling_["a"], (A.mean(), A.std()))
+    assert np.allclose(sparse.scaling_["a"], dense.scaling_["a"])
+    Zd = dense.transform(MultiModal(a=A, b=B))
+    Zs = sparse.transform(MultiModal(a=sp.csr_matrix(A), b=B))
+    np.testing.assert_allclose(Zs, Zd, atol=1e-5)
+    np.testing.assert_allclose(sparse.score(MultiModal(a=sp.csr_matrix(A), b=B)),
+                               dense.score(MultiModal(a=A, b=B)), rtol=1e-5)
 
 
 def test_nan_entries_are_masked():

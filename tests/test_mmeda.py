@@ -15,7 +15,8 @@ from mmfactor import MMEDA, MultiModal
 from mmfactor.datasets import load_mfeat
 from mmfactor.neural import ConvAutoencoder, DenseAutoencoder
 
-TINY = dict(n_components=4, conv_channels=(4,), hidden_layer_sizes=(16,), view_components=6,
+TINY = dict(n_components=4, encoder="neural", conv_channels=(4,), hidden_layer_sizes=(16,),
+            view_components=6,
             fusion_layer_sizes=(12,), batch_size=16, max_iter=4, tol=0)
 
 
@@ -63,7 +64,8 @@ def test_training_reduces_the_loss_and_learns_the_digits():
     X, y = load_mfeat(views=["pix", "fou"], return_X_y=True)
     idx = np.arange(len(y))[::4]
     tr, te = train_test_split(idx, test_size=0.25, stratify=y[idx], random_state=0)
-    model = MMEDA(n_components=10, variant="I", conv_channels=(8,), hidden_layer_sizes=(64,),
+    model = MMEDA(n_components=10, variant="I", encoder="neural", conv_channels=(8,),
+                  hidden_layer_sizes=(64,),
                   view_components=16, fusion_layer_sizes=(32,), max_iter=15, tol=0,
                   batch_size=32, random_state=0)
     Z = model.fit(X[tr]).transform(X)
@@ -338,3 +340,168 @@ def test_varimax_and_ica_rotations_map_z_and_keep_every_reconstruction(rotation)
 )
 def test_sklearn_compatible(estimator, check):
     check(estimator)
+
+
+# ---- issue 14: the contrastive term and the small-data path -------------------------
+
+
+def test_info_nce_matches_a_direct_float64_computation():
+    from mmfactor.neural._mmeda import contrastive_loss, info_nce
+
+    rng = np.random.RandomState(0)
+    a, b, c = (torch.as_tensor(rng.randn(7, 5), dtype=torch.float64) for _ in range(3))
+    an = a.numpy() / np.linalg.norm(a.numpy(), axis=1, keepdims=True)
+    bn = b.numpy() / np.linalg.norm(b.numpy(), axis=1, keepdims=True)
+    logits = an @ bn.T / 0.3
+
+    def ce(lg):  # mean over rows of -log softmax at the diagonal
+        lg = lg - lg.max(1, keepdims=True)
+        return float(np.mean(np.log(np.exp(lg).sum(1)) - np.diag(lg)))
+
+    expected = 0.5 * (ce(logits) + ce(logits.T))
+    assert float(info_nce(a, b, 0.3)) == pytest.approx(expected, rel=1e-12)
+    # codes that carry no information cost log(batch size)
+    same = torch.ones(7, 5, dtype=torch.float64)
+    assert float(info_nce(same, same, 0.3)) == pytest.approx(np.log(7))
+    pairs = [info_nce(a, b, 0.3), info_nce(a, c, 0.3), info_nce(b, c, 0.3)]
+    assert float(contrastive_loss([a, b, c], 0.3)) == pytest.approx(float(sum(pairs)) / 3)
+
+
+def _two_views_of_one_latent(n=200, seed=0):
+    """Two views, each a different nonlinear function of the same latent, plus noise."""
+    rng = np.random.RandomState(seed)
+    s = rng.randn(n, 3)
+    a = np.tanh(s @ rng.randn(3, 12)) + 0.3 * rng.randn(n, 12)
+    b = (s @ rng.randn(3, 9)) ** 2 / 3 + s @ rng.randn(3, 9) + 0.3 * rng.randn(n, 9)
+    return MultiModal(a=a, b=b)
+
+
+def _view_codes(model, X):
+    """Each view's code (the view encoders' output) of ``X``, in eval mode."""
+    from mmfactor.neural._mmeda import _as_float32
+
+    with torch.no_grad():
+        return [ae.encode((_as_float32(v, "cpu") - torch.as_tensor(m, dtype=torch.float32))
+                          / torch.as_tensor(sd, dtype=torch.float32)).numpy()
+                for ae, v, m, sd in zip(model.module_.view_aes, X.views, model.view_means_,
+                                        model.view_scales_, strict=True)]
+
+
+def test_contrastive_term_pulls_the_two_views_of_a_sample_together():
+    X = _two_views_of_one_latent()
+    kw = dict(n_components=4, encoder="neural", hidden_layer_sizes=(32,), view_components=8,
+              fusion_layer_sizes=(16,), batch_size=32, max_iter=40, tol=0,
+              temperature=0.5, random_state=0)
+    plain = MMEDA(contrastive=0.0, **kw).fit(X)
+    pulled = MMEDA(contrastive=1.0, **kw).fit(X)
+    assert "contrastive" in pulled.loss_terms_ and "contrastive" not in plain.loss_terms_
+    assert pulled.loss_terms_["contrastive"][-1] < 0.7 * pulled.loss_terms_["contrastive"][0]
+
+    def matched(model):
+        """Share of samples whose code in view a is most similar to its own code in b."""
+        ca, cb = _view_codes(model, X)
+        ca /= np.linalg.norm(ca, axis=1, keepdims=True)
+        cb /= np.linalg.norm(cb, axis=1, keepdims=True)
+        return np.mean((ca @ cb.T).argmax(1) == np.arange(len(ca)))
+
+    # with the term, a sample's two view codes find each other among 200 (chance: 0.005)
+    assert matched(pulled) > 0.1 and matched(pulled) > 5 * matched(plain)
+
+
+def test_small_data_default_is_the_linear_closed_form_and_not_worse_than_pca():
+    from sklearn.decomposition import PCA
+    from sklearn.linear_model import LinearRegression
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.RandomState(0)
+    s = rng.randn(40, 3)
+    X = MultiModal(a=s @ rng.randn(3, 15) + 0.1 * rng.randn(40, 15),
+                   b=s @ rng.randn(3, 6) + 0.1 * rng.randn(40, 6))
+    model = MMEDA(n_components=3, random_state=0).fit(X)
+    assert model.encoder_ == "linear" and model.n_iter_ == 1
+    Z = model.transform(X)
+    F = StandardScaler().fit_transform(np.hstack(X.views))
+    P = PCA(3).fit_transform(F)
+    # the same subspace as PCA of the standardised views side by side
+    assert LinearRegression().fit(Z, P).score(Z, P) > 1 - 1e-6
+    # the planted latent is recovered as well as PCA recovers it
+    r2 = LinearRegression().fit(Z, s).score(Z, s)
+    assert r2 >= LinearRegression().fit(P, s).score(P, s) - 1e-6 and r2 > 0.99
+    # the reported loss is the reconstruction error, from a direct float64 computation
+    rec = model.inverse_transform(Z)
+    mse = [np.mean(((r - v) / sd) ** 2) for r, v, sd in zip(rec, X.views, model.view_scales_,
+                                                               strict=True)]
+    assert model.loss_terms_["a"][0] == pytest.approx(mse[0], rel=1e-4)
+    assert model.loss_curve_[0] == pytest.approx((15 * mse[0] + 6 * mse[1]) / 21, rel=1e-4)
+    # the neural networks trained on the same 40 rows recover less of it
+    neural = MMEDA(n_components=3, encoder="neural", random_state=0).fit(X)
+    Zn = neural.transform(X)
+    assert LinearRegression().fit(Zn, s).score(Zn, s) < r2
+
+
+def test_linear_model_with_an_image_view_round_trips(tmp_path):
+    import mmfactor
+
+    X = _data()
+    model = MMEDA(n_components=4, encoder="linear", random_state=0).fit(X)
+    assert model.encoder_ == "linear" and set(model.column_embeddings_) == {"vec"}
+    recon = model.reconstruct(X)
+    assert recon[0].shape == X.views[0].shape
+    path = tmp_path / "linear.mmf"
+    mmfactor.save(model, path)
+    loaded = mmfactor.load(path)
+    np.testing.assert_array_equal(loaded.transform(X), model.transform(X))
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(model)).transform(X),
+                                  model.transform(X))
+
+
+# ---- issue 18: warm starts ----------------------------------------------------------
+
+
+def test_interrupted_warm_refit_keeps_the_previous_model(monkeypatch):
+    import mmfactor.neural._mmeda as mmeda_module
+
+    X = _data()
+    model = MMEDA(random_state=0, warm_start=True, **TINY).fit(X)
+    before = model.transform(X)
+    state = {k: v.clone() for k, v in model.module_.state_dict().items()}
+    real_loop = mmeda_module.fit_loop
+    calls = []
+
+    def interrupted(step, **kw):
+        def step_then_interrupt(epoch):
+            calls.append(epoch)
+            step(epoch)  # the weights move in place before the interrupt arrives
+            raise KeyboardInterrupt
+
+        return real_loop(step_then_interrupt, **kw)
+
+    monkeypatch.setattr(mmeda_module, "fit_loop", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(X)
+    assert calls == [0]
+    np.testing.assert_array_equal(model.transform(X), before)
+    assert model.n_iter_ == 4 and len(model.loss_curve_) == 4
+    assert all(torch.equal(v, state[k]) for k, v in model.module_.state_dict().items())
+    # a refit that fails on its input keeps it too
+    with pytest.raises(ValueError):
+        model.fit(MultiModal(img=X.views[0], vec=X.views[1][:, :5]))
+    np.testing.assert_array_equal(model.transform(X), before)
+
+
+@pytest.mark.parametrize("params", [{"n_components": 3}, {"hidden_layer_sizes": (8,)},
+                                    {"activation": "tanh"}, {"view_components": 5}])
+def test_warm_start_rebuilds_the_network_when_the_architecture_changes(params):
+    X = _data()
+    model = MMEDA(random_state=0, warm_start=True, **TINY).fit(X)
+    old = model.module_
+    model.set_params(**params).fit(X)
+    assert model.module_ is not old and model.n_iter_ == 4  # a new network, trained afresh
+    fresh = MMEDA(random_state=0, **dict(TINY, **params)).fit(X)
+    np.testing.assert_array_equal(model.transform(X), fresh.transform(X))
+    assert model.transform(X).shape == (len(X), params.get("n_components", 4))
+    if "activation" in params:
+        assert any(isinstance(m, torch.nn.Tanh) for m in model.module_.modules())
+    # unchanged architecture: the next fit continues
+    model.fit(X)
+    assert model.n_iter_ == 8

@@ -43,15 +43,22 @@ class _Matrix:
     ``kind`` is ``"observed"`` (a CSR whose stored entries are the observed ones, explicit
     zeros included), ``"zero"`` (a CSR whose unstored entries are zeros that count) or
     ``"dense"`` (a complete array). Values are ``(x - mean) / std``; a missing entry is 0
-    in the autoencoders' input and absent from every loss.
+    in the autoencoders' input and absent from every loss. A ``"zero"`` matrix has the
+    mean and standard deviation of all its cells, the same as the matrix given dense; it
+    stores ``x / std`` (sparse) and its batches subtract ``shift = mean / std`` when they
+    are densified (implicit centring).
     """
 
     def __init__(self, view, *, missing, scale=None):
         data = view.data
         if view.kind == "sparse" and missing == "zero":
+            # every cell counts, unstored ones as 0: the mean and standard deviation of
+            # all cells, as for the same matrix given dense (centred implicitly: see shift)
             self.kind, csr = "zero", sp.csr_matrix(data, dtype=np.float64, copy=True)
-            n = csr.shape[0] * csr.shape[1]
-            stats = (0.0, math.sqrt(float((csr.data**2).sum()) / max(n, 1)))
+            csr.sum_duplicates()
+            n = max(csr.shape[0] * csr.shape[1], 1)
+            mean = float(csr.data.sum()) / n
+            stats = (mean, math.sqrt(max(float((csr.data**2).sum()) / n - mean**2, 0.0)))
         elif view.kind == "sparse":
             self.kind, csr = "observed", sp.csr_matrix(data, dtype=np.float64, copy=True)
             stats = (float(csr.data.mean()) if csr.nnz else 0.0,
@@ -68,6 +75,9 @@ class _Matrix:
             obs = arr[~nan]
             stats = (float(obs.mean()), float(obs.std())) if obs.size else (0.0, 1.0)
         self.mean, self.std = scale if scale is not None else (stats[0], stats[1] or 1.0)
+        # a "zero" matrix stores x / std and stays sparse; a batch subtracts mean / std
+        # when it is densified, so that every kind holds (x - mean) / std
+        self.shift = self.mean / self.std if self.kind == "zero" else 0.0
         self.shape = tuple(data.shape)
         if self.kind == "dense":
             self.X = ((csr - self.mean) / self.std).astype(np.float32)
@@ -128,8 +138,9 @@ class _Block:
     concatenated input and ``slot`` the code unit holding this relation's bias.
     """
 
-    def __init__(self, rel, side, other, X, kind, offset, slot):
+    def __init__(self, rel, side, other, X, kind, offset, slot, shift=0.0):
         self.rel, self.side, self.other, self.X, self.kind = rel, side, other, X, kind
+        self.shift = shift
         self.offset, self.slot = offset, slot
         self.width = X.shape[1]
 
@@ -140,7 +151,7 @@ class _Block:
             return _Part(X=as_t(self.X[idx]), count=len(idx) * self.width)
         sub = self.X[idx]
         if self.kind == "zero":  # every entry counts
-            return _Part(X=as_t(sub.toarray()), count=len(idx) * self.width)
+            return _Part(X=as_t(sub.toarray() - self.shift), count=len(idx) * self.width)
         if len(idx) * self.width <= _DENSE_BATCH:
             mask = sp.csr_matrix((np.ones(sub.nnz, np.float32), sub.indices, sub.indptr),
                                  shape=sub.shape)
@@ -162,7 +173,8 @@ def _row_blocks(matrices, specs, entity, codes_width):
             if sp.issparse(X):
                 X = sp.csr_matrix(X)
             other = spec.col if side == "row" else spec.row
-            blocks.append(_Block(m, side, other, X, mat.kind, offset, codes_width + len(blocks)))
+            blocks.append(_Block(m, side, other, X, mat.kind, offset, codes_width + len(blocks),
+                                 mat.shift))
             offset += X.shape[1]
     return blocks
 

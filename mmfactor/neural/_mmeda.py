@@ -20,6 +20,7 @@ from ._modules import (
     ACTIVATIONS,
     ConvAutoencoder,
     DenseAutoencoder,
+    LinearAutoencoder,
     build_module,
     conv_stack_shapes,
     mlp,
@@ -28,6 +29,15 @@ from ._modules import (
 __all__ = ["MMEDA"]
 
 _CHUNK = 2048  # rows per forward pass at transform/score time
+
+#: ``encoder="auto"`` fits the linear closed form below this many training rows
+#: (measured on the digits, benchmarks/results/representations_log.md)
+LINEAR_BELOW = 1000
+
+#: the parameters that shape the network: a warm start with any of them changed rebuilds
+_ARCHITECTURE = ("n_components", "variant", "encoder", "conv_channels", "hidden_layer_sizes",
+                 "view_components", "fusion_layer_sizes", "activation", "code_activation",
+                 "standardize", "max_column_rows")
 
 
 class _ViewData:
@@ -153,10 +163,21 @@ class MMEDA(MultiModalTransformer):
         Width of the representation ``Z``.
     variant : {"I", "II"}, default="II"
         The architecture (see above); with tensor views only, both are the same.
-    conv_channels : tuple of int, default=(16, 32)
+    encoder : {"auto", "neural", "linear"}, default="auto"
+        ``"neural"``: the networks above, trained. ``"linear"``: linear encoders, decoders
+        and fusion set to their closed-form optimum, the principal components of the
+        standardised views side by side (each view scaled by the square root of its
+        ``loss_weights`` weight; no training, no column encoders). ``"auto"``: linear
+        below ``LINEAR_BELOW = 1000`` training rows, neural from there. Measured on the
+        digits (two views, 50 dimensions, three probes): the trained networks lost to
+        PCA on every probe at 100, 200, 400 and 800 training rows (by 0.04-0.32
+        macro-F1) and beat it on two of three at 1,600
+        (``benchmarks/results/representations_log.md``). The fitted choice is
+        ``encoder_``.
+    conv_channels : tuple of int, default=(4, 8)
         Channels of each conv layer (3-wide kernels, 2x max-pooling after each) of every
         tensor view's autoencoder. Each spatial dimension needs ``2 ** len`` entries.
-    hidden_layer_sizes : tuple of int, default=(256,)
+    hidden_layer_sizes : tuple of int, default=(128,)
         Hidden widths of every view's (and column) autoencoder, between the input (or the
         flattened conv maps) and the view's code; decoders mirror them.
     view_components : int, default=64
@@ -200,15 +221,23 @@ class MMEDA(MultiModalTransformer):
         views, by name (multiplying all of that view's terms); missing keys weigh 1.
         Every term is a mean over entries, so by default each view counts the same
         whatever its number of features.
-    max_column_rows : int, default=2048
+    contrastive : float, default=0.1
+        Weight of a contrastive term between the views' codes: the mean over pairs of
+        views of the symmetric InfoNCE (:func:`info_nce`), which asks each sample's code
+        in one view to pick the same sample's code in the other among the batch
+        (contrastive multiview coding). ``0`` turns it off (the paper's loss). Recorded in
+        ``loss_terms_["contrastive"]``.
+    temperature : float, default=0.5
+        Temperature of the InfoNCE logits (cosine similarities divided by it).
+    max_column_rows : int, default=512
         At most this many training rows form the column encoder's input (see above).
-    batch_size : int, default=64
+    batch_size : int, default=128
         Rows per step (and columns per step of each matrix view).
     learning_rate_init : float, default=1e-3
         Adam step size.
     alpha : float, default=0.0
         L2 penalty (Adam weight decay) on every weight.
-    max_iter : int, default=60
+    max_iter : int, default=25
         Maximum number of epochs.
     early_stopping : bool, default=False
         Hold out ``validation_fraction`` of the rows, stop when their loss stops
@@ -221,7 +250,12 @@ class MMEDA(MultiModalTransformer):
         Relative improvement that counts; ``0`` runs all ``max_iter`` epochs.
     warm_start : bool, default=False
         Continue from the previous fit's weights (and standardisation) on the next call
-        to ``fit``; the views must have the same shapes.
+        to ``fit``; the views must have the same shapes. Only a neural model whose
+        architecture parameters (``n_components``, ``variant``, ``encoder``, the layer
+        sizes, the activations, ``standardize``, ``max_column_rows``) are unchanged is
+        continued; after ``set_params`` changed any of them, ``fit`` builds a new
+        network. A warm refit that fails or is interrupted before its first epoch ends
+        leaves the previous model in place.
     random_state : int, RandomState instance or None, default=None
         Seeds the weights, the column rows and the batch order (through a
         :class:`torch.Generator`; the global seed is never touched). The same value gives
@@ -241,6 +275,8 @@ class MMEDA(MultiModalTransformer):
     ----------
     module_ : torch.nn.Module
         The trained network (``view_aes``, ``col_aes``, ``fusion``).
+    encoder_ : str
+        ``"neural"`` or ``"linear"`` (see ``encoder``).
     column_embeddings_ : dict of str -> ndarray of shape (n_columns, n_components)
         ``V_m`` of every matrix view (the column entity's representation), turned by
         ``rotation_``.
@@ -303,6 +339,7 @@ class MMEDA(MultiModalTransformer):
     _parameter_constraints = {
         "n_components": [Interval(numbers.Integral, 1, None, closed="left")],
         "variant": [StrOptions({"I", "II"})],
+        "encoder": [StrOptions({"auto", "neural", "linear"})],
         "conv_channels": [list, tuple],
         "hidden_layer_sizes": [list, tuple],
         "view_components": [Interval(numbers.Integral, 1, None, closed="left")],
@@ -312,6 +349,8 @@ class MMEDA(MultiModalTransformer):
         "standardize": ["boolean"],
         "rotation": [None, StrOptions({"pca", "varimax", "ica"})],
         "loss_weights": [None, dict],
+        "contrastive": [Interval(numbers.Real, 0, None, closed="left")],
+        "temperature": [Interval(numbers.Real, 0, None, closed="neither")],
         "max_column_rows": [Interval(numbers.Integral, 1, None, closed="left")],
         "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
         "learning_rate_init": [Interval(numbers.Real, 0, None, closed="neither")],
@@ -333,8 +372,9 @@ class MMEDA(MultiModalTransformer):
         n_components=50,
         *,
         variant="II",
-        conv_channels=(16, 32),
-        hidden_layer_sizes=(256,),
+        encoder="auto",
+        conv_channels=(4, 8),
+        hidden_layer_sizes=(128,),
         view_components=64,
         fusion_layer_sizes=(128,),
         activation="relu",
@@ -342,11 +382,13 @@ class MMEDA(MultiModalTransformer):
         standardize=True,
         rotation="pca",
         loss_weights=None,
-        max_column_rows=2048,
-        batch_size=64,
+        contrastive=0.0,
+        temperature=0.1,
+        max_column_rows=512,
+        batch_size=128,
         learning_rate_init=1e-3,
         alpha=0.0,
-        max_iter=60,
+        max_iter=25,
         early_stopping=False,
         validation_fraction=0.1,
         n_iter_no_change=10,
@@ -359,6 +401,7 @@ class MMEDA(MultiModalTransformer):
     ):
         self.n_components = n_components
         self.variant = variant
+        self.encoder = encoder
         self.conv_channels = conv_channels
         self.hidden_layer_sizes = hidden_layer_sizes
         self.view_components = view_components
@@ -368,6 +411,8 @@ class MMEDA(MultiModalTransformer):
         self.standardize = standardize
         self.rotation = rotation
         self.loss_weights = loss_weights
+        self.contrastive = contrastive
+        self.temperature = temperature
         self.max_column_rows = max_column_rows
         self.batch_size = batch_size
         self.learning_rate_init = learning_rate_init
@@ -406,6 +451,8 @@ class MMEDA(MultiModalTransformer):
             self._check_input_signature(mm, views)
             return mm, views, kinds
         n_conv = len(self._check_sizes("conv_channels", self.conv_channels, False))
+        self._check_sizes("hidden_layer_sizes", self.hidden_layer_sizes, True)
+        self._check_sizes("fusion_layer_sizes", self.fusion_layer_sizes, True)
         for v, kind in zip(views, kinds, strict=True):
             if kind == "conv":
                 conv_stack_shapes(v.shape[2:], n_conv, name=v.name)
@@ -432,6 +479,14 @@ class MMEDA(MultiModalTransformer):
         return kinds, views
 
     # ---- the network ---------------------------------------------------------------
+
+    def _build_linear(self, views, gen):
+        """Linear view encoders (code width ``n_components``) summed by the fusion layer."""
+        k = self.n_components
+        view_aes = [build_module(lambda v=v: LinearAutoencoder(v.shape[1:], k), gen, dev)
+                    for v, dev in zip(views, self.devices_, strict=True)]
+        fuse = build_module(lambda: mlp([k * len(views), k]), gen, self.devices_[0])
+        return _Net(view_aes, {}, fuse)
 
     def _build(self, views, kinds, gen):
         k, kv = self.n_components, self.view_components
@@ -502,23 +557,37 @@ class MMEDA(MultiModalTransformer):
         self._fit(X)
         return self.transform(X)
 
+    def _architecture(self):
+        return {key: getattr(self, key) for key in _ARCHITECTURE}
+
+    def _is_warm(self):
+        """A warm start continues the fitted network only if its architecture is unchanged."""
+        return (self.warm_start and hasattr(self, "module_")
+                and self.__dict__.get("encoder_") == "neural"
+                and self.__dict__.get("_built_with") == self._architecture())
+
     def _fit(self, X):
-        warm = self.warm_start and hasattr(self, "module_")
+        warm = self._is_warm()
         before = set(vars(self))
+        # a warm refit that fails or is interrupted puts the previous model back (its
+        # network is trained in place, so the snapshot is a copy)
+        saved = copy.deepcopy({k: v for k, v in vars(self).items()
+                               if k.startswith("_") or k.endswith("_")}) if warm else None
         try:
             return self._fit_impl(X)
         except BaseException:
             # never half-fitted: a fresh fit that fails (a late validation error, Ctrl-C
             # while the networks are built) leaves the estimator unfitted
-            if not warm:
-                for key in list(vars(self)):
-                    if key not in before or (key.endswith("_") and not key.startswith("__")):
-                        delattr(self, key)
+            for key in list(vars(self)):
+                if key not in before or (key.endswith("_") and not key.startswith("__")):
+                    delattr(self, key)
+            if warm:
+                vars(self).update(saved)
             raise
 
     def _fit_impl(self, X):
         self._validate_params()
-        warm = self.warm_start and hasattr(self, "module_")
+        warm = self._is_warm()
         mm, views, kinds = self._check_input(X, fitted=warm)
         weights, view_w = self._weights(mm.names)
         n = len(mm)
@@ -546,9 +615,14 @@ class MMEDA(MultiModalTransformer):
             self.view_means_ = [m for m, _ in stats]
             self.view_scales_ = [s for _, s in stats]
             self._n_col_rows = min(n_train, self.max_column_rows)
-            self.module_ = self._build(views, kinds, gen)
+            self.encoder_ = self.encoder if self.encoder != "auto" else (
+                "linear" if n_train < LINEAR_BELOW else "neural")
+            self._built_with = self._architecture()
             self.n_iter_ = 0
             self.loss_curve_, self.loss_terms_ = [], {}
+            if self.encoder_ == "linear":
+                return self._fit_linear(views, kinds, train_idx, view_w, gen)
+            self.module_ = self._build(views, kinds, gen)
         elif n_train < self._n_col_rows:
             raise ValueError(
                 f"warm_start: the column encoders read {self._n_col_rows} rows, but X has "
@@ -563,8 +637,10 @@ class MMEDA(MultiModalTransformer):
                   for i, (d, kd) in enumerate(zip(data, kinds, strict=True)) if kd == "dense"}
         net = self.module_
         net.train()
+        # fused: one kernel per step for all the parameters (a third of the CPU time of
+        # a step went into the per-tensor updates of the unfused Adam)
         opt = torch.optim.Adam(net.parameters(), lr=self.learning_rate_init,
-                               weight_decay=self.alpha)
+                               weight_decay=self.alpha, fused=_fusable(net))
         col_state = {key: [None, 0] for key in cols_T}  # (column order, position)
 
         def next_cols(key):
@@ -605,6 +681,11 @@ class MMEDA(MultiModalTransformer):
                         terms[name + ".ZV"] = terms.get(name + ".ZV", 0.0) + cross.detach()
                         total = (total + vw * weights["column"] * trec.to(self.devices_[0])
                                  + vw * weights["cross"] * cross.to(self.devices_[0]))
+            if self.contrastive > 0 and len(codes) > 1:
+                nce = contrastive_loss([c.to(self.devices_[0]) for c in codes],
+                                       self.temperature)
+                terms["contrastive"] = terms.get("contrastive", 0.0) + nce.detach()
+                total = total + self.contrastive * nce
             return total
 
         def step(epoch):
@@ -647,6 +728,11 @@ class MMEDA(MultiModalTransformer):
         self.n_iter_ += hist.n_iter
         with torch.no_grad():
             V = {key: net.col_aes[key].encode(xt) for key, xt in cols_T.items()}
+        return self._finish(data, train_idx, V)
+
+    def _finish(self, data, train_idx, V):
+        """Fit ``rotation_`` on the training rows and store the turned column codes ``V``."""
+        with torch.no_grad():
             self.rotation_ = self._rotation_inverse = None
             if self.rotation is not None:
                 Zt = torch.cat([self._encode([d.rows(idx) for d in data], rotate=False)[0]
@@ -662,6 +748,60 @@ class MMEDA(MultiModalTransformer):
                 for key, v in V.items()
             }
         return self
+
+    def _fit_linear(self, views, kinds, train_idx, view_w, gen):
+        """The small-data path: the closed-form optimum of a linear MMEDA.
+
+        With linear encoders, decoders and fusion, the squared reconstruction error
+        summed over every entry, view ``v``'s weighted by ``w_v`` (``loss_weights``), is
+        minimised by the principal components of the standardised views side by side,
+        view ``v`` scaled by ``sqrt(w_v)`` (Eckart-Young): the networks are set to that
+        solution. Every entry weighs the same here (as in PCA of the concatenated views),
+        not every view as in the neural loss: with 40 training digits, the per-view
+        weighting lost 0.04-0.07 macro-F1 to it on every probe
+        (``benchmarks/results/representations_log.md``). ``loss_curve_`` holds that
+        objective divided by the number of entries per row.
+        """
+        k = self.n_components
+        self.module_ = net = self._build_linear(views, gen)
+        data = [_ViewData(v.data, m, s, d) for v, m, s, d in
+                zip(views, self.view_means_, self.view_scales_, self.devices_, strict=True)]
+        blocks, scales = [], []
+        for d, v in zip(data, views, strict=True):
+            x = torch.cat([d.rows(idx).flatten(1).double().cpu()
+                           for idx in train_idx.split(_CHUNK)])
+            scales.append(float(np.sqrt(view_w[v.name])))
+            blocks.append(x * scales[-1])
+        A = torch.cat(blocks, 1)
+        mu = A.mean(0)
+        Ac = A - mu
+        Vh = torch.linalg.svd(Ac, full_matrices=False)[2]
+        P = torch.zeros(k, A.shape[1], dtype=torch.float64)
+        P[: min(k, len(Vh))] = Vh[:k]
+        residual = Ac - (Ac @ P.T) @ P
+        terms, total, off, V = {}, 0.0, 0, {}
+        with torch.no_grad():
+            for i, (ae, b, sv, v) in enumerate(zip(net.view_aes, blocks, scales, views,
+                                                   strict=True)):
+                cols = slice(off, off + b.shape[1])
+                off += b.shape[1]
+                inv = 1.0 / sv if sv > 0 else 0.0
+                ae.encoder.weight.copy_(P[:, cols] * sv)
+                ae.encoder.bias.zero_()
+                ae.decoder.weight.copy_(P[:, cols].T * inv)
+                ae.decoder.bias.copy_(mu[cols] * inv)
+                mse = float((residual[:, cols] * inv).pow(2).mean()) if sv > 0 else 0.0
+                terms[v.name] = [mse]
+                total += view_w[v.name] * mse * b.shape[1] / A.shape[1]
+                if kinds[i] == "dense":
+                    V[str(i)] = ae.decoder.weight.to(torch.float32)
+            fusion = net.fusion[0]
+            fusion.weight.copy_(torch.eye(k, dtype=torch.float64).repeat(1, len(views)))
+            fusion.bias.copy_(-(mu @ P.T))
+        net.eval()
+        self.n_iter_ = 1
+        self.loss_curve_, self.loss_terms_ = [total], terms
+        return self._finish(data, train_idx, V)
 
     # ---- out of sample ---------------------------------------------------------------
 
@@ -754,7 +894,7 @@ class MMEDA(MultiModalTransformer):
         return [np.concatenate(parts, 0) for parts in out]
 
     def _reconstruct_std(self, Z, codes, i):
-        if self.variant == "I" or self.view_kinds_[i] == "conv":
+        if self.variant == "I" or self.view_kinds_[i] == "conv" or self.encoder_ == "linear":
             return self._decode_from_z(Z, i)
         return self.module_.view_aes[i].decode(codes[i])
 
@@ -840,6 +980,34 @@ class MMEDA(MultiModalTransformer):
             if str(i) in net.col_aes:
                 net.col_aes[str(i)].to(dev)
         net.fusion.to(self.devices_[0])
+
+
+def _fusable(net):
+    """Whether Adam's fused kernel serves every parameter of ``net`` (CPU/CUDA floats)."""
+    return all(p.device.type in ("cpu", "cuda") and p.dtype.is_floating_point
+               for p in net.parameters())
+
+
+def info_nce(a, b, temperature):
+    """Symmetric InfoNCE between two batches of codes (row ``i`` of each is one sample).
+
+    The codes are L2-normalised; the logits are their cosine similarities over
+    ``temperature``; each row of ``a`` must pick its own row of ``b`` among the batch,
+    and the other way round (as in contrastive multiview coding, Tian et al. 2020).
+    ``log(batch size)`` for codes that carry no information, 0 for a batch of one.
+    """
+    a = nn.functional.normalize(a, dim=1)
+    b = nn.functional.normalize(b, dim=1)
+    logits = a @ b.T / temperature
+    target = torch.arange(len(a), device=a.device)
+    return 0.5 * (nn.functional.cross_entropy(logits, target)
+                  + nn.functional.cross_entropy(logits.T, target))
+
+
+def contrastive_loss(codes, temperature):
+    """Mean :func:`info_nce` over every pair of views' codes (all on one device)."""
+    pairs = [(i, j) for i in range(len(codes)) for j in range(i + 1, len(codes))]
+    return sum(info_nce(codes[i], codes[j], temperature) for i, j in pairs) / len(pairs)
 
 
 def _rotation_map(Z, kind):

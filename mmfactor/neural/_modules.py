@@ -5,6 +5,7 @@ model (MMEDA, DCMF) shares them:
 
 * :func:`mlp` -- a feed-forward stack ``Linear -> act -> ... -> Linear``;
 * :class:`DenseAutoencoder` -- a matrix view's (or its transpose's) autoencoder;
+* :class:`LinearAutoencoder` -- a linear encoder/decoder for samples of any shape;
 * :class:`ConvAutoencoder` -- a tensor view's autoencoder for inputs ``(n, C, L)``,
   ``(n, C, H, W)`` or ``(n, C, D, H, W)``; every shape is derived from the input shape,
   so any spatial size works (not only the paper's), and the decoder returns exactly the
@@ -31,6 +32,7 @@ __all__ = [
     "ACTIVATIONS",
     "ConvAutoencoder",
     "DenseAutoencoder",
+    "LinearAutoencoder",
     "build_module",
     "conv_stack_shapes",
     "init_parameters",
@@ -373,3 +375,50 @@ def build_module(factory, generator, device="cpu", dtype=torch.float32):
         module = factory()
     module = module.to_empty(device=device).to(dtype)
     return init_parameters(module, generator)
+
+
+class LinearAutoencoder(nn.Module):
+    """A linear encoder and decoder for samples of any shape (flattened in between).
+
+    ``encode(x) = flatten(x) W_e^T + b_e`` and ``decode(z) = (z W_d^T + b_d)`` reshaped to
+    ``input_shape``: the small-data path of MMEDA, whose weights are set in closed form.
+
+    Parameters
+    ----------
+    input_shape : tuple of int
+        The shape of one sample (``(d,)`` for a matrix view, ``(C, ...)`` for a tensor).
+    n_components : int
+        Code width.
+    code_input : int, default=None
+        Width of what the decoder takes (default ``n_components``).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from mmfactor.neural._modules import LinearAutoencoder
+    >>> ae = LinearAutoencoder((1, 4, 3), 2)
+    >>> code, recon = ae(torch.zeros(5, 1, 4, 3))
+    >>> tuple(code.shape), tuple(recon.shape)
+    ((5, 2), (5, 1, 4, 3))
+    """
+
+    def __init__(self, input_shape, n_components, *, code_input=None):
+        super().__init__()
+        self.input_shape = tuple(int(s) for s in input_shape)
+        self.n_components = int(n_components)
+        width = math.prod(self.input_shape)
+        self.encoder = nn.Linear(width, self.n_components)
+        self.decoder = nn.Linear(int(code_input or n_components), width)
+
+    def encode(self, x):
+        """The codes of a batch ``x`` of shape ``(n, *input_shape)``."""
+        return self.encoder(x.flatten(1))
+
+    def decode(self, code):
+        """The reconstruction, of shape ``(n, *input_shape)``, of a batch of codes."""
+        return self.decoder(code).view(code.shape[0], *self.input_shape)
+
+    def forward(self, x):
+        """``(code, reconstruction)`` of a batch."""
+        code = self.encode(x)
+        return code, self.decode(code)
