@@ -75,14 +75,20 @@ numpydoc_xref_aliases = {
     "array_like": ":term:`array-like`",
     "RandomState": "numpy.random.RandomState",
     "Generator": "numpy.random.Generator",
-    "sparse matrix": "scipy.sparse.spmatrix",
-    "torch.Tensor": "torch.Tensor",
+    "spmatrix": "scipy.sparse.spmatrix",
+    "csr_matrix": "scipy.sparse.csr_matrix",
+    "float32": "numpy.float32",
+    "pathlib.Path": ":class:`pathlib.Path`",
+    "path-like": ":term:`path-like <path-like object>`",
+    # a name aliased to itself stays plain text under xref_ignore="all": give a role
+    "torch.Tensor": ":class:`torch.Tensor`",
     "Tensor": "torch.Tensor",
-    "torch.device": "torch.device",
+    "torch.device": ":class:`torch.device`",
     "estimator": "sklearn.base.BaseEstimator",
     "Pipeline": "sklearn.pipeline.Pipeline",
 }
 numpydoc_xref_ignore = "all"  # words without an alias stay plain text
+# (numpydoc splits types at spaces: an alias is one word, or a hyphenated one)
 
 # intersphinx, offline: the build never touches the network, so each project's
 # inventory is a committed file (docs/_inventories, written by make_inventories.py

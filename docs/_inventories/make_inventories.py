@@ -71,6 +71,8 @@ INVENTORIES = {
                                                                "generator"]],
         ("contextlib.contextmanager", "py:function", "library/contextlib.html#$"),
         ("collections.namedtuple", "py:function", "library/collections.html#$"),
+        ("pathlib.Path", "py:class", "library/pathlib.html#$"),
+        ("path-like object", "std:term", "glossary.html#term-path-like-object"),
     ]),
     "numpy": ("NumPy", "2.2", "https://numpy.org/doc/stable/", [
         ("numpy", "py:module", "reference/index.html#module-numpy"),

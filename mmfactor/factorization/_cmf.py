@@ -409,7 +409,7 @@ class CMF(MultiModalTransformer):
     n_features_in_ : int
         Total number of columns of the views seen in ``fit`` (``X.shape[1]`` for one
         array).
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         The column names of ``X`` when it is one pandas DataFrame with string column
         names (only then); ``transform`` and ``score`` check them first.
 

@@ -410,7 +410,7 @@ class DFMF(MultiModalTransformer):
     n_features_in_ : int
         Total number of columns of the views that are relations (``X.shape[1]`` for one
         array); ``view_names_`` lists the views.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         The column names of ``X`` when it is one pandas DataFrame with string column
         names (only then); ``transform`` and ``score`` check them first.
 

@@ -654,7 +654,7 @@ class HyperLearn(MultiModalTransformer):
         One device per mode.
     n_features_in_ : int
         Size of mode 1 (the number of columns when the tensor is a matrix).
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         The column names of ``X`` when it is a pandas DataFrame with string column
         names (only then); ``transform`` checks them.
 

@@ -388,7 +388,7 @@ class DCMF(MultiModalTransformer):
         Number of epochs run.
     n_features_in_ : int
         Total number of features over the views seen in ``fit``.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         The column names of ``X`` when it is one pandas DataFrame with string column
         names (only then); ``transform`` and ``score`` check them first.
     view_names_ : list of str

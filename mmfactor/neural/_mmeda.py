@@ -300,7 +300,7 @@ class MMEDA(MultiModalTransformer):
         Epochs run (in total, across warm starts).
     n_features_in_ : int
         Total number of features over the views (``C * H * W`` for an image view).
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         The column names of ``X`` when it is one pandas DataFrame with string column
         names (only then); ``transform`` and ``score`` check them first.
 
