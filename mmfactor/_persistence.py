@@ -54,6 +54,7 @@ import json
 import math
 import os
 import re
+import stat
 import sys
 import tempfile
 import zipfile
@@ -771,7 +772,10 @@ def _read_members(path):
                  "by mmfactor.save; a pickle/joblib file is loaded with joblib.load, only if "
                  "you trust it).")
     try:
-        size = os.stat(path).st_size
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):  # a device (/dev/zero), a FIFO: never read
+            raise ModelFormatError(f"load: {path} is not a regular file; refusing to read it.")
+        size = st.st_size
         with zipfile.ZipFile(path) as zf:
             infos = zf.infolist()
             names = [i.filename for i in infos]

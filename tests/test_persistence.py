@@ -407,6 +407,8 @@ ATTACKS = [
     Attack("members compressed with deflate", _compressed(zipfile.ZIP_DEFLATED),
            r"is compressed \(method 8\)"),
     Attack("an extra member", _extra_member, r"expected exactly \['header.json'"),
+    Attack("a link to /dev/zero", lambda p: (p.unlink(), os.symlink("/dev/zero", p)),
+           r"is not a regular file"),
     Attack("string dtype bomb (<U200000000)",
            _set_alpha({"__t__": "ndarray_str", "dtype": "<U200000000", "shape": [1],
                        "v": ["x"]}), r"out of proportion to the file's size"),
