@@ -1,5 +1,4 @@
 import hashlib
-import json
 import zipfile
 
 import numpy as np
@@ -238,19 +237,6 @@ def test_archive_extraction_refuses_escaping_paths(tmp_path):
     with pytest.raises(ValueError, match="outside the cache"):
         safe_extract(archive, "ok/file.txt", tmp_path / "cache", tmp_path / "cache" / "f.txt")
     assert not (tmp_path / "escape.txt").exists()
-
-
-def test_main_job_writes_table_and_plot(tmp_path):
-    from mmfactor.__main__ import main
-
-    assert main(["--models", "CMF", "--views", "fou", "kar", "--n-components", "10",
-                 "--output", str(tmp_path), "--quiet"]) == 0
-    result = json.loads((tmp_path / "results.json").read_text())
-    rows = {r["model"]: r for r in result["results"]}
-    assert set(rows) == {"PCA (reference)", "CMF"}
-    assert rows["CMF"]["macro_f1"] > 0.5  # ten classes: chance is 0.1
-    assert (tmp_path / "results.png").stat().st_size > 1000
-    assert (tmp_path / "results.csv").read_text().startswith("model,macro_f1,accuracy,fit_s")
 
 
 # --------------------------------------------------------------------------------------

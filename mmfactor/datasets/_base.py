@@ -12,6 +12,15 @@ A file with no published SHA-256 (``sha256=None``) has its SHA-256 recorded besi
 where there is one (``md5=``); every later use checks the cached file against that
 record, so a cached file that was truncated, corrupted or edited afterwards is refused.
 Without any published checksum the first copy is trusted.
+
+Why not a library: pooch (the download cache of SciPy, scikit-image and MNE) would do
+most of this, but it is not a dependency, and it falls short here on three points we
+need: with no published hash (``known_hash=None``) it checks nothing on later use,
+where we record the SHA-256 on first use and refuse a cache edited afterwards; it has no
+MD5-then-SHA-256 step for origins that publish only an MD5; and it does not verify a
+gzip stream to its end before accepting an unhashed download. scikit-learn's own
+``_fetch_remote`` is private API. The downloading itself is the standard library's
+(``urllib``), the progress bar tqdm's.
 """
 
 from __future__ import annotations
