@@ -82,3 +82,17 @@ def test_embeddings_of_dataframe_and_sparse_views_through_grid_search(model):
     search = GridSearchCV(pipe, {"emb__n_components": [2, 3]},
                           cv=KFold(3, shuffle=True, random_state=0)).fit(X, Y)
     assert search.best_score_ > 0.8
+
+
+def test_mmeda_reads_a_sparse_view_as_zeros_and_never_asks_for_missing():
+    """MMEDA reads unstored entries as zeros: a binary click matrix (every stored value
+    1) varies; a view that truly does not vary is refused without a hint at a
+    ``missing=`` parameter, which MMEDA does not take."""
+    clicks = sp.csr_matrix(RNG.rand(N, 20) < 0.2, dtype=float)
+    Z = MMEDA(2, view_components=4, fusion_layer_sizes=(8,), max_iter=2, tol=0,
+              random_state=0).fit_transform(MultiModal(noise=NOISE, clicks=clicks))
+    assert Z.shape == (N, 2)
+    flat = sp.csr_matrix(np.ones((N, 5)))
+    with pytest.raises(ValueError, match="has zero variance") as err:
+        MMEDA(2, max_iter=2).fit(MultiModal(noise=NOISE, flat=flat))
+    assert "missing=" not in str(err.value)

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -94,3 +95,18 @@ def test_help_is_fast_and_lists_the_models():
     assert "torch imported: False" in out
     assert "models: CMF, DFMF, DCMF, MMEDA-I, MMEDA-II, HyperLearn" in out
     assert "--seeds" in out and "--jobs" in out
+
+
+def test_the_readme_quick_start_runs(capsys):
+    import re
+
+    text = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert len(blocks) == 1 and "MultiModal(" in blocks[0] and "pd.DataFrame" in blocks[0]
+    from sklearn.exceptions import ConvergenceWarning
+
+    with warnings.catch_warnings():  # the defaults converge: no warning on every fit
+        warnings.simplefilter("error", ConvergenceWarning)
+        exec(compile(blocks[0], "README.md[quick start]", "exec"), {"__name__": "readme"})
+    out = capsys.readouterr().out
+    assert "{'emb__n_components': " in out

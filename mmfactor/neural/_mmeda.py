@@ -313,7 +313,9 @@ class MMEDA(MultiModalTransformer):
     The training runs through mmfactor's one training loop (``fit_loop``) rather than
     skorch: a step here draws a row block for every view *and* a column block for every
     matrix view, each on its own device, which does not fit skorch's one-input-tensor,
-    one-device batching. ``transform`` returns float32.
+    one-device batching. ``transform`` returns float32. Supervised fine-tuning of the
+    fitted encoders, a plain step, does run on skorch:
+    :class:`~mmfactor.MultiModalNetClassifier` (and ``...Regressor``).
 
     References
     ----------
@@ -444,7 +446,8 @@ class MMEDA(MultiModalTransformer):
 
     def _check_input(self, X, *, fitted):
         """Validate ``X``; return ``(mm, views, kinds)``; nothing is copied or modified."""
-        mm, views = check_views(X, allow_nan=False, min_samples=1 if fitted else 2,
+        mm, views = check_views(X, missing="zero", allow_nan=False,  # sparse: unstored = 0
+                                min_samples=1 if fitted else 2,
                                 max_ndim=5)
         kinds = ["dense" if v.ndim == 2 else "conv" for v in views]
         if fitted:
