@@ -71,6 +71,15 @@ def test_fine_tuning_starts_from_the_mmeda_encoders(mmeda):
     assert tuned.score(X, Y) > 0.8 and frozen.score(X, Y) > 0.6
 
 
+def test_a_fitted_encoder_survives_clone_and_cross_validation(mmeda):
+    from sklearn.base import clone
+
+    clf = MultiModalNetClassifier(mmeda, **FAST)
+    assert clone(clf).encoder is mmeda and clone(clf).get_params()["max_epochs"] == 40
+    scores = cross_val_score(clf, X, Y, cv=KFold(3, shuffle=True, random_state=0))
+    assert scores.min() > 0.8
+
+
 def test_skorch_history_callbacks_and_early_stopping():
     seen = []
 

@@ -158,6 +158,16 @@ class _MultiModalNetBase(BaseEstimator):
         self.random_state = random_state
         self.verbose = verbose
 
+    def __sklearn_clone__(self):
+        # the encoder is a fitted model to start from, not a hyper-parameter: sklearn's
+        # clone would return it unfitted (and cross_val_score would fail), so the clone
+        # shares it. It is never modified: fit copies its network.
+        from sklearn.base import clone
+
+        params = self.get_params(deep=False)
+        encoder = params.pop("encoder")
+        return type(self)(encoder, **{k: clone(v, safe=False) for k, v in params.items()})
+
     def _check_params(self):
         for name in ("max_epochs", "batch_size", "n_iter_no_change"):
             value = getattr(self, name)

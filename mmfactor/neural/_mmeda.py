@@ -246,8 +246,13 @@ class MMEDA(MultiModalTransformer):
         Held-out share for early stopping.
     n_iter_no_change : int, default=10
         Epochs without an improvement of at least ``tol`` (relative) before stopping.
-    tol : float, default=1e-4
-        Relative improvement that counts; ``0`` runs all ``max_iter`` epochs.
+    tol : float, default=0.0
+        Relative improvement that counts; ``0`` (the default) runs all ``max_iter``
+        epochs, a fixed budget: MMEDA's mini-batch training loss keeps falling slowly
+        for hundreds of epochs, so a rule on it (``tol=1e-4`` and
+        ``n_iter_no_change=10``) fires only after about 70 epochs on the digits and
+        would warn at every default fit. To stop on held-out rows, use
+        ``early_stopping=True`` with ``tol > 0`` (e.g. ``1e-4``).
     warm_start : bool, default=False
         Continue from the previous fit's weights (and standardisation) on the next call
         to ``fit``; the views must have the same shapes. Only a neural model whose
@@ -394,7 +399,7 @@ class MMEDA(MultiModalTransformer):
         early_stopping=False,
         validation_fraction=0.1,
         n_iter_no_change=10,
-        tol=1e-4,
+        tol=0.0,
         warm_start=False,
         random_state=None,
         devices=None,
