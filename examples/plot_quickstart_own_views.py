@@ -30,7 +30,8 @@ from sklearn.model_selection import GridSearchCV, cross_val_score
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from mmfactor import MMEDA, MultiModal, MultiModalNetClassifier
+from mmfactor import MMEDA, MultiModal
+from mmfactor.neural import MultiModalNetClassifier
 
 rng = np.random.default_rng(0)
 n = 2000
@@ -79,7 +80,7 @@ print("concatenated views:", ref.mean().round(3), " MMEDA embedding:", scores.me
 # %%
 # With the labels: fine-tune the encoders
 # ---------------------------------------
-# :class:`~mmfactor.MultiModalNetClassifier` (skorch) starts from the fitted MMEDA's
+# :class:`~mmfactor.neural.MultiModalNetClassifier` (skorch) starts from the fitted MMEDA's
 # encoders and fusion network and trains them with a classification head, with skorch's
 # early stopping on a held-out tenth of the rows.
 mmeda = search.best_estimator_["emb"]

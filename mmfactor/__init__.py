@@ -24,8 +24,6 @@ _LAZY = {
     "SparseTensor": ".factorization",
     "DCMF": ".neural",
     "MMEDA": ".neural",
-    "MultiModalNetClassifier": ".neural",  # skorch: MMEDA fine-tuning, the MLP baseline
-    "MultiModalNetRegressor": ".neural",
 }
 
 __all__ = sorted([*_LAZY, "__version__"], key=lambda n: (n.islower(), n))

@@ -10,7 +10,8 @@ from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import KFold, cross_val_score
 from skorch.callbacks import Callback
 
-from mmfactor import MMEDA, MultiModal, MultiModalNetClassifier, MultiModalNetRegressor
+from mmfactor import MMEDA, MultiModal
+from mmfactor.neural import MultiModalNetClassifier, MultiModalNetRegressor
 
 RNG = np.random.RandomState(0)
 N = 240

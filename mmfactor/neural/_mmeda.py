@@ -320,7 +320,7 @@ class MMEDA(MultiModalTransformer):
     matrix view, each on its own device, which does not fit skorch's one-input-tensor,
     one-device batching. ``transform`` returns float32. Supervised fine-tuning of the
     fitted encoders, a plain step, does run on skorch:
-    :class:`~mmfactor.MultiModalNetClassifier` (and ``...Regressor``).
+    :class:`~mmfactor.neural.MultiModalNetClassifier` (and ``...Regressor``).
 
     References
     ----------
