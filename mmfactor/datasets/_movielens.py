@@ -37,7 +37,10 @@ FILES = {
 
 
 def _read_matlab_sparse(group):
-    """A MATLAB sparse matrix stored in HDF5 (v7.3): CSC arrays ``data``, ``ir``, ``jc``."""
+    """A MATLAB sparse matrix stored in HDF5 (v7.3): CSC arrays ``data``, ``ir``, ``jc``.
+
+    Read by hand with h5py because scipy.io.loadmat reads MATLAB files up to v7.2 only,
+    and the v7.3 format has no reader of its own in our dependencies."""
     data, ir, jc = group["data"][()], group["ir"][()], group["jc"][()]
     n = len(jc) - 1
     return sp.csc_matrix((data, ir, jc), shape=(int(ir.max()) + 1 if len(ir) else n, n)).tocsr()

@@ -341,6 +341,23 @@ class MMEDA(MultiModalTransformer):
     ((40, 5), dtype('float32'))
     >>> [r.shape for r in model.inverse_transform(Z)]
     [(40, 1, 8, 8), (40, 12)]
+
+    Your own views -- NumPy arrays, a SciPy sparse matrix (unstored entries read as
+    zeros), a pandas DataFrame (rows by position) -- in a cross-validated pipeline (more
+    in the user guide's quick start):
+
+    >>> import pandas as pd
+    >>> import scipy.sparse as sp
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> from sklearn.model_selection import cross_val_score
+    >>> from sklearn.pipeline import make_pipeline
+    >>> y = rng.randint(0, 2, 60)
+    >>> X = MultiModal(a=rng.rand(60, 6) + y[:, None], b=rng.rand(60, 3),
+    ...                clicks=sp.random(60, 20, density=0.2, random_state=0),
+    ...                profile=pd.DataFrame({"age": rng.randint(18, 80, 60)}))
+    >>> pipe = make_pipeline(MMEDA(n_components=2, random_state=0), LogisticRegression())
+    >>> cross_val_score(pipe, X, y, cv=3).shape
+    (3,)
     """
 
     _parameter_constraints = {
