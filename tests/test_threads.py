@@ -110,13 +110,14 @@ def test_main_job_threads_option_and_warnings(tmp_path, capsys):
     # DFMF stops at max_iter=50 on these views: its ConvergenceWarning must reach the user
     with pytest.warns(ConvergenceWarning, match="DFMF: maximum number of iterations"):
         assert main(["--models", "DFMF", "--views", "fou", "kar", "--n-components", "10",
-                     "--threads", "1", "--output", str(tmp_path)]) == 0
+                     "--threads", "1", "--jobs", "1", "--seeds", "0",
+                     "--output", str(tmp_path)]) == 0
     assert torch.get_num_threads() == before
     protocol = json.loads((tmp_path / "results.json").read_text())["protocol"]
     assert protocol["threads"] == 1
-    err = capsys.readouterr().err
-    # one progress line left per fit, ending with how the fit stopped
-    assert "[2/2] DFMF" in err and "max_iter=50 reached]" in err
+    out, err = capsys.readouterr()
+    # the fit's progress bar, ending with how the fit stopped, then one line per fit
+    assert "max_iter=50 reached]" in err and "DFMF             seed 0: fit" in out
     with pytest.raises(SystemExit):
         main(["--threads", "0"])
     assert "--threads must be a positive number" in capsys.readouterr().err
