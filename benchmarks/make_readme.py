@@ -16,6 +16,8 @@ HERE = Path(__file__).resolve().parent
 
 SECTIONS = [
     ("cmf", "CMF against cmfrec on MovieLens-100K", "bench_cmf.py"),
+    ("cmf_implicit", "CMF implicit-feedback ALS against implicit (benfred)",
+     "bench_cmf.py --part implicit"),
     ("dfmf", "DFMF against scikit-fusion and CMF on dicty", "bench_dfmf.py"),
     ("dcmf", "DCMF against CMF and cmfrec", "bench_dcmf.py"),
     ("mmeda", "MMEDA: the paper's model development on mfeat", "bench_mmeda.py"),

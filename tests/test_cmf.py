@@ -509,3 +509,24 @@ def test_new_options_survive_save_and_load(tmp_path):
     np.testing.assert_array_equal(back.transform(X), m.transform(X))
     np.testing.assert_array_equal(back.recommend(X[:3], 4)[0], m.recommend(X[:3], 4)[0])
     assert back.get_params() == m.get_params()
+
+
+def test_score_heldout_selects_the_planted_rank_where_score_cannot():
+    """Issue 22: score improves with every component; held-out entries do not."""
+    data = make_collective(150, (30, 20), 4, noise=0.5, missing_rate=0.2, random_state=0)
+    grid = {"n_components": [2, 4, 8]}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        plain = GridSearchCV(CMF(random_state=0), grid, cv=3).fit(data.X)
+        held = GridSearchCV(CMF(random_state=0), grid, cv=3,
+                            scoring=lambda est, X, y=None: est.score_heldout(X)).fit(data.X)
+    assert plain.best_params_ == {"n_components": 8}
+    assert held.best_params_ == {"n_components": 4}
+    m = held.best_estimator_
+    assert m.score_heldout(data.X) == m.score_heldout(data.X) < 0  # repeatable
+    with pytest.raises(ValueError, match=r"fraction=1.5; expected a number strictly between"):
+        m.score_heldout(data.X, fraction=1.5)
+    zero = CMF(2, missing="zero", max_iter=2).fit([sp.random(20, 8, density=0.5,
+                                                            random_state=0, format="csr")])
+    with pytest.raises(ValueError, match=r"missing='zero'.*no entry can be held out"):
+        zero.score_heldout([sp.random(5, 8, density=0.5, random_state=1, format="csr")])

@@ -638,3 +638,18 @@ def test_new_options_survive_save_and_load(tmp_path):
     back = mmfactor.load(mmfactor.save(m, tmp_path / "m.mmf"))
     np.testing.assert_array_equal(back.transform(X), m.transform(X))
     assert back.score(X) == m.score(X) and back.get_params() == m.get_params()
+
+
+def test_score_heldout_selects_the_planted_rank_where_score_cannot():
+    rng = np.random.RandomState(0)
+    G = rng.rand(150, 4)
+    X = MultiModal(a=G @ rng.rand(4, 30) + 0.3 * rng.rand(150, 30),
+                   b=G @ rng.rand(4, 20) + 0.3 * rng.rand(150, 20))
+    grid = {"n_components": [2, 4, 8]}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        plain = GridSearchCV(DFMF(random_state=0, max_iter=60), grid, cv=3).fit(X)
+        held = GridSearchCV(DFMF(random_state=0, max_iter=60), grid, cv=3,
+                            scoring=lambda est, X, y=None: est.score_heldout(X)).fit(X)
+    assert plain.best_params_ == {"n_components": 8}
+    assert held.best_params_ == {"n_components": 4}

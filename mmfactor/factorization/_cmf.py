@@ -24,6 +24,7 @@ from .._multimodal import (
 )
 from .._sparse import _csr, _torch_csr
 from .._training import fit_loop
+from ._heldout import hide_entries
 from ._nnls import batched_nnls
 
 __all__ = ["CMF"]
@@ -1065,3 +1066,52 @@ class CMF(MultiModalTransformer):
         finite = np.isfinite(values)
         values[finite] = _inverse_link(r.link, values[finite])
         return as_numpy(top.indices).astype(np.int64), values
+
+    def score_heldout(self, X, fraction=0.5, random_state=0):
+        """Score held-out entries of the rows of ``X`` (a criterion that can pick k).
+
+        Unlike ``score``, this can select ``n_components``.
+
+        ``score`` folds the rows in from all their entries and measures the error on
+        those same entries, so it improves with every extra component and
+        ``GridSearchCV`` picks the largest ``n_components`` offered. Here a random
+        ``fraction`` of the observed entries of every view of the samples is hidden, the
+        rows are folded in from the rest, and the hidden entries are predicted: an
+        over-fitted embedding predicts them badly. Use it as
+        ``GridSearchCV(..., scoring=lambda est, X, y=None: est.score_heldout(X))``.
+
+        Parameters
+        ----------
+        X : MultiModal, list of array-like or array-like
+            Views of samples (held-out rows in a search), with missing entries as NaN or
+            unstored (``missing="unobserved"``).
+        fraction : float, default=0.5
+            Fraction of the observed entries hidden, in (0, 1).
+        random_state : int, RandomState instance or None, default=0
+            Which entries are hidden.
+
+        Returns
+        -------
+        score : float
+            Minus the weighted mean loss per hidden entry (squared error, or log-loss for
+            a sigmoid link), in float64; higher is better.
+        """
+        check_is_fitted(self)
+        mm, views = check_views(X, missing=self.missing, max_ndim=2)
+        names = [n for _, n, _ in self._view_relations() if self._links[n] != "implicit"]
+        masked, hidden = hide_entries(mm, views, names, fraction, random_state, self.missing)
+        U, bias, rels = self._fold_in(masked)
+        total, count = 0.0, 0.0
+        with torch.no_grad():
+            for r in rels:
+                if r.name not in hidden:
+                    continue
+                rows, cols, vals = hidden[r.name]
+                Ua, Va = self._augmented(r, U, bias, r.device)
+                idx = [torch.as_tensor(a, dtype=torch.int64, device=Ua.device)
+                       for a in (rows, cols)]
+                pred = (Ua[idx[0]].double() * Va[idx[1]].double()).sum(1)
+                target = torch.as_tensor(vals, device=Ua.device)
+                total += r.weight * float(_pointwise_loss(r.link, pred, target))
+                count += r.weight * len(vals)
+        return -total / max(count, 1e-12)

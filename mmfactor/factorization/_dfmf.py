@@ -25,6 +25,7 @@ from .._multimodal import (
 )
 from .._sparse import _csr, _torch_csr
 from .._training import fit_loop
+from ._heldout import hide_entries
 from ._nnls import batched_nnls
 
 __all__ = ["DFMF"]
@@ -1082,3 +1083,53 @@ class DFMF(MultiModalTransformer):
         name, row, col = self.relations_[idx]
         left = self.factors_[row][coords[:, 0]] @ self.backbones_[name]
         return (left * self.factors_[col][coords[:, 1]]).sum(1).astype(np.float64)
+
+    def score_heldout(self, X, fraction=0.5, random_state=0):
+        """Score held-out entries of the rows of ``X`` (a criterion that can pick k).
+
+        Unlike ``score``, this can select ``n_components``.
+
+        ``score`` folds the rows in from all their entries and measures the error on
+        those same entries, so it improves with every extra component. Here a random
+        ``fraction`` of the observed entries of every relation view of the samples is
+        hidden, the rows are folded in from the rest, and the hidden entries are
+        predicted. Use it as
+        ``GridSearchCV(..., scoring=lambda est, X, y=None: est.score_heldout(X))``.
+
+        Parameters
+        ----------
+        X : MultiModal, list of array-like or array-like
+            Views of samples, with missing entries as NaN or unstored
+            (``missing="unobserved"``).
+        fraction : float, default=0.5
+            Fraction of the observed entries hidden, in (0, 1).
+        random_state : int, RandomState instance or None, default=0
+            Which entries are hidden.
+
+        Returns
+        -------
+        score : float
+            Minus the weighted squared error per hidden entry, in float64.
+        """
+        check_is_fitted(self)
+        mm, views = check_views(X, missing=self.missing, max_ndim=2)
+        # a wrong number of views is refused by the fold-in below, with its message
+        fitted = dict(zip(mm.names, self._view_names, strict=False))
+        rel_views = {n for n, row, _ in self.relations_ if row == self.sample_entity_}
+        names = [n for n in mm.names if fitted[n] in rel_views]
+        masked, hidden = hide_entries(mm, views, names, fraction, random_state, self.missing)
+        G, S, rels = self._fold_in(masked)
+        total, count = 0.0, 0.0
+        given = {fitted[n]: h for n, h in hidden.items()}
+        for r in rels:
+            if r.name not in given:
+                continue
+            rows, cols, vals = given[r.name]
+            Gr, Gc = (g.double() for g in self._on(G, r))
+            left = Gr[torch.as_tensor(rows, dtype=torch.int64, device=Gr.device)] @ \
+                S[r.name].double()
+            pred = (left * Gc[torch.as_tensor(cols, dtype=torch.int64, device=Gc.device)]).sum(1)
+            err = pred - torch.as_tensor(vals, device=pred.device)
+            total += r.weight * float((err**2).sum())
+            count += r.weight * len(vals)
+        return -total / max(count, 1e-12)
