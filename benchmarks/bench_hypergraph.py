@@ -373,9 +373,6 @@ def _markdown(rows, down, args, load):
     return text
 
 
-if __name__ == "__main__":
-    main()
-
 
 #: the settings the validation chose (the table above), refitted with several seeds
 SPREAD = {
@@ -424,3 +421,7 @@ def seed_spread(args):
             f"{load[0]} before, {load[1]} after.\n\n" + markdown_table(rows, cols))
     write_results("hypergraph_seeds", {"rows": rows, "load_average": list(load)}, text,
                   args.out)
+
+
+if __name__ == "__main__":
+    main()
