@@ -55,7 +55,7 @@ class MultiModalTransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, B
             cls._fit = _guard_fit(vars(cls)["_fit"])
         if "transform" in vars(cls):
             cls.transform = _guard_transform(vars(cls)["transform"])
-        for name in ("transform", "score", "reconstruct"):
+        for name in ("transform", "score", "score_heldout", "reconstruct"):
             if name in vars(cls):
                 setattr(cls, name, _names_first(vars(cls)[name]))
         super().__init_subclass__(**kwargs)

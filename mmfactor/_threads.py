@@ -1,8 +1,8 @@
 """``n_jobs``: the CPU threads of one estimator call, set for that call only.
 
 Every public method that computes (``fit``, ``fit_transform``, ``transform``,
-``inverse_transform``, ``reconstruct``, ``score``, ``predict_entries``, ``recommend``)
-runs inside :func:`thread_limits` with the estimator's ``n_jobs``: torch's intra-op threads
+``inverse_transform``, ``reconstruct``, ``score``, ``score_heldout``, ``predict_entries``,
+``recommend``) runs inside :func:`thread_limits` with the estimator's ``n_jobs``: torch's intra-op threads
 (:func:`torch.set_num_threads`) and the BLAS/OpenMP pools of NumPy and SciPy
 (threadpoolctl's :class:`~threadpoolctl.threadpool_limits`) are set for the call and put
 back as they were when it returns or raises. ``n_jobs=None`` changes nothing.
@@ -22,7 +22,7 @@ __all__ = ["THREADED_METHODS", "resolve_n_jobs", "thread_limits", "threaded"]
 
 #: The methods of an estimator that run under its ``n_jobs``.
 THREADED_METHODS = ("fit", "fit_transform", "transform", "inverse_transform", "reconstruct",
-                    "score", "predict_entries", "recommend")
+                    "score", "score_heldout", "predict_entries", "recommend")
 
 # set while a limit is in force: a method called from another (fit_transform -> _fit ->
 # transform) runs under the outer call's limit instead of setting it again

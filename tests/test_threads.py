@@ -129,7 +129,7 @@ def test_every_public_computing_method_runs_under_n_jobs():
     from mmfactor._threads import THREADED_METHODS
 
     computing = {"fit", "fit_transform", "transform", "inverse_transform", "reconstruct",
-                 "score", "predict_entries", "recommend"}
+                 "score", "score_heldout", "predict_entries", "recommend"}
     for name, make in ESTIMATORS.items():
         cls = type(make())
         public = {m for m in dir(cls) if not m.startswith("_") and callable(getattr(cls, m))
