@@ -2,10 +2,11 @@
 
 Every public method that computes (``fit``, ``fit_transform``, ``transform``,
 ``inverse_transform``, ``reconstruct``, ``score``, ``score_heldout``, ``predict_entries``,
-``recommend``) runs inside :func:`thread_limits` with the estimator's ``n_jobs``: torch's intra-op threads
-(:func:`torch.set_num_threads`) and the BLAS/OpenMP pools of NumPy and SciPy
-(threadpoolctl's :class:`~threadpoolctl.threadpool_limits`) are set for the call and put
-back as they were when it returns or raises. ``n_jobs=None`` changes nothing.
+``recommend``) runs inside :func:`thread_limits` with the estimator's ``n_jobs``:
+torch's intra-op threads (:func:`torch.set_num_threads`) and the BLAS/OpenMP pools of
+NumPy and SciPy (threadpoolctl's :class:`~threadpoolctl.threadpool_limits`) are set for
+the call and put back as they were when it returns or raises. ``n_jobs=None`` changes
+nothing.
 
 Both settings are per process, as they are in scikit-learn: two estimators called at the
 same time from two Python threads of one process share them.
