@@ -70,7 +70,12 @@ print(search.best_params_, round(search.best_score_, 3))
 # The same rows without MMEDA
 # ---------------------------
 # The reference: the four views standardised and concatenated (the sparse view made
-# dense), straight into the same classifier.
+# dense), straight into the same classifier. On these made-up views it does better than
+# the 16-number embedding (when this example was written: 0.78 against 0.61 accuracy):
+# MMEDA learns without the labels to reconstruct every column, and most columns here
+# are noise, while the classifier on 5,800 columns is fitted on the labels themselves.
+# The embedding's use is a small representation for any downstream model; with labels
+# at hand, fine-tuning it (below) gets the best of both.
 flat = np.hstack([image, text, clicks.toarray(), profile.to_numpy()])
 ref = cross_val_score(Pipeline([("scale", StandardScaler()),
                                 ("clf", LogisticRegression(max_iter=1000))]),
