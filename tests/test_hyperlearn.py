@@ -802,3 +802,28 @@ def test_nonnegative_cp(solver):
         assert all(b <= a * (1 + 1e-9) for a, b in zip(curve, curve[1:], strict=False))
     with pytest.raises(ValueError, match="nonnegative=True constrains the factors"):
         HyperLearn(nonnegative=True, diffusion_steps=2).fit(dense)
+
+
+def test_confidence_operator_is_the_explicit_system(hyper):
+    # the entry-by-entry operator of the confidence-weighted normal equations equals the
+    # per-row F x F systems it never forms
+    from mmfactor.factorization._cp import mode_normal_equations
+    from mmfactor.factorization._hyperlearn import _implicit_operator
+
+    rng = np.random.RandomState(0)
+    X = hyper.X
+    facs = [torch.as_tensor(rng.randn(n, 4)) for n in X.shape]
+    data = TensorData(X.indices, X.values, X.shape, "full", "cpu", torch.float64,
+                      confidence=3.0)
+    none = torch.zeros(0, dtype=torch.float64)
+    for mode in range(3):
+        G, b = mode_normal_equations(mode, facs, data, list(range(4)), none)
+        Gs, bs, stored = mode_normal_equations(mode, facs, data, list(range(4)), none,
+                                               implicit=True)
+        torch.testing.assert_close(bs, b)
+        A = 2 * G + 0.5 * torch.eye(4, dtype=torch.float64)
+        exact = torch.linalg.solve(A, (2 * b)[..., None])[..., 0]
+        op, solve = _implicit_operator(Gs, stored, 2.0, 0.5, 3.0, None, None, 4,
+                                       X.shape[mode])
+        torch.testing.assert_close(op(exact), 2 * b)
+        assert bool((solve(torch.ones_like(b)) > 0).all())

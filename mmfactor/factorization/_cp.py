@@ -492,7 +492,8 @@ def _observed_loss(factors, data, chunk):
     return loss
 
 
-def mode_normal_equations(mode, factors, data, free, fixed_values, chunk=1 << 16):
+def mode_normal_equations(mode, factors, data, free, fixed_values, chunk=1 << 16,
+                          implicit=False):
     """Normal equations of the least-squares data term in the ``free`` columns of ``A_mode``.
 
     With the other factors fixed, ``||X - [[A]]||^2`` is quadratic in ``A_mode``; the
@@ -500,7 +501,10 @@ def mode_normal_equations(mode, factors, data, free, fixed_values, chunk=1 << 16
     on every row (``fixed_values``: the intercept columns). Returns ``(G, b)`` such that
     the data term is ``sum_i a_i^T G_i a_i - 2 b_i^T a_i + const`` over the free part
     ``a_i`` of each row: ``G`` of shape ``(F, F)`` (shared by every row, ``kind="full"``)
-    or ``(N_mode, F, F)`` (``kind="observed"``), ``b`` of shape ``(N_mode, F)``.
+    or ``(N_mode, F, F)`` (``kind="observed"``), ``b`` of shape ``(N_mode, F)``. With
+    ``data.confidence`` (``kind="full"``) ``G`` is per row, or, with ``implicit=True``,
+    the shared part plus ``(rows, P)``: the stored entries' rows and free Khatri-Rao
+    rows, whose ``c sum_e p_e p_e^T`` a solver applies entry by entry (a third output).
     """
     A = factors[mode]
     R = A.shape[1]
@@ -525,6 +529,9 @@ def mode_normal_equations(mode, factors, data, free, fixed_values, chunk=1 << 16
         if len(fixed):
             b = b - (fixed_values[None, :] @ H[fixed][:, free])
         G = H[free][:, free]
+        if data.confidence and implicit:  # the stored entries' part left as (rows, P)
+            rows, P, b_obs = _stored_rows(mode, factors, data, free, fixed, fixed_values)
+            return G, b + data.confidence * b_obs, (rows, P)
         if data.confidence:  # plus c times the stored entries' own normal equations
             G_obs, b_obs = _observed_normal_equations(mode, factors, data, free, fixed,
                                                       fixed_values, chunk, fast)
@@ -532,6 +539,20 @@ def mode_normal_equations(mode, factors, data, free, fixed_values, chunk=1 << 16
         return G, b
     return _observed_normal_equations(mode, factors, data, free, fixed, fixed_values, chunk,
                                       fast)
+
+
+def _stored_rows(mode, factors, data, free, fixed, fixed_values):
+    """``(rows, P, b)``: each stored entry's row in ``mode``, its free Khatri-Rao row
+    ``p_e`` and ``b = sum_e p_e y_e`` (``y_e`` the value less the fixed columns' part)."""
+    idx, vals = data.indices, data.values
+    prod = _gather_prod(idx, factors, mode, slice(None))
+    y = vals
+    if len(fixed):
+        y = y - prod[:, fixed] @ fixed_values
+    P = prod[:, free]
+    rows = idx[:, mode]
+    b = P.new_zeros(factors[mode].shape[0], P.shape[1]).index_add_(0, rows, P * y[:, None])
+    return rows, P, b
 
 
 def _observed_normal_equations(mode, factors, data, free, fixed, fixed_values, chunk, fast):

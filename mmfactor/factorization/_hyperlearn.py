@@ -319,34 +319,42 @@ def _als_update(t, facs, state, n_steps):
         free = state.free
         fixed = [c for c in range(A.shape[1]) if c not in free]
         fixed_values = A[0, fixed]
-        G, b = mode_normal_equations(t, facs, state.data, free, fixed_values)
         lam, alpha = state.lam, state.alpha
         F = len(free)
         eye = torch.eye(F, dtype=A.dtype, device=A.device)
+        L = state.L
+        Ldiag = state.L_diag
+        implicit = state.data.confidence > 0 and not state.nonnegative
+        if implicit:  # confidence weights: never form the per-row F x F systems
+            G, b, stored = mode_normal_equations(t, facs, state.data, free, fixed_values,
+                                                 implicit=True)
+            op, solve = _implicit_operator(G, stored, 2 * lam, alpha, state.data.confidence,
+                                           L, Ldiag, R, A.shape[0])
+        else:
+            G, b = mode_normal_equations(t, facs, state.data, free, fixed_values)
         core_mask = torch.zeros(F, dtype=A.dtype, device=A.device)
         core_mask[:R] = 1
         shared = G.ndim == 2
-        L = state.L
-        Ldiag = state.L_diag
-        if shared:
+        if shared and not implicit:
             G = G.expand(A.shape[0], F, F)
-        D = 2 * lam * G + alpha * eye
-        precond = D + (Ldiag[:, None, None] * torch.diag(core_mask)[None] if Ldiag is not None
-                       else 0)
-        scale = precond.diagonal(dim1=1, dim2=2).mean(1).clamp_min(1e-30)
-        precond = precond + 1e-7 * scale[:, None, None] * eye
-        chol, info = torch.linalg.cholesky_ex(precond)
+        if not implicit:
+            D = 2 * lam * G + alpha * eye
+            precond = D + (Ldiag[:, None, None] * torch.diag(core_mask)[None]
+                           if Ldiag is not None else 0)
+            scale = precond.diagonal(dim1=1, dim2=2).mean(1).clamp_min(1e-30)
+            precond = precond + 1e-7 * scale[:, None, None] * eye
+            chol, info = torch.linalg.cholesky_ex(precond)
 
-        def op(V):
-            out = torch.bmm(D, V[..., None])[..., 0]
-            if L is not None:
-                out[:, :R] += torch.sparse.mm(L, V[:, :R].contiguous())
-            return out
+            def op(V):
+                out = torch.bmm(D, V[..., None])[..., 0]
+                if L is not None:
+                    out[:, :R] += torch.sparse.mm(L, V[:, :R].contiguous())
+                return out
 
-        def solve(r):
-            if bool((info != 0).any()):
-                return r / precond.diagonal(dim1=1, dim2=2)
-            return torch.cholesky_solve(r[..., None], chol)[..., 0]
+            def solve(r):
+                if bool((info != 0).any()):
+                    return r / precond.diagonal(dim1=1, dim2=2)
+                return torch.cholesky_solve(r[..., None], chol)[..., 0]
 
         X = A[:, free].clone()
         r = 2 * lam * b - op(X)
@@ -383,6 +391,33 @@ def _als_update(t, facs, state, n_steps):
         graph, pen = state.regularizers(state.embedding(new))
         loss = lam * data_loss(facs, state.data) + graph.double() + pen.double()
         return new.clone(), loss
+
+
+def _implicit_operator(G, stored, two_lam, alpha, c, L, Ldiag, R, n):
+    """``op(V)`` and a Jacobi ``solve`` for the confidence-weighted normal equations
+    ``(2 lam (H + c sum_e p_e p_e^T) + alpha) v_i + (L V)_i``, applied entry by entry
+    (``O(nnz F + N F^2)`` per product, as the implicit-feedback CG solvers do): the
+    per-row ``F x F`` systems are never formed."""
+    rows, P = stored
+    F = G.shape[0]
+    D = two_lam * G + alpha * torch.eye(F, dtype=G.dtype, device=G.device)
+    cc = two_lam * c
+    diag = D.diagonal()[None, :] + cc * P.new_zeros(n, F).index_add_(0, rows, P * P)
+    if Ldiag is not None:
+        diag[:, :R] += Ldiag[:, None]
+    diag = diag.clamp_min(1e-12 * float(diag.max()))
+
+    def op(V):
+        out = V @ D
+        out.index_add_(0, rows, P * (cc * (P * V.index_select(0, rows)).sum(1, keepdim=True)))
+        if L is not None:
+            out[:, :R] += torch.sparse.mm(L, V[:, :R].contiguous())
+        return out
+
+    def solve(r):
+        return r / diag
+
+    return op, solve
 
 
 def _nonnegative_solve(X, D, rhs, L, Ldiag, R, n_steps):
