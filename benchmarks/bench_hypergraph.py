@@ -24,6 +24,7 @@ friendships from embedding similarity (AUC), see ``downstream``.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 import warnings
@@ -33,7 +34,7 @@ import numpy as np
 import scipy.sparse as sp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import markdown_table, write_results  # noqa: E402
+from _common import RESULTS, markdown_table, write_results  # noqa: E402
 
 from mmfactor import HyperLearn, SparseTensor  # noqa: E402
 from mmfactor.datasets import fetch_lastfm_hetrec  # noqa: E402
@@ -333,11 +334,26 @@ def main(argv=None):
     profile = _counts(train, [0, 2])
     down.append({"model": "the user's tag counts (training edges)",
                  "friendship_auc": friendship_auc(profile.toarray(), data.friends)})
-    load_after = _load()
-    write_results("hypergraph", {"rows": rows, "downstream": down,
-                                 "load_average": [load_before, load_after],
-                                 "threads": args.threads},
-                  _markdown(rows, down, args, (load_before, load_after)), args.out)
+    load = [load_before, _load()]
+    payload = {"rows": rows, "downstream": down, "load_average": load,
+               "threads": args.threads, "reruns": []}
+    previous = Path(args.out or RESULTS) / "hypergraph.json"
+    if args.only and previous.exists():  # re-measure some models: the others are kept
+        old = json.loads(previous.read_text())
+        rows, down = _merged(old["rows"], rows), _merged(old["downstream"], down)
+        payload = {**old, "rows": rows, "downstream": down,
+                   "reruns": old.get("reruns", []) + [{"only": args.only,
+                                                       "load_average": load}]}
+        load = old["load_average"]
+    write_results("hypergraph", payload,
+                  _markdown(rows, down, args, load, payload["reruns"]), args.out)
+
+
+def _merged(old, new):
+    """``old`` with its entries replaced by ``new``'s of the same model, then the rest."""
+    by_name = {r["model"]: r for r in new}
+    out = [by_name.pop(r["model"], r) for r in old]
+    return out + [r for r in new if r["model"] in by_name]
 
 
 def _with_setting(model, text):
@@ -345,7 +361,7 @@ def _with_setting(model, text):
     return model
 
 
-def _markdown(rows, down, args, load):
+def _markdown(rows, down, args, load, reruns=()):
     cols = [("model", "model", None), ("setting", "setting (chosen on validation)", None),
             ("val_auc", "validation AUC", "{:.4f}"), ("val_hr", "validation HR@10", "{:.4f}"),
             ("auc", "test AUC", "{:.4f}"), ("hr", "test HR@10", "{:.4f}"),
@@ -359,8 +375,11 @@ def _markdown(rows, down, args, load):
         "1, negatives seed 3) by hit rate @10, then refitted on every training edge. "
         f"{args.threads} torch thread(s); load average {load[0]} before, {load[1]} after. "
         "Graphs: users = friendships, artists = 10-NN of their listeners (log counts, "
-        "cosine), tags = 10-NN of their training artists (cosine).\n\n"
-        + markdown_table(rows, cols))
+        "cosine), tags = 10-NN of their training artists (cosine)."
+        + "".join(f" Re-measured later (`--only {' '.join(r['only'])}`): load average "
+                  f"{r['load_average'][0]} before, {r['load_average'][1]} after."
+                  for r in reruns)
+        + "\n\n" + markdown_table(rows, cols))
     if notes:
         text += "\n\nWarnings raised by the final fits:\n\n" + "\n".join(
             f"- {r['model']}: {'; '.join(r['warnings'])}" for r in notes)
