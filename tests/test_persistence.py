@@ -714,7 +714,10 @@ def _nodes(tree, path=()):
             yield from _nodes(v, (*path, i))
 
 
-_FUZZ = settings(max_examples=60, deadline=None, derandomize=True,
+# 60 examples each in the suite (a few seconds); MMFACTOR_FUZZ_EXAMPLES=5000 fuzzes longer,
+# with fresh random examples
+_N_FUZZ = int(os.environ.get("MMFACTOR_FUZZ_EXAMPLES", "60"))
+_FUZZ = settings(max_examples=_N_FUZZ, deadline=None, derandomize=_N_FUZZ <= 60,
                  suppress_health_check=[HealthCheck.function_scoped_fixture,
                                         HealthCheck.too_slow])
 
