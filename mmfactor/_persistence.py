@@ -256,14 +256,27 @@ def _allowed_class(obj):
     return own in _MMFACTOR_RECORDS or issubclass(obj, torch.nn.Module | BaseEstimator)
 
 
+# the mmfactor packages whose classes a model file may name: imported by load itself (a
+# fixed list; ``import mmfactor`` imports them lazily), never because a file names them
+_MODEL_PACKAGES = ("mmfactor._multimodal", "mmfactor.factorization", "mmfactor.neural")
+
+
+def _import_model_packages():
+    import importlib
+
+    for name in _MODEL_PACKAGES:
+        importlib.import_module(name)
+
+
 def _resolve_class(name):
     """A class from ``"module:qualname"``: the class defined there, and on the list.
 
-    Only modules that are already loaded are looked in (``import mmfactor`` loads every
-    estimator's module, ``import torch`` every torch.nn module): loading never imports
-    anything. The object found must be a class whose own ``__module__:__qualname__`` is
-    ``name`` (so a name re-exported by another module, ``mmfactor._persistence:torch.x``,
-    is refused) and that is on the explicit list (:func:`_allowed_class`).
+    Only modules that are already loaded are looked in (:func:`load` imports the
+    estimators' packages, a fixed list; ``import torch`` loads every torch.nn module):
+    a name in the file never makes anything be imported. The object found must be a
+    class whose own ``__module__:__qualname__`` is ``name`` (so a name re-exported by
+    another module, ``mmfactor._persistence:torch.x``, is refused) and that is on the
+    explicit list (:func:`_allowed_class`).
     """
     if not isinstance(name, str) or name.count(":") != 1:
         raise ModelFormatError(f"load: invalid class name {str(name)[:80]!r} in the model file.")
@@ -692,6 +705,7 @@ def load(path, *, key=None):
 
     key = _check_key(key, "load")
     path = Path(path)
+    _import_model_packages()
     header_bytes, state_bytes, tensor_bytes = _read_members(path)
     try:
         header = json.loads(header_bytes)

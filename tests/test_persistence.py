@@ -783,3 +783,19 @@ def test_fuzz_zip_container_mutated(data, tmp_path):
         mmfactor.load(path)
     except ModelFormatError:
         pass
+
+
+def test_load_in_a_fresh_process_that_imported_only_mmfactor(tmp_path):
+    """``import mmfactor`` imports the estimators lazily: load imports their packages (a
+    fixed list) itself, and still never imports what a file names."""
+    import subprocess
+    import sys
+
+    path = mmfactor.save(fitted("MMEDA"), tmp_path / "m.mmf")
+    code = "import sys, mmfactor; print(type(mmfactor.load(sys.argv[1])).__name__)"
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
+                         text=True, timeout=120,
+                         env=dict(os.environ, PYTHONPATH=root))
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["MMEDA"]
