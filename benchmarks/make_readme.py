@@ -21,6 +21,8 @@ SECTIONS = [
     ("dfmf", "DFMF against scikit-fusion and CMF on dicty", "bench_dfmf.py"),
     ("dcmf", "DCMF against CMF and cmfrec", "bench_dcmf.py"),
     ("mmeda", "MMEDA: the paper's model development on mfeat", "bench_mmeda.py"),
+    ("representations", "Representations probed downstream: mmfactor against multiview peers",
+     "bench_representations.py"),
     ("hyperlearn", "HyperLearn on MovieLens-100K and tensorly's tensors", "bench_hyperlearn.py"),
     ("hyperlearn_scaling", "HyperLearn scaling in the number of hyperedges",
      "bench_hyperlearn.py"),

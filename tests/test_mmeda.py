@@ -16,7 +16,7 @@ from mmfactor.datasets import load_mfeat
 from mmfactor.neural import ConvAutoencoder, DenseAutoencoder
 
 TINY = dict(n_components=4, encoder="neural", conv_channels=(4,), hidden_layer_sizes=(16,),
-            view_components=6,
+            view_components=6, contrastive=0.0,
             fusion_layer_sizes=(12,), batch_size=16, max_iter=4, tol=0)
 
 
