@@ -338,6 +338,25 @@ class MultiModalNetClassifier(ClassifierMixin, _MultiModalNetBase):
         proba = self.predict_proba(X)
         return self.classes_[proba.argmax(1)]
 
+    def score(self, X, y, sample_weight=None):
+        """Mean accuracy of ``predict(X)`` against ``y`` (scikit-learn's classifier score).
+
+        Parameters
+        ----------
+        X : MultiModal, list of array-like or array-like
+            The views, as in fit.
+        y : array-like of shape (n_samples,)
+            True labels.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Sample weights.
+
+        Returns
+        -------
+        score : float
+            The accuracy.
+        """
+        return super().score(X, y, sample_weight=sample_weight)
+
 
 class MultiModalNetRegressor(RegressorMixin, _MultiModalNetBase):
     """A regressor over the views, trained by skorch: MMEDA fine-tuned, or an MLP.
@@ -409,6 +428,25 @@ class MultiModalNetRegressor(RegressorMixin, _MultiModalNetBase):
         """
         out = self._forward(X).numpy()
         return out[:, 0] if self._one_target else out
+
+    def score(self, X, y, sample_weight=None):
+        """R^2 of ``predict(X)`` against ``y`` (scikit-learn's regressor score).
+
+        Parameters
+        ----------
+        X : MultiModal, list of array-like or array-like
+            The views, as in fit.
+        y : array-like of shape (n_samples,) or (n_samples, n_targets)
+            True targets.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Sample weights.
+
+        Returns
+        -------
+        score : float
+            R^2 (1 is perfect).
+        """
+        return super().score(X, y, sample_weight=sample_weight)
 
 
 # one Parameters section for the two (the same parameters, the same meaning)
