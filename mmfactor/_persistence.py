@@ -697,10 +697,6 @@ def load(path, *, key=None):
     >>> type(load(path)).__name__
     'DFMF'
     """
-    # the estimators' modules, a fixed list (mmfactor imports its public names lazily)
-    import mmfactor.factorization  # noqa: F401
-    import mmfactor.neural  # noqa: F401
-
     from . import __version__
 
     key = _check_key(key, "load")
