@@ -827,3 +827,122 @@ def test_confidence_operator_is_the_explicit_system(hyper):
                                        X.shape[mode])
         torch.testing.assert_close(op(exact), 2 * b)
         assert bool((solve(torch.ones_like(b)) > 0).all())
+
+
+# --------------------------------------------------------------------------------------
+# Coupled matrix-tensor factorization (coupling=)
+# --------------------------------------------------------------------------------------
+
+
+def _planted_cmtf(seed=0, shape=(40, 12, 10), n_cols=30, rank=3, observed=0.03, noise=0.3):
+    """A rank-``rank`` tensor seen at a few noisy entries and a clean matrix sharing mode 0."""
+    rng = np.random.RandomState(seed)
+    A, B, C = (rng.rand(n, rank) for n in shape)
+    V = rng.rand(n_cols, rank)
+    T = np.einsum("ir,jr,kr->ijk", A, B, C)
+    T = T + noise * T.std() * rng.randn(*shape)
+    T[rng.rand(*shape) > observed] = np.nan  # very sparse
+    Y = A @ V.T + 0.05 * rng.randn(shape[0], n_cols)
+    return A, T, Y
+
+
+def _factor_match(F, G):
+    """Mean |cosine| of the best one-to-one pairing of the columns of F and G."""
+    from scipy.optimize import linear_sum_assignment
+
+    Fn = F / np.linalg.norm(F, axis=0)
+    Gn = G / np.linalg.norm(G, axis=0)
+    S = np.abs(Fn.T @ Gn)
+    r, c = linear_sum_assignment(-S)
+    return float(S[r, c].mean())
+
+
+def _cmtf(**kw):
+    return HyperLearn(**{"n_components": 3, "solver": "als", "diffusion_steps": 0,
+                         "update": "gauss-seidel", "dtype": "float64", "max_iter": 100,
+                         "alpha": 1e-3, "random_state": 0, **kw})
+
+
+def test_coupled_matrix_recovers_the_shared_factor_better_than_the_tensor_alone():
+    from scipy.linalg import subspace_angles
+
+    match, span = {"alone": [], "coupled": []}, {"alone": [], "coupled": []}
+    for seed in range(3):
+        A, T, Y = _planted_cmtf(seed)  # 3% of the tensor seen, with noise
+        fits = {"alone": _cmtf(missing="unobserved").fit(MultiModal(t=T)),
+                "coupled": _cmtf(missing="unobserved", coupling={"y": 0}).fit(
+                    MultiModal(t=T, y=Y))}
+        for key, model in fits.items():
+            match[key].append(_factor_match(model.factors_[0], A))
+            span[key].append(np.mean(np.cos(subspace_angles(model.factors_[0], A)) ** 2))
+        assert fits["coupled"].coupled_factors_["y"].shape == (Y.shape[1], 3)
+        assert fits["alone"].coupled_factors_ == {}
+    assert min(span["coupled"]) > 0.95 > 0.6 > max(span["alone"]), span
+    assert np.mean(match["coupled"]) > np.mean(match["alone"]) + 0.2, match
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_coupled_loss_equals_a_direct_float64_computation(dtype):
+    rng = np.random.RandomState(1)
+    T = rng.rand(15, 6, 5) + 3.0
+    Y = rng.rand(15, 7)
+    Z = sp.random(6, 9, density=0.4, random_state=1, format="csr")  # coupled to mode 1
+    X = MultiModal(t=T, y=Y, shared={"z": Z})
+    model = _cmtf(dtype=dtype, alpha=0.1, lam=0.7, coupling={"y": 0, "z": 1},
+                  max_iter=8).fit(X)
+    F = [f.astype(np.float64) for f in model.factors_]
+    V = {k: v.astype(np.float64) for k, v in model.coupled_factors_.items()}
+    data = ((T - np.einsum("ir,jr,kr->ijk", *F)) ** 2).sum()
+    coupled = ((Y - F[0] @ V["y"].T) ** 2).sum() + ((Z.toarray() - F[1] @ V["z"].T) ** 2).sum()
+    pen = 0.05 * (sum((f**2).sum() for f in F) + sum((v**2).sum() for v in V.values()))
+    terms = model.loss_terms_
+    assert terms["data"][-1] == pytest.approx(data, rel=1e-9)
+    assert terms["coupled"][-1] == pytest.approx(coupled, rel=1e-9)
+    assert terms["penalty"][-1] == pytest.approx(pen, rel=1e-6 if dtype == "float32" else 1e-9)
+    assert model.loss_curve_[-1] == pytest.approx(0.7 * (data + coupled) + pen, rel=1e-6)
+    assert np.all(np.diff(model.loss_curve_) <= 1e-9 * model.loss_curve_[0])  # descends
+
+
+def test_coupled_fit_agrees_with_tensorly_cmtf():
+    from tensorly.decomposition import coupled_matrix_tensor_3d_factorization
+
+    rng = np.random.RandomState(2)
+    A, B, C, V = rng.rand(20, 3), rng.rand(8, 3), rng.rand(7, 3), rng.rand(11, 3)
+    T = np.einsum("ir,jr,kr->ijk", A, B, C) + 0.05 * rng.randn(20, 8, 7)
+    Y = A @ V.T + 0.05 * rng.randn(20, 11)
+    cp, mat, _ = coupled_matrix_tensor_3d_factorization(tl.tensor(T), tl.tensor(Y), rank=3,
+                                                        n_iter_max=200)
+    norm = np.sqrt((T**2).sum() + (Y**2).sum())
+    tl_err = np.sqrt(((T - tl.cp_to_tensor(cp)) ** 2).sum()
+                     + ((Y - tl.cp_to_tensor(mat)) ** 2).sum()) / norm
+    model = _cmtf(alpha=0.0, coupling={"y": 0}, max_iter=200, tol=1e-8).fit(
+        MultiModal(t=T, y=Y))
+    ours = np.sqrt(model.loss_curve_[-1]) / norm
+    assert ours == pytest.approx(tl_err, rel=0.05)
+    assert _factor_match(model.factors_[0], tl.to_numpy(cp.factors[0])) > 0.99
+
+
+def test_coupled_fold_in_uses_the_matrix_and_round_trips_through_save(tmp_path):
+    import mmfactor
+
+    A, T, Y = _planted_cmtf(0, observed=0.2)
+    X = MultiModal(t=T, y=Y)
+    model = _cmtf(missing="unobserved", coupling={"y": 0}, alpha=0.2).fit(X)
+    # the fold-in solves the rows' normal equations with the matrix term: check one row
+    emb = model.transform(X[:5])
+    _, B, C = model.factors_
+    row = T[2]
+    keep = ~np.isnan(row)
+    KR = np.einsum("jr,kr->jkr", B, C)[keep]
+    Vy = model.coupled_factors_["y"]
+    G = KR.T @ KR + Vy.T @ Vy + 0.1 * np.eye(3)
+    direct = np.linalg.solve(G, KR.T @ row[keep] + Vy.T @ Y[2])
+    np.testing.assert_allclose(emb[2], direct, rtol=1e-6, atol=1e-8)
+    moved = model.transform(MultiModal(t=T[:5], y=Y[:5] + 1.0))
+    assert not np.allclose(moved, emb)  # the matrix's rows count
+    path = tmp_path / "cmtf.mmf"
+    mmfactor.save(model, path)
+    back = mmfactor.load(path)
+    assert back.coupling == {"y": 0}
+    np.testing.assert_array_equal(back.coupled_factors_["y"], Vy)
+    np.testing.assert_array_equal(back.transform(X[:5]), emb)

@@ -423,6 +423,31 @@ BAD_INPUTS = [
                       {"confidence": 1.0}),
         ValueError, r"confidence=1.0 weighs stored entries against the unstored zeros.*"
         r"view 'a' has observed entries only", only=["HyperLearn"]),
+    Bad("coupling-not-a-dict", with_params(coupling=["b"]), InvalidParameterError,
+        r"'coupling' parameter", only=["HyperLearn"]),
+    Bad("coupling-unknown-view", with_params(coupling={"c": 0}, solver="als", diffusion_steps=0),
+        ValueError, r"coupling names 'c', which is neither a view after the tensor \['b'\] "
+        r"nor a matrix of X.shared", only=["HyperLearn"]),
+    Bad("coupling-mode-past-the-modes",
+        with_params(coupling={"b": 2}, solver="als", diffusion_steps=0), ValueError,
+        r"coupling\['b'\] = 2 is not a mode of the tensor of shape \(12, 5\) \(an int, 0 to 1\)",
+        only=["HyperLearn"]),
+    Bad("coupling-rows-mismatch",
+        with_params(coupling={"b": 1}, solver="als", diffusion_steps=0), ValueError,
+        r"View 'b' has shape \(12, 4\) but is coupled to mode 1 of the tensor of shape "
+        r"\(12, 5\): expected \(5, n_columns\)", only=["HyperLearn"]),
+    Bad("coupling-shared-matrix-rows-mismatch",
+        lambda name: (MultiModal(**base_views(), shared={"m": np.ones((4, 3))}),
+                      {"coupling": {"m": 1}, "solver": "als", "diffusion_steps": 0}),
+        ValueError, r"View \"shared\['m'\]\" has shape \(4, 3\) but is coupled to mode 1 "
+        r".*expected \(5, n_columns\)", only=["HyperLearn"]),
+    Bad("coupling-with-adam", with_params(coupling={"b": 0}), ValueError,
+        r"coupling=\{'b': 0\} \(coupled matrices\) is solved by alternating least squares: "
+        r"it needs solver='als'", only=["HyperLearn"]),
+    Bad("coupling-view-with-nan",
+        lambda name: (MultiModal(a=base_views()["a"], b=_with_entry(np.nan, view="b")),
+                      {"coupling": {"b": 0}, "solver": "als", "diffusion_steps": 0}),
+        ValueError, r"'b'.*NaN", only=["HyperLearn"]),
     Bad("validation-fraction-1.5", with_params(validation_fraction=1.5), InvalidParameterError,
         r"'validation_fraction' parameter", only=["DCMF", "MMEDA", "HyperLearn"]),
     Bad("devices-int", with_params(devices=0), InvalidParameterError, r"'devices' parameter"),

@@ -328,10 +328,12 @@ def _als_update(t, facs, state, n_steps):
         if implicit:  # confidence weights: never form the per-row F x F systems
             G, b, stored = mode_normal_equations(t, facs, state.data, free, fixed_values,
                                                  implicit=True)
+            G, b = _coupled_normal_equations(G, b, state.coupled, R)
             op, solve = _implicit_operator(G, stored, 2 * lam, alpha, state.data.confidence,
                                            L, Ldiag, R, A.shape[0])
         else:
             G, b = mode_normal_equations(t, facs, state.data, free, fixed_values)
+            G, b = _coupled_normal_equations(G, b, state.coupled, R)
         core_mask = torch.zeros(F, dtype=A.dtype, device=A.device)
         core_mask[:R] = 1
         shared = G.ndim == 2
@@ -389,8 +391,50 @@ def _als_update(t, facs, state, n_steps):
         new = state.factor()
         facs[t] = new
         graph, pen = state.regularizers(state.embedding(new))
-        loss = lam * data_loss(facs, state.data) + graph.double() + pen.double()
+        coupled = sum(_matrix_loss(new[:, :R], c) for c in state.coupled)
+        loss = lam * (data_loss(facs, state.data) + coupled) + graph.double() + pen.double()
         return new.clone(), loss
+
+
+# --------------------------------------------------------------------------------------
+# Coupled matrices: Y_m ~ A_t V_m^T, sharing mode t's K-way factor (coupling=)
+# --------------------------------------------------------------------------------------
+
+
+def _product(Y, V):
+    """``Y @ V`` for a dense or sparse (COO) ``Y``."""
+    return torch.sparse.mm(Y, V) if Y.is_sparse else Y @ V
+
+
+def _coupled_normal_equations(G, b, coupled, R):
+    """Mode ``t``'s normal equations with its coupled matrices: ``V^T V`` joins the Gram's
+    K-way block and ``Y V`` the right-hand side's (``G`` shared or per row)."""
+    if not coupled:
+        return G, b
+    G, b = G.clone(), b.clone()
+    for c in coupled:
+        V = c["V"]
+        G[..., :R, :R] += V.T @ V
+        b[:, :R] += _product(c["Y"], V)
+    return G, b
+
+
+def _matrix_loss(A, c):
+    """``||Y - A V^T||^2`` in float64 (``A``: the coupled mode's K-way factor)."""
+    A, V = A.double(), c["V"].double()
+    cross = float((_product(c["Y64"], V) * A).sum())
+    return max(c["sq"] - 2 * cross + float(((A.T @ A) * (V.T @ V)).sum()), 0.0)
+
+
+def _update_coupled(A, c, ridge):
+    """The coupled factor's closed-form ridge update ``V = Y^T A (A^T A + ridge I)^-1``."""
+    G = A.T @ A + ridge * torch.eye(A.shape[1], dtype=A.dtype, device=A.device)
+    rhs = _product(c["Y"].t(), A)
+    L, info = torch.linalg.cholesky_ex(G)
+    if bool(info != 0):  # a rank-deficient factor without alpha: least squares
+        c["V"] = torch.linalg.lstsq(G, rhs.T).solution.T
+    else:
+        c["V"] = torch.cholesky_solve(rhs.T, L).T
 
 
 def _implicit_operator(G, stored, two_lam, alpha, c, L, Ldiag, R, n):
@@ -633,6 +677,20 @@ class HyperLearn(MultiModalTransformer):
         Adam steps per mode in each sweep.
     n_neighbors : int, default=10
         Neighbours of the k-NN graphs built from features.
+    coupling : "graph" or dict, default="graph"
+        What the views after the first (and matrices in ``X.shared``) are. ``"graph"``:
+        features of mode 0, turned into its k-NN graph (see ``graphs``). A dict
+        ``{name: mode}``: coupled matrix-tensor factorization (as tensorly's
+        ``coupled_matrix_tensor_3d_factorization``, for one K-way tensor and any number
+        of matrices): each named matrix ``Y_m`` (``N_t x J_m``, ``t = mode``) is
+        factorized as ``A_t V_m^T`` with the mode's K-way factor and its own factor
+        ``V_m`` (``J_m x n_components``), and the objective gains ``lam ||Y_m - A_t
+        V_m^T||^2 + alpha/2 ||V_m||^2``. A view's rows are the samples, so a view couples
+        to mode 0; a matrix of ``X.shared`` (taken whole) couples to mode 1 or higher.
+        Views not named stay k-NN features of mode 0. Needs ``solver="als"``: mode
+        ``t``'s normal equations gain ``V_m^T V_m`` and ``Y_m V_m``, and each ``V_m`` is
+        updated in closed form (ridge with ``alpha``) before every sweep; ``transform``
+        folds new rows in from the tensor and the matrices coupled to mode 0 together.
     max_iter : int, default=200
         Maximum number of sweeps.
     learning_rate_init : float, default=0.01
@@ -668,6 +726,9 @@ class HyperLearn(MultiModalTransformer):
     factors_ : list of ndarray
         ``factors_[t]`` of shape ``(N_t, n_components)``: the (diffused) factor of mode
         ``t``; ``factors_[0]`` holds the training samples.
+    coupled_factors_ : dict of str -> ndarray
+        With ``coupling`` a dict: ``V_m`` (``J_m x n_components``) of each coupled matrix;
+        empty otherwise.
     interaction_factors_ : list of [ndarray, ndarray]
         With ``pairwise_components``: for each pair of modes ``(s, t)``, ``s < t`` in
         lexicographic order, the factors ``P_st`` (``N_s x pairwise_components``) and
@@ -749,6 +810,7 @@ class HyperLearn(MultiModalTransformer):
         "solver": [StrOptions({"adam", "als"})],
         "n_inner_iter": [Interval(numbers.Integral, 1, None, closed="left")],
         "n_neighbors": [Interval(numbers.Integral, 1, None, closed="left")],
+        "coupling": [StrOptions({"graph"}), dict],
         "max_iter": [Interval(numbers.Integral, 1, None, closed="left")],
         "learning_rate_init": [Interval(numbers.Real, 0, None, closed="neither")],
         "tol": [Interval(numbers.Real, 0, None, closed="left")],
@@ -787,6 +849,7 @@ class HyperLearn(MultiModalTransformer):
         solver="adam",
         n_inner_iter=3,
         n_neighbors=10,
+        coupling="graph",
         max_iter=200,
         learning_rate_init=0.01,
         tol=1e-4,
@@ -821,6 +884,7 @@ class HyperLearn(MultiModalTransformer):
         self.solver = solver
         self.n_inner_iter = n_inner_iter
         self.n_neighbors = n_neighbors
+        self.coupling = coupling
         self.max_iter = max_iter
         self.learning_rate_init = learning_rate_init
         self.tol = tol
@@ -928,6 +992,10 @@ class HyperLearn(MultiModalTransformer):
                 f"{'observed entries only' if kind != 'full' else 'no NaN'} and "
                 f"loss={self.loss!r}.")
         check_variation(mm.names[0], coords=(idx, vals, shape, kind == "full"))
+        couplings = self._coupled_matrices(mm, shape)
+        coupled = {c[0] for c in couplings}
+        feature_views = [v for name, v in zip(mm.names[1:], feature_views, strict=True)
+                         if name not in coupled]
         graphs = self._graph_specs(mm, feature_views, shape)
         if self.solver == "als" and self.diffusion_steps > 0:
             raise ValueError(
@@ -941,7 +1009,47 @@ class HyperLearn(MultiModalTransformer):
                 "missing='unobserved' (or NaN for the missing entries of a dense tensor); "
                 f"view {mm.names[0]!r} of shape {shape} is complete."
             )
-        return mm, idx, vals, tuple(shape), kind, graphs, K
+        return mm, idx, vals, tuple(shape), kind, graphs, K, couplings
+
+    def _coupled_matrices(self, mm, shape):
+        """``[(name, mode, Y)]`` of the matrices ``coupling`` names (``Y`` float64, dense
+        or CSR), validated against the tensor's shape; ``[]`` with ``coupling="graph"``."""
+        if isinstance(self.coupling, str):
+            return []
+        K = len(shape)
+        views = mm.names[1:]
+        shared = [k for k, v in mm.shared.items() if hasattr(v, "shape") and
+                  len(v.shape) == 2]
+        if self.solver != "als" or self.loss != "squared":
+            raise ValueError(f"coupling={self.coupling!r} (coupled matrices) is solved by "
+                             f"alternating least squares: it needs solver='als' and "
+                             f"loss='squared'; got solver={self.solver!r}, "
+                             f"loss={self.loss!r}.")
+        out = []
+        for name, mode in self.coupling.items():
+            if name not in views and name not in shared:
+                raise ValueError(f"coupling names {name!r}, which is neither a view after "
+                                 f"the tensor {views} nor a matrix of X.shared {shared}.")
+            if not isinstance(mode, numbers.Integral) or not 0 <= mode < K:
+                raise ValueError(f"coupling[{name!r}] = {mode!r} is not a mode of the tensor "
+                                 f"of shape {shape} (an int, 0 to {K - 1}).")
+            is_view = name in views
+            if not is_view and mode == 0:
+                raise ValueError(f"coupling[{name!r}] = 0 couples a matrix of X.shared to "
+                                 "mode 0 (the samples): give it as a view of the MultiModal "
+                                 "instead, so that its rows follow the samples.")
+            label = name if is_view else f"shared[{name!r}]"
+            v = check_view(label, mm.views[mm.names.index(name)] if is_view
+                           else mm.shared[name], allow_nan=False, max_ndim=2)
+            if v.shape[0] != shape[mode]:
+                raise ValueError(f"View {label!r} has shape {tuple(v.shape)} but is coupled "
+                                 f"to mode {mode} of the tensor of shape {shape}: expected "
+                                 f"({shape[mode]}, n_columns), one row per item of mode "
+                                 f"{mode}.")
+            Y = (v.data.tocsr().astype(np.float64) if v.kind == "sparse"
+                 else as_numpy(v.data).astype(np.float64))
+            out.append((name, int(mode), Y))
+        return out
 
     # ---- initialisation ------------------------------------------------------------
 
@@ -1048,7 +1156,8 @@ class HyperLearn(MultiModalTransformer):
             out.append(f.copy())
         return out
 
-    def _fit_single(self, mm, idx, vals, shape, kind, graphs, K, given, random_state):
+    def _fit_single(self, mm, idx, vals, shape, kind, graphs, K, couplings, given,
+                    random_state):
         """One fit from the start ``random_state`` gives (``n_init`` repeats it)."""
         devices = resolve_devices(self.devices, [f"mode{t}" for t in range(K)])
         dtype = _DTYPES[self.dtype]
@@ -1136,6 +1245,16 @@ class HyperLearn(MultiModalTransformer):
         for s in states:
             s.fixed = s.t in set(self.fixed_modes or ())
             s.nonnegative = self.nonnegative
+            s.coupled = []
+        self._couplings = []
+        for name, t, Y in couplings:  # on mode t's device; V set before the first sweep
+            c = {"name": name, "mode": t, "sq": float(Y.multiply(Y).sum() if sp.issparse(Y)
+                                                      else np.square(Y).sum())}
+            c["Y64"] = (to_torch_sparse(Y.tocoo(), devices[t], torch.float64)
+                        if sp.issparse(Y) else torch.as_tensor(Y).to(devices[t]))
+            c["Y"] = c["Y64"].to(dtype)
+            states[t].coupled.append(c)
+            self._couplings.append(c)
         with torch.no_grad():
             factors = [s.factor().detach().clone() for s in states]
         self._states, self._factors = states, factors
@@ -1152,6 +1271,10 @@ class HyperLearn(MultiModalTransformer):
                 return self._objective(states, self._factors, [], data=data)
         else:
             def step(epoch):
+                ridge = self.alpha / (2 * self.lam)
+                for c in self._couplings:  # closed form, from the current factors
+                    _update_coupled(self._factors[c["mode"]][:, :R].to(devices[c["mode"]]),
+                                    c, ridge)
                 new = list(self._factors)
                 losses = []
                 for t, state in enumerate(states):
@@ -1198,10 +1321,12 @@ class HyperLearn(MultiModalTransformer):
                                                   for t, a in enumerate(aug)]}
         else:
             self.biases_ = None
+        self.coupled_factors_ = {c["name"]: as_numpy(c["V"]).astype(dtype_np(dtype))
+                                 for c in self._couplings}
         self.n_features_in_ = shape[1]  # the size of mode 1 (the columns of a matrix)
         self._n_views = len(mm.views)
         self._n_features_out = widths[0]
-        del self._states, self._factors  # the data and optimizers are not kept
+        del self._states, self._factors, self._couplings  # data, optimizers: not kept
         self._failure = self._failure_reason(factors, states, idx, vals, kind)
 
     def _failure_reason(self, factors, states, idx, vals, kind):
@@ -1246,17 +1371,23 @@ class HyperLearn(MultiModalTransformer):
                 d0 = states[0].data
                 facs = [f.to(d0.indices.device) for f in factors]
                 data = data_loss(facs, d0)
-            graph = pen = 0.0
+            graph = pen = coupled = 0.0
             for s, f in zip(states, factors, strict=True):
                 g, p = s.regularizers(s.embedding(f))
                 graph += float(g)
                 pen += float(p)
+            for c in self._couplings:
+                A = factors[c["mode"]][:, : self.n_components].to(c["Y"].device)
+                coupled += _matrix_loss(A, c)
+                pen += 0.5 * self.alpha * float((c["V"].double() ** 2).sum())
         terms["data"] = data
+        if self._couplings:
+            terms["coupled"] = coupled
         terms["graph"] = graph
         terms["penalty"] = pen
         for t, lt in enumerate(losses):
             terms[f"mode{t}"] = float(lt)
-        terms["loss"] = self.lam * data + graph + pen
+        terms["loss"] = self.lam * (data + coupled) + graph + pen
         return terms
 
     # ---- the fitted model --------------------------------------------------------------
@@ -1313,6 +1444,8 @@ class HyperLearn(MultiModalTransformer):
         data = TensorData(idx, vals, shape, kind, dev, torch.float64,
                           confidence=self.confidence)
         G, rhs = mode_normal_equations(0, facs, data, free, fixed_vals)
+        G, rhs = _coupled_normal_equations(G, rhs, self._coupled_rows(mm, dev),
+                                           self.n_components)
         eye = torch.eye(len(free), dtype=torch.float64, device=dev)
         ridge = self.alpha / (2 * self.lam)
         if G.ndim == 2:
@@ -1327,6 +1460,25 @@ class HyperLearn(MultiModalTransformer):
                 sol = torch.cholesky_solve(rhs[..., None], L)[..., 0]
         facs[0][:, free] = sol
         return facs, data, dtype
+
+    def _coupled_rows(self, mm, dev):
+        """The new rows' matrices coupled to mode 0, each with its fitted ``V``."""
+        out = []
+        for name, V in getattr(self, "coupled_factors_", {}).items():
+            if self.coupling[name] != 0:
+                continue
+            if name not in mm.names[1:]:
+                raise ValueError(f"X has views {mm.names} but the model couples view "
+                                 f"{name!r} to mode 0: give its rows for the new samples.")
+            v = check_view(name, mm.views[mm.names.index(name)], allow_nan=False, max_ndim=2)
+            if v.shape[1] != V.shape[0]:
+                raise ValueError(f"View {name!r} has shape {tuple(v.shape)}; expected "
+                                 f"(n_samples, {V.shape[0]}), as in the fit (it is coupled "
+                                 "to mode 0).")
+            Y = (to_torch_sparse(v.data, dev, torch.float64) if v.kind == "sparse"
+                 else torch.as_tensor(as_numpy(v.data), dtype=torch.float64, device=dev))
+            out.append({"Y": Y, "V": torch.as_tensor(V, dtype=torch.float64, device=dev)})
+        return out
 
     def transform(self, X):
         """Embed new mode-0 items: their factor folded in from their entries.
