@@ -239,15 +239,19 @@ def _column_names(mm, name):
 # the scikit-learn attributes that are configuration, not fitted state
 _CONFIG_ATTRS = ("_sklearn_output_config", "_sklearn_auto_wrap_output_keys",
                  "_metadata_request")
+# what scikit-learn's meta-estimators set on a sub-estimator around its fit (1.9's
+# callbacks: ``_parent_callback_ctx``, deleted by the caller after the fit returns)
+_CALLER_PREFIXES = ("_sklearn", "_parent_callback", "_callback")
 
 
 def _drop_training_state(est):
-    """After a failed ``_fit`` that left ``est`` unfitted: keep only its parameters."""
+    """After a failed ``_fit`` that left ``est`` unfitted: keep only its parameters,
+    its scikit-learn configuration and what the caller set on it."""
     from ._training import clear_fitted
 
     clear_fitted(est)
     keep = set(est.get_params(deep=False)) | set(_CONFIG_ATTRS)
-    for k in [k for k in vars(est) if k not in keep]:
+    for k in [k for k in vars(est) if k not in keep and not k.startswith(_CALLER_PREFIXES)]:
         delattr(est, k)
 
 

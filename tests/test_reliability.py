@@ -1345,6 +1345,28 @@ def test_an_interrupted_fit_leaves_no_training_state(name, monkeypatch, tmp_path
 
 
 @pytest.mark.parametrize("name", list(ESTIMATORS))
+def test_a_failed_fit_inside_a_pipeline_raises_its_own_error(name, monkeypatch):
+    """scikit-learn's meta-estimators set attributes on a sub-estimator around its fit
+    (1.9: ``_parent_callback_ctx``, deleted afterwards): dropping the training state of a
+    failed fit must keep them, or the caller's clean-up hides the real error."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+
+    est = ESTIMATORS[name]()
+    est._parent_callback_ctx = marker = object()  # what the caller set before fit
+    _inject(monkeypatch, name, _raise(RuntimeError("the real error")), at=0)
+    with pytest.raises(RuntimeError, match="the real error"):
+        est.fit(base_input(name))
+    assert est._parent_callback_ctx is marker
+    del est._parent_callback_ctx
+    assert fitted_attributes(est) == []
+    pipe = Pipeline([("emb", ESTIMATORS[name]()), ("clf", LogisticRegression())])
+    _inject(monkeypatch, name, _raise(RuntimeError("the real error")), at=0)
+    with pytest.raises(RuntimeError, match="the real error"):
+        pipe.fit(base_input(name), np.arange(12) % 2)
+
+
+@pytest.mark.parametrize("name", list(ESTIMATORS))
 def test_concurrent_transforms_from_threads_agree(name):
     """Threads calling transform on one fitted model get the serial result (CMF's
     sigmoid fold-in keeps working state on the model: it failed 21 times in 40)."""
