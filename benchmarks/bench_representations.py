@@ -226,13 +226,21 @@ def anchor_dcca(task, epochs=30):
     trainer = pl.Trainer(max_epochs=epochs, accelerator="cpu", logger=False,
                          enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False)
-    with contextlib.redirect_stdout(None), contextlib.redirect_stderr(None):
+    with quiet():
         trainer.fit(model, loader)
     model.eval()
     with torch.no_grad():
         z = [model([torch.as_tensor(v[rows], dtype=torch.float32) for v in task.dense])
              for rows in (task.tr, task.te)]
     return tuple(torch.stack(list(zz)).mean(0).numpy() for zz in z)
+
+
+@contextlib.contextmanager
+def quiet():
+    """Silence a peer's progress output (stdout and stderr to the null device)."""
+    with open(os.devnull, "w") as null, contextlib.redirect_stdout(null), \
+            contextlib.redirect_stderr(null):
+        yield
 
 
 class _TorchvisionStub(importlib.abc.MetaPathFinder, importlib.abc.Loader):
@@ -294,7 +302,7 @@ def anchor_mopoe(task, epochs=30):
         cfg = BaseTrainerConfig(output_dir=out, num_epochs=epochs, learning_rate=1e-3,
                                 per_device_train_batch_size=128, steps_saving=None,
                                 no_cuda=True)
-        with contextlib.redirect_stdout(None), contextlib.redirect_stderr(None):
+        with quiet():
             BaseTrainer(model, dataset(task.tr), training_config=cfg).train()
     model.eval()
     return tuple(model.encode(dataset(rows), cond_mod="all", return_mean=True).z
