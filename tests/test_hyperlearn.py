@@ -946,3 +946,16 @@ def test_coupled_fold_in_uses_the_matrix_and_round_trips_through_save(tmp_path):
     assert back.coupling == {"y": 0}
     np.testing.assert_array_equal(back.coupled_factors_["y"], Vy)
     np.testing.assert_array_equal(back.transform(X[:5]), emb)
+
+
+def test_coupled_fold_in_refuses_a_matrix_of_another_width_and_keeps_the_model():
+    A, T, Y = _planted_cmtf(1, observed=0.2)
+    model = _cmtf(missing="unobserved", coupling={"y": 0}, max_iter=5).fit(
+        MultiModal(t=T, y=Y))
+    before = {k: v.copy() for k, v in model.coupled_factors_.items()}
+    with pytest.raises(ValueError, match=r"View 'y' has shape \(4, 29\); expected "
+                                         r"\(n_samples, 30\), as in the fit"):
+        model.transform(MultiModal(t=T[:4], y=Y[:4, :29]))
+    with pytest.raises(ValueError, match=r"couples view 'y' to mode 0"):
+        model.transform(MultiModal(t=T[:4], z=Y[:4]))
+    np.testing.assert_array_equal(model.coupled_factors_["y"], before["y"])
