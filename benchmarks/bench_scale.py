@@ -105,7 +105,7 @@ def worker_cmf(args):
         X = sp.csr_matrix((vr, (ur, ir)), shape=shape)
         update = "jacobi" if "jacobi" in lib else "gauss-seidel"
         model = CMF(args.rank, alpha=args.reg, max_iter=args.sweeps, tol=0, random_state=0,
-                    update=update, devices=args.device)
+                    update=update, devices=args.device, fit_intercept=True)  # as cmfrec
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
