@@ -653,3 +653,38 @@ def test_score_heldout_selects_the_planted_rank_where_score_cannot():
                             scoring=lambda est, X, y=None: est.score_heldout(X)).fit(X)
     assert plain.best_params_ == {"n_components": 8}
     assert held.best_params_ == {"n_components": 4}
+
+
+
+def test_batched_nnls_is_exact_and_repeatable_on_a_singular_gram():
+    """A rank-deficient Gram (the fitted column factors of a tiny collection at k = 3):
+    the fold-in gives the same answer every call, and it meets the KKT conditions
+    (lstsq's gelsy driver answered the same singular system differently call to call)."""
+    import mmfactor.factorization._dfmf as dfmf_module
+    from mmfactor.factorization._nnls import batched_nnls
+
+    rng = np.random.RandomState(12)
+    n = rng.randint(3, 12)
+    X = MultiModal(v0=rng.rand(n, rng.randint(1, 6)), v1=rng.rand(n, rng.randint(1, 6)))
+    k = rng.randint(1, 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est = DFMF(n_components=k, max_iter=3, random_state=0).fit(X)
+    X = X[: rng.randint(1, n + 1)]
+    seen = []
+
+    def spy(A, b, *args, **kwargs):
+        seen.append((A, b))
+        return batched_nnls(A, b, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(dfmf_module, "batched_nnls", spy)
+        Z = [est.transform(X) for _ in range(10)]
+    assert all(np.array_equal(Z[0], z) for z in Z[1:])
+    A, b = seen[0]
+    assert torch.linalg.matrix_rank(A) < A.shape[-1]  # the singular case
+    x = batched_nnls(A, b).numpy()
+    grad = x @ A.numpy() - b.numpy()
+    assert (x >= 0).all()
+    assert np.abs(grad[x > 1e-9]).max() < 1e-8    # stationary on the passive set
+    assert (grad[x <= 1e-9] > -1e-8).all()        # no descent direction off it

@@ -16,8 +16,11 @@ def _solve_passive(A, b, passive):
     M = M + eye * (~passive)[:, None, :].to(A.dtype)  # identity on the active set
     rhs = torch.where(passive, b, torch.zeros((), dtype=b.dtype, device=b.device))
     L, info = torch.linalg.cholesky_ex(M)
-    if bool((info != 0).any()):  # a singular passive block: least squares instead
-        return torch.linalg.lstsq(M, rhs[..., None]).solution[..., 0]
+    if bool((info != 0).any()):
+        # a singular passive block: the minimum-norm least-squares solution, by the
+        # symmetric pseudo-inverse (lstsq's default CPU driver, gelsy, gave different
+        # answers to the same singular system from one call to the next)
+        return (torch.linalg.pinv(M, hermitian=True) @ rhs[..., None])[..., 0]
     return torch.cholesky_solve(rhs[..., None], L)[..., 0]
 
 
