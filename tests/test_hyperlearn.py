@@ -959,3 +959,34 @@ def test_coupled_fold_in_refuses_a_matrix_of_another_width_and_keeps_the_model()
     with pytest.raises(ValueError, match=r"couples view 'y' to mode 0"):
         model.transform(MultiModal(t=T[:4], z=Y[:4]))
     np.testing.assert_array_equal(model.coupled_factors_["y"], before["y"])
+
+
+def test_rank_one_gain_is_the_best_rank_one_reduction():
+    from mmfactor.factorization._hyperlearn import _rank_one_gain
+
+    rng = np.random.RandomState(0)
+    a, b, c = rng.rand(6), rng.rand(5), rng.rand(4)
+    T = np.einsum("i,j,k->ijk", a, b, c)
+    idx = np.argwhere(T != 0)
+    # an exact rank-one tensor: the best rank-one model removes all of ||X||^2
+    assert _rank_one_gain(idx, T[tuple(idx.T)], T.shape) == pytest.approx(
+        np.square(T).sum(), rel=1e-9)
+    # in general sigma_1^2 of the tensor, at most ||X||^2 and at least the rank-one
+    # start's projection
+    N = rng.rand(6, 5, 4)
+    gain = _rank_one_gain(np.argwhere(N != 0), N[N != 0], N.shape)
+    u = [N.sum((1, 2)), N.sum((0, 2)), N.sum((0, 1))]
+    u = [x / np.linalg.norm(x) for x in u]
+    start = np.einsum("ijk,i,j,k->", N, *u) ** 2
+    assert start <= gain <= np.square(N).sum()
+
+
+def test_adam_that_barely_trains_is_not_silent(hyper):
+    # the Last.fm failure in small: from a random start near the zero saddle, 30
+    # Adam sweeps leave the data term barely below ||X||^2 (1243 of 1257), worse than the
+    # best rank-one model (135 below); 200 sweeps train (865, no warning)
+    from sklearn.exceptions import ConvergenceWarning
+
+    with pytest.warns(ConvergenceWarning, match=r"less than the best rank-one model"):
+        model = HyperLearn(n_components=3, init="random", **FAST).fit(hyper.X)
+    assert model.loss_terms_["data"][-1] < np.square(hyper.X.values).sum()

@@ -207,8 +207,9 @@ class _ModeState:
     """
 
     def __init__(self, t, *, base, net, bias, template, free, L, L_tilde, data, lam,
-                 alpha, lr, device, solver="adam", L_diag=None):
+                 alpha, lr, device, solver="adam", L_diag=None, scale=1.0):
         self.t, self.device, self.solver, self.L_diag = t, device, solver, L_diag
+        self.scale = scale
         self.damping = 1.0
         self.fixed = self.nonnegative = False
         self.base, self.net, self.bias = base, net, bias
@@ -225,7 +226,11 @@ class _ModeState:
         self.optimizer = torch.optim.Adam(params, lr=lr) if solver == "adam" else None
 
     def core(self):
-        return self.net(self.base, self.L_tilde) if self.net is not None else self.base
+        """The mode's factor: ``scale`` times the (diffused) unit-scale base, so that
+        Adam's steps (about ``lr`` per parameter) and the diffusion's increments (``tanh``,
+        up to 1 each) are relative to the factor's own scale, not absolute."""
+        core = self.net(self.base, self.L_tilde) if self.net is not None else self.base
+        return core if self.scale == 1.0 else self.scale * core
 
     def augment(self, core):
         if self.template is None:  # no intercept, no pairwise terms: the factor itself
@@ -694,7 +699,12 @@ class HyperLearn(MultiModalTransformer):
     max_iter : int, default=200
         Maximum number of sweeps.
     learning_rate_init : float, default=0.01
-        Adam's learning rate.
+        Adam's learning rate. With the squared loss it is relative: each mode's base
+        factor is trained at unit scale and multiplied by the RMS of its initial factor
+        (after ``init="svd"``, the singular vectors signed and scaled to fit ``X`` best),
+        so a step and the diffusion's increments move a factor by a share of its own
+        size, whatever the data's scale. An Adam fit whose data term ends less far below
+        ``||X||^2`` than the best rank-one model's raises a ``ConvergenceWarning``.
     tol : float, default=1e-4
         Stop when the objective (or the validation error with ``early_stopping``)
         improves by less than ``tol`` (relative) for ``n_iter_no_change`` sweeps.
@@ -1206,10 +1216,18 @@ class HyperLearn(MultiModalTransformer):
 
         if self.nonnegative:  # start inside the constraint (a leading singular vector
             bases = [np.abs(b) for b in bases]  # may come out all negative)
+        # Adam on the squared loss steps relative to each mode's scale (see _ModeState.core)
+        relative = self.solver == "adam" and not bpr
+        if relative and given is None and self.init == "svd":
+            bases = _rescaled(bases, idx, centred, R)
+        scales = [float(np.sqrt(np.mean(b[:, :R] ** 2))) if relative else 1.0
+                  for b in bases]
+        scales = [s if s > 0 else 1.0 for s in scales]
         states = []
         for t in range(K):
             dev = devices[t]
-            base = torch.as_tensor(bases[t], dtype=dtype).to(dev).requires_grad_(True)
+            base = torch.as_tensor(bases[t] / scales[t], dtype=dtype).to(dev)
+            base.requires_grad_(True)
             has_graph = graphs[t] is not None and graphs[t].nnz > 0
             net = None
             if self.diffusion_steps > 0:
@@ -1238,7 +1256,7 @@ class HyperLearn(MultiModalTransformer):
                                      free=layout.free(t), L=L, L_tilde=L_tilde, data=data,
                                      lam=float(self.lam), alpha=float(self.alpha),
                                      lr=float(self.learning_rate_init), device=dev,
-                                     solver=self.solver, L_diag=L_diag))
+                                     solver=self.solver, L_diag=L_diag, scale=scales[t]))
         if self.update == "jacobi":
             for s in states:
                 s.damping = 0.5
@@ -1352,6 +1370,13 @@ class HyperLearn(MultiModalTransformer):
             if final >= null * (1 - 1e-9):
                 why = (f"the data term ended at {final:.6g}, no better than predicting "
                        f"zeros ({null:.6g}, i.e. ||X||^2)")
+            elif (self.solver == "adam" and kind == "full" and not self.confidence
+                  and not self.fit_intercept):
+                gain = _rank_one_gain(idx, vals, self.shape_)
+                if null - final < gain:
+                    why = (f"the data term ended at {final:.6g}, {null - final:.4g} below "
+                           f"||X||^2 = {null:.6g}: less than the best rank-one model "
+                           f"removes ({gain:.4g}), so the Adam steps barely trained")
         if why is None:
             return None
         hint = ("lower alpha or learning_rate_init, use init='svd', or solver='als' "
@@ -1625,6 +1650,44 @@ class HyperLearn(MultiModalTransformer):
 
 #: private attributes a fit sets, kept with the fitted ones when ``n_init`` picks a fit
 _FITTED_PRIVATE = ("_kind", "_n_views", "_n_features_out", "_failure")
+
+
+def _rescaled(bases, idx, vals, R):
+    """The K-way columns of ``bases`` times ``c^(1/K)``, ``c`` the scalar minimising
+    ``||X - c [[A]]||^2`` (``<X, [[A]]> / ||[[A]]||^2``): the singular vectors scaled by
+    ``sigma^(1/K)`` in every mode can start above ``||X||^2``."""
+    K = len(bases)
+    out = [b.copy() for b in bases]
+    A = [b[:, :R] for b in out]  # views: the sign flip and the scaling write into out
+    # each mode's singular vectors have their own sign: flip mode 0's column of every
+    # component that predicts the stored entries with the wrong sign
+    per = (vals[:, None] * np.prod([a[idx[:, t]] for t, a in enumerate(A)], 0)).sum(0)
+    A[0][:, per < 0] *= -1
+    inner = float(np.abs(per).sum())
+    norm2 = float(np.prod([a.T @ a for a in A], 0).sum())
+    if inner > 0 and norm2 > 0:
+        for a in A:
+            a *= (inner / norm2) ** (1.0 / K)
+    return out
+
+
+def _rank_one_gain(idx, vals, shape, n_iter=10):
+    """``sigma^2``: how much the best rank-one model (higher-order power iterations from
+    the mode marginals) lowers ``||X||^2``, a cheap reference for an Adam fit's data term."""
+    K = len(shape)
+    vecs = [np.bincount(idx[:, t], weights=np.abs(vals), minlength=shape[t])
+            for t in range(K)]
+    sigma = 0.0
+    for _ in range(n_iter):
+        for t in range(K):
+            w = vals * np.prod([vecs[s][idx[:, s]] for s in range(K) if s != t], 0)
+            u = np.bincount(idx[:, t], weights=w, minlength=shape[t])
+            norm = np.linalg.norm(u)
+            if norm == 0:
+                return 0.0
+            vecs[t] = u / norm
+        sigma = float((vals * np.prod([v[idx[:, s]] for s, v in enumerate(vecs)], 0)).sum())
+    return sigma**2
 
 
 def _outside_stacklevel():
