@@ -211,8 +211,9 @@ GRID = {
         hyperlearn(n_components=16, pairwise_components=32, confidence=100.0, alpha=3.0,
                    max_iter=8, **ALS)],
     "HyperLearn, the paper's Adam + diffusion, squared loss, three graphs": [
-        hyperlearn(graph_modes=(0, 1, 2), n_components=10, diffusion_steps=5, cheb_order=5,
-                   solver="adam", learning_rate_init=0.01, max_iter=20, tol=0)],
+        hyperlearn(graph_modes=(0, 1, 2), n_components=r, diffusion_steps=5, cheb_order=5,
+                   solver="adam", learning_rate_init=0.01, max_iter=20, tol=0)
+        for r in (10, 32)],
     "HyperLearn BPR, K-way term only, no graphs": [
         hyperlearn(n_components=64, max_iter=e, **BPR) for e in (10, 20)],
     "HyperLearn BPR + pairwise terms, no graphs": [
