@@ -33,6 +33,10 @@ SECTIONS = [
     ("scale", "Scale: 10^7 ratings, modes as ranks, peak memory", "bench_scale.py"),
     ("regression", "The regression task: user age from MovieLens embeddings",
      "bench_regression.py"),
+    ("weights", "CMF and DFMF: weights=None against \"balanced\" on mfeat view pairs",
+     "bench_weights.py --part weights"),
+    ("dtype", "DFMF: float32 against float64, torch against NumPy",
+     "bench_weights.py --part dtype"),
     ("gpu_cuda", "GPU check on a CUDA device", "gpu_check.sh"),
     ("gpu_cpu", "GPU check: its CPU path (tiny sizes, `--device cpu`)", "gpu_check.sh"),
 ]

@@ -1,0 +1,205 @@
+"""Two questions of issue 22, measured.
+
+``--part weights``: should ``weights="balanced"`` (equal total weight per view) be the
+default of CMF and DFMF? On pairs of mfeat views of very different widths, each model
+embeds the 2,000 digits (views standardized for CMF, ``MinMaxScaler(clip=True)`` for
+DFMF) with ``weights=None`` and with ``weights="balanced"``; the embedding is scored by
+the 5-fold CV accuracy of a logistic regression predicting the digit.
+
+``--part dtype``: what float32 and float64 cost for DFMF (seconds per sweep, same data,
+on dicty and on a synthetic six-type fusion graph with sparse binary relations), and
+what torch's and NumPy's CPU matrix products cost for the shapes a DFMF sweep uses.
+Run it alone (``/tmp/alone``): it is a timing.
+
+    python benchmarks/bench_weights.py --part weights
+    python benchmarks/bench_weights.py --part dtype
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+import warnings
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from _common import markdown_table, timed, write_results
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import cross_val_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import MinMaxScaler, StandardScaler
+
+from mmfactor import CMF, DFMF, MultiModal
+from mmfactor.datasets import fetch_dicty, load_mfeat
+
+PAIRS = [("fac", "mor"), ("pix", "kar"), ("fou", "zer"), ("pix", "mor"), ("kar", "mor"),
+         ("fac", "zer")]
+
+
+def load_pair(pair, scaler):
+    X, y = load_mfeat(views=list(pair), image=False, return_X_y=True)
+    scaled = {n: scaler().fit_transform(v) for n, v in zip(pair, X.views, strict=True)}
+    return MultiModal(**scaled), y
+
+
+def probe(Z, y, seed):
+    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+    return float(cross_val_score(clf, Z, y, cv=5).mean())
+
+
+def part_weights(args):
+    models = {
+        "CMF": (lambda: StandardScaler(),
+                lambda k, w, s: CMF(n_components=k, weights=w, random_state=s)),
+        "DFMF": (lambda: MinMaxScaler(clip=True),
+                 lambda k, w, s: DFMF(n_components=k, weights=w, random_state=s)),
+    }
+    rows = []
+    for name, (scaler, make) in models.items():
+        for pair in PAIRS:
+            X, y = load_pair(pair, scaler)
+            for k in args.ks:
+                row = {"model": name, "views": f"{pair[0]} {X.views[0].shape[1]} + "
+                       f"{pair[1]} {X.views[1].shape[1]}", "k": k}
+                for w, key in ((None, "none"), ("balanced", "balanced")):
+                    accs = []
+                    for s in args.seeds:
+                        with warnings.catch_warnings():
+                            warnings.simplefilter("ignore", ConvergenceWarning)
+                            Z = make(k, w, s).fit_transform(X)
+                        accs.append(probe(np.asarray(Z, dtype=np.float64), y, s))
+                    row[key] = float(np.mean(accs))
+                row["diff"] = row["balanced"] - row["none"]
+                rows.append(row)
+                print(row, flush=True)
+    summary = {}
+    for name in models:
+        d = np.array([r["diff"] for r in rows if r["model"] == name])
+        summary[name] = {"wins": int((d > 0.005).sum()), "losses": int((d < -0.005).sum()),
+                         "ties": int((abs(d) <= 0.005).sum()), "mean_diff": float(d.mean())}
+    cols = [("model", "model", None), ("views", "views (columns)", None), ("k", "k", None),
+            ("none", "weights=None", "{:.3f}"), ("balanced", '"balanced"', "{:.3f}"),
+            ("diff", "balanced - None", "{:+.3f}")]
+    lines = [f"- {n}: balanced better (> 0.005) in {s['wins']}, worse in {s['losses']}, "
+             f"within 0.005 in {s['ties']} of {len(rows) // len(models)}; mean difference "
+             f"{s['mean_diff']:+.3f}" for n, s in summary.items()]
+    return rows, summary, cols, lines
+
+
+def fusion_graph(sizes, density, seed):
+    """Six object types, sparse binary relations along a chain and three chords."""
+    rng = np.random.default_rng(seed)
+    types = [f"t{i}" for i in range(len(sizes))]
+    pairs = [(i, i + 1) for i in range(len(sizes) - 1)] + [(0, 2), (1, 4), (2, 5)]
+    views, relations = {}, {}
+    for i, j in pairs:
+        R = sp.random(sizes[i], sizes[j], density=density, random_state=rng, format="csr")
+        R.data[:] = 1.0
+        views[f"r{i}{j}"] = R
+        relations[f"r{i}{j}"] = (types[i], types[j])
+    rows_t0 = {n: v for n, v in views.items() if n.startswith("r0")}
+    shared = {n: v for n, v in views.items() if n not in rows_t0}
+    return MultiModal(**rows_t0, shared=shared), relations, types
+
+
+def time_fit(make, X, n_iter):
+    cpu = time.process_time()
+    (model, wall) = timed(lambda: make().fit(X), repeat=2)
+    return wall / model.n_iter_, (time.process_time() - cpu) / (2 * model.n_iter_)
+
+
+def part_dtype(args):
+    rows = []
+    d = fetch_dicty(args.data_home)
+    ann, expr, ppi = d.annotations, np.log1p(d.expression), d.ppi
+    Xd = MultiModal(ann=ann, expr=expr, ppi=ppi)
+    ranks = {"gene": 50, "go": 15, "cond": 5}
+    graphs = {"dicty (gene 50, go 15, cond 5; PPI laplacian)": lambda dt: (
+        Xd, lambda: DFMF(n_components=ranks, relations={"ann": ("gene", "go"),
+                                                        "expr": ("gene", "cond")},
+                         constraints={"gene": "ppi"}, max_iter=args.n_iter, tol=0,
+                         random_state=0, dtype=dt))}
+    sizes = args.sizes
+    Xs, rel, types = fusion_graph(sizes, args.density, 0)
+    graphs[f"six types {'/'.join(map(str, sizes))}, density {args.density}, rank 20"] = (
+        lambda dt: (Xs, lambda: DFMF(n_components=20, relations=rel, missing="zero",
+                                     sample_entity="t0", max_iter=args.n_iter, tol=0,
+                                     random_state=0, dtype=dt)))
+    for gname, make in graphs.items():
+        for dt in ("float64", "float32"):
+            X, mk = make(dt)
+            wall, cpu = time_fit(mk, X, args.n_iter)
+            rows.append({"what": f"DFMF fit, {gname}", "dtype": dt, "backend": "torch",
+                         "ms": 1e3 * wall, "cpu_ms": 1e3 * cpu, "unit": "per sweep"})
+            print(rows[-1], flush=True)
+    n, m, k = sizes[0], sizes[1], 20
+    shapes = [(n, m, k), (m, n, k), (n, k, k), (k, n, k), (k, k, k)]
+    rng = np.random.default_rng(0)
+    for a, b, c in shapes:
+        for dt in (np.float64, np.float32):
+            A, B = rng.random((a, b)).astype(dt), rng.random((b, c)).astype(dt)
+            reps = max(1, int(2e8 / (a * b * c + 1e5)))
+            At, Bt = torch.from_numpy(A), torch.from_numpy(B)
+            for backend, f in (("numpy", lambda A=A, B=B: A @ B),
+                               ("torch", lambda At=At, Bt=Bt: At @ Bt)):
+                cpu = time.process_time()
+                _, wall = timed(lambda f=f, reps=reps: [f() for _ in range(reps)], repeat=3)
+                rows.append({"what": f"({a} x {b}) @ ({b} x {c})",
+                             "dtype": np.dtype(dt).name, "backend": backend,
+                             "ms": 1e3 * wall / reps,
+                             "cpu_ms": 1e3 * (time.process_time() - cpu) / (3 * reps),
+                             "unit": "per product"})
+                print(rows[-1], flush=True)
+    # ratios next to each row: float32 / float64 (same backend), torch / numpy (same dtype)
+    key = {(r["what"], r["dtype"], r["backend"]): r["ms"] for r in rows}
+    for r in rows:
+        other = "float64" if r["dtype"] == "float32" else None
+        if other:
+            r["f32_over_f64"] = r["ms"] / key[(r["what"], other, r["backend"])]
+        if r["backend"] == "torch" and (r["what"], r["dtype"], "numpy") in key:
+            r["torch_over_numpy"] = r["ms"] / key[(r["what"], r["dtype"], "numpy")]
+    cols = [("what", "what", None), ("dtype", "dtype", None), ("backend", "backend", None),
+            ("unit", "unit", None), ("ms", "wall ms", "{:.3f}"), ("cpu_ms", "CPU ms", "{:.3f}"),
+            ("f32_over_f64", "float32 / float64", "{:.2f}"),
+            ("torch_over_numpy", "torch / NumPy", "{:.2f}")]
+    return rows, {}, cols, []
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--part", choices=["weights", "dtype"], default="weights")
+    p.add_argument("--ks", type=int, nargs="+", default=[2, 10])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--n-iter", type=int, default=10, help="DFMF sweeps timed (--part dtype)")
+    p.add_argument("--sizes", type=int, nargs=6, default=[3000, 2000, 1500, 1000, 800, 500])
+    p.add_argument("--density", type=float, default=0.01)
+    p.add_argument("--data-home", default=None)
+    p.add_argument("--threads", type=int, default=None)
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    load0, cpu0, t0 = os.getloadavg(), time.process_time(), time.perf_counter()
+    rows, summary, cols, lines = (part_weights if args.part == "weights" else part_dtype)(args)
+    load1 = os.getloadavg()
+    cpu, wall = time.process_time() - cpu0, time.perf_counter() - t0
+    name = "weights" if args.part == "weights" else "dtype"
+    intro = ("Downstream 5-fold CV accuracy (logistic regression on the embedding, "
+             f"digit labels), seeds {args.seeds}, mean over seeds."
+             if args.part == "weights" else
+             f"Best of 2 fits of {args.n_iter} sweeps (tol=0) / best of 3 runs of the "
+             f"products; NumPy {np.__version__}, torch threads {torch.get_num_threads()}.")
+    md = (f"{intro}  \nLoad average before {load0[0]:.2f}, after {load1[0]:.2f}; "
+          f"whole run {wall:.0f} s wall, {cpu:.0f} s CPU.\n\n" + markdown_table(rows, cols)
+          + ("\n\n" + "\n".join(lines) if lines else ""))
+    write_results(name, {"rows": rows, "summary": summary, "loadavg": [load0, load1],
+                         "wall_s": wall, "cpu_s": cpu}, md)
+    print(md)
+    return json.dumps(summary)
+
+
+if __name__ == "__main__":
+    main()
