@@ -107,6 +107,7 @@ def fusion_graph(sizes, density, seed):
 
 
 def time_fit(make, X, n_iter):
+    make().set_params(max_iter=2).fit(X)  # warm-up: torch's first calls, allocations
     cpu = time.process_time()
     (model, wall) = timed(lambda: make().fit(X), repeat=2)
     return wall / model.n_iter_, (time.process_time() - cpu) / (2 * model.n_iter_)
@@ -142,7 +143,7 @@ def part_dtype(args):
     for a, b, c in shapes:
         for dt in (np.float64, np.float32):
             A, B = rng.random((a, b)).astype(dt), rng.random((b, c)).astype(dt)
-            reps = max(1, int(2e8 / (a * b * c + 1e5)))
+            reps = max(10, int(2e8 / (a * b * c + 1e5)))
             At, Bt = torch.from_numpy(A), torch.from_numpy(B)
             for backend, f in (("numpy", lambda A=A, B=B: A @ B),
                                ("torch", lambda At=At, Bt=Bt: At @ Bt)):
@@ -154,6 +155,21 @@ def part_dtype(args):
                              "cpu_ms": 1e3 * (time.process_time() - cpu) / (3 * reps),
                              "unit": "per product"})
                 print(rows[-1], flush=True)
+    S = sp.random(n, m, density=args.density, random_state=0, format="csr")
+    for dt in (np.float64, np.float32):
+        Sd, B = S.astype(dt), rng.random((m, k)).astype(dt)
+        St = torch.sparse_csr_tensor(Sd.indptr, Sd.indices, Sd.data, size=Sd.shape)
+        Bt = torch.from_numpy(B)
+        for backend, f in (("numpy", lambda Sd=Sd, B=B: Sd @ B),
+                           ("torch", lambda St=St, Bt=Bt: torch.sparse.mm(St, Bt))):
+            cpu = time.process_time()
+            _, wall = timed(lambda f=f: [f() for _ in range(100)], repeat=3)
+            rows.append({"what": f"CSR ({n} x {m}, density {args.density}) @ ({m} x {k})",
+                         "dtype": np.dtype(dt).name, "backend": backend,
+                         "ms": 1e3 * wall / 100,
+                         "cpu_ms": 1e3 * (time.process_time() - cpu) / 300,
+                         "unit": "per product"})
+            print(rows[-1], flush=True)
     # ratios next to each row: float32 / float64 (same backend), torch / numpy (same dtype)
     key = {(r["what"], r["dtype"], r["backend"]): r["ms"] for r in rows}
     for r in rows:

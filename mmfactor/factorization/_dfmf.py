@@ -369,8 +369,11 @@ class DFMF(MultiModalTransformer):
         Number of random initializations (scikit-fusion's restarts); the fit with the
         lowest final objective is kept.
     dtype : {"float32", "float64"}, default="float64"
-        Precision of the computation and of ``transform``'s output. float32 is faster,
-        but the backbones' least squares are ill-conditioned when a factor's columns are
+        Precision of the computation and of ``transform``'s output. float32 is not
+        faster on CPU: measured per sweep (``benchmarks/bench_weights.py --part dtype``,
+        2 cores) it was 0.85 to 0.98x the float64 time on dicty and 2.2 to 3.0x *slower*
+        on a six-type graph of sparse binary relations; it halves the memory of the
+        factors and dense views. Moreover the backbones' least squares are ill-conditioned when a factor's columns are
         nearly collinear (as ``random_c`` makes them, or a rank above an entity type's
         number of members), and float32 then loses much of the fit.
     max_iter : int, default=500
