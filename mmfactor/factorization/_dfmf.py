@@ -373,9 +373,10 @@ class DFMF(MultiModalTransformer):
         faster on CPU: measured per sweep (``benchmarks/bench_weights.py --part dtype``,
         2 cores) it was 0.85 to 0.98x the float64 time on dicty and 2.2 to 3.0x *slower*
         on a six-type graph of sparse binary relations; it halves the memory of the
-        factors and dense views. Moreover the backbones' least squares are ill-conditioned when a factor's columns are
-        nearly collinear (as ``random_c`` makes them, or a rank above an entity type's
-        number of members), and float32 then loses much of the fit.
+        factors and dense views. Moreover the backbones' least squares are
+        ill-conditioned when a factor's columns are nearly collinear (as ``random_c``
+        makes them, or a rank above an entity type's number of members), and float32
+        then loses much of the fit.
     max_iter : int, default=500
         Maximum number of sweeps (also of the multiplicative fold-in of ``transform`` when
         constraints couple the new rows).
