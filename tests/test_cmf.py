@@ -530,3 +530,129 @@ def test_score_heldout_selects_the_planted_rank_where_score_cannot():
                                                             random_state=0, format="csr")])
     with pytest.raises(ValueError, match=r"missing='zero'.*no entry can be held out"):
         zero.score_heldout([sp.random(5, 8, density=0.5, random_state=1, format="csr")])
+
+
+# ---- per-entry weights (cmfrec's W) ----------------------------------------------------
+
+
+def _weighted_case(seed=0):
+    rng = np.random.RandomState(seed)
+    U = rng.rand(40, 3)
+    R = U @ rng.rand(3, 15) + 0.1 * rng.randn(40, 15)
+    R[rng.rand(40, 15) < 0.3] = np.nan
+    S = U @ rng.rand(3, 6)
+    Wr = rng.randint(0, 4, size=R.shape).astype(float)
+    C = sp.random(40, 12, density=0.4, random_state=seed, format="csr")
+    Wc = C.copy()
+    Wc.data = rng.rand(C.nnz) * 3
+    return MultiModal(r=R, s=S, c=C), {"r": Wr, "c": Wc}
+
+
+def _direct_weighted_sse(m, X, name, W):
+    """sum_ij w_ij (x_ij - prediction_ij)^2 over the observed entries, in float64."""
+    f, b = m.factors_, m.biases_[name]
+    P = f["sample"].astype(np.float64) @ f[f"{name}_col"].T.astype(np.float64)
+    P = P + b["mean"] + b["row"][:, None] + b["col"][None, :]
+    V = X[name] if isinstance(X, dict) else X.views[X.names.index(name)]
+    if sp.issparse(V):
+        coo = sp.csr_matrix(V).tocoo()
+        w = sp.csr_matrix(W)[coo.row, coo.col].A1 if W is not None else 1.0
+        return float((w * (coo.data - P[coo.row, coo.col]) ** 2).sum())
+    obs = ~np.isnan(V)
+    w = W if W is not None else np.ones_like(V)
+    return float((w[obs] * (V[obs] - P[obs]) ** 2).sum())
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_entry_weights_reported_loss_is_the_weighted_float64_sum(dtype):
+    X, W = _weighted_case()
+    before = {k: (v.copy() if not sp.issparse(v) else v.copy()) for k, v in W.items()}
+    m = CMF(3, dtype=dtype, fit_intercept=True, max_iter=30, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        m.fit(X, entry_weights=W)
+    # float32: factors_ are the fitted factors rotated and rounded to float32 again (a
+    # relative change of ~1e-8 in the loss); the loss itself is the float64 sum
+    rtol = 1e-9 if dtype == "float64" else 1e-6
+    for name in ("r", "c"):
+        direct = _direct_weighted_sse(m, X, name, W[name])
+        np.testing.assert_allclose(m.loss_terms_[name][-1], direct, rtol=rtol)
+        assert abs(_direct_weighted_sse(m, X, name, None) - direct) > 1e-2 * direct
+    np.testing.assert_allclose(m.loss_terms_["s"][-1],
+                               _direct_weighted_sse(m, X, "s", None), rtol=rtol)
+    np.testing.assert_array_equal(W["r"], before["r"])  # inputs untouched
+    np.testing.assert_array_equal(W["c"].toarray(), before["c"].toarray())
+    # the unweighted fit is a different fit: the weights really enter the solves
+    plain = CMF(3, dtype=dtype, fit_intercept=True, max_iter=30, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        plain.fit(X)
+    assert np.abs(plain.factors_["sample"] - m.factors_["sample"]).max() > 1e-2
+
+
+def test_entry_weights_of_ones_reproduce_the_unweighted_fit():
+    X, W = _weighted_case()
+    ones = {"r": np.ones_like(W["r"]), "c": W["c"].copy(), "s": np.ones((40, 6))}
+    ones["c"].data[:] = 1.0
+    kw = dict(dtype="float64", fit_intercept=True, max_iter=15, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        a = CMF(3, **kw).fit(X)
+        b = CMF(3, **kw).fit(X, entry_weights=ones)
+    np.testing.assert_allclose(b.loss_curve_, a.loss_curve_, rtol=1e-9)
+    np.testing.assert_allclose(b.factors_["sample"], a.factors_["sample"], atol=1e-7)
+    np.testing.assert_allclose(b.transform(X, entry_weights=ones), a.transform(X), atol=1e-7)
+
+
+def test_entry_weight_zero_is_a_missing_entry_and_integer_weights_scale_the_relation():
+    X, W = _weighted_case()
+    R = X.views[X.names.index("r")]
+    Wr = np.where(np.isnan(R), 1.0, W["r"] > 0).astype(float)  # 0/1 weights
+    hidden = np.where(Wr == 0, np.nan, R)
+    kw = dict(dtype="float64", fit_intercept=True, max_iter=15, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        zero = CMF(3, **kw).fit(X, entry_weights={"r": Wr})
+        nan = CMF(3, **kw).fit(MultiModal(r=hidden, s=X.views[1], c=X.views[2]))
+        # weight 2 on every entry of a view = that view counted twice (relation weight 2)
+        two = CMF(3, **kw).fit(X, entry_weights={"r": np.full(R.shape, 2.0)})
+        double = CMF(3, weights={"r": 2.0}, **kw).fit(X)
+    np.testing.assert_allclose(zero.loss_curve_, nan.loss_curve_, rtol=1e-9)
+    np.testing.assert_allclose(zero.factors_["sample"], nan.factors_["sample"], atol=1e-7)
+    np.testing.assert_allclose(two.loss_curve_, double.loss_curve_, rtol=1e-9)
+    np.testing.assert_allclose(two.factors_["sample"], double.factors_["sample"], atol=1e-7)
+
+
+def test_transform_with_entry_weights_is_the_weighted_least_squares_solution():
+    rng = np.random.RandomState(1)
+    R = rng.rand(30, 10)
+    m = CMF(3, fit_intercept=False, dtype="float64", alpha=0.5, max_iter=20,
+            random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        m.fit([R])
+    new = rng.rand(4, 10)
+    new[0, :3] = np.nan
+    w = rng.rand(4, 10) * 2
+    Z = m.transform([new], entry_weights={"view0": w})
+    V = m.factors_["view0_col"]
+    for i in range(4):
+        o = ~np.isnan(new[i])
+        G = (V[o] * w[i, o, None]).T @ V[o] + 0.5 * np.eye(3)
+        np.testing.assert_allclose(Z[i], np.linalg.solve(G, V[o].T @ (w[i, o] * new[i, o])),
+                                   atol=1e-10)
+    assert np.abs(Z - m.transform([new])).max() > 1e-3  # without weights: another solution
+
+
+def test_entry_weights_survive_save_and_load(tmp_path):
+    import mmfactor
+
+    X, W = _weighted_case()
+    m = CMF(3, fit_intercept=True, max_iter=5, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        m.fit(X, entry_weights=W)
+    back = mmfactor.load(mmfactor.save(m, tmp_path / "m.mmf"))
+    np.testing.assert_array_equal(back.transform(X, entry_weights=W),
+                                  m.transform(X, entry_weights=W))
+    np.testing.assert_array_equal(back.factors_["sample"], m.factors_["sample"])

@@ -110,6 +110,7 @@ class Bad:
     match: str
     only: list = field(default_factory=lambda: list(ESTIMATORS))
     method: str = "fit"  # or "transform", "predict_entries": then run on a fitted model
+    kwargs: dict = field(default_factory=dict)  # keyword arguments of the call
 
 
 def with_view(**changes):
@@ -266,6 +267,27 @@ BAD_INPUTS = [
         MultiModal(a=(base_views()["a"] > 0.5).astype(float), b=base_views()["b"]),
         {"nonneg": True, "link": ["sigmoid", "identity"]}), ValueError,
         r"nonneg=True needs solver='als'", only=["CMF"]),
+    *[Bad(f"entry-weights-{bid}", with_params(), exc, match, only=["CMF"], method=method,
+          kwargs={"entry_weights": ew})
+      for method in ("fit", "transform") for bid, ew, exc, match in [
+          ("not-dict", np.ones((12, 5)), TypeError, r"entry_weights must be a dict: view name"),
+          ("unknown-view", {"c": np.ones((12, 5))}, ValueError,
+           r"entry_weights names view 'c', which X does not have; its views are \['a', 'b'\]"),
+          ("wrong-shape", {"a": np.ones((12, 4))}, ValueError,
+           r"entry_weights\['a'\] has shape \(12, 4\); view 'a' has shape \(12, 5\)"),
+          ("negative", {"a": np.where(np.eye(12, 5), -1.0, 1.0)}, ValueError,
+           r"entry_weights\['a'\] has NaN, infinite or negative values"),
+          ("nan", {"b": np.where(np.eye(12, 4), np.nan, 1.0)}, ValueError,
+           r"entry_weights\['b'\] has NaN, infinite or negative values"),
+          ("sparse-for-dense", {"a": sp.csr_matrix(np.ones((12, 5)))}, ValueError,
+           r"entry_weights\['a'\] is sparse but view 'a' is dense")]],
+    Bad("entry-weights-pattern", lambda name: (MultiModal(a=base_views()["a"], b=_sparse_with(1.0)),
+                                               {}), ValueError,
+        r"entry_weights\['b'\] does not store the same entries as view 'b'", only=["CMF"],
+        kwargs={"entry_weights": {"b": sp.csr_matrix(np.ones((12, 4)))}}),
+    Bad("entry-weights-implicit", with_params(link="implicit"), ValueError,
+        r"entry_weights\['a'\]: view 'a' has link='implicit'", only=["CMF"],
+        kwargs={"entry_weights": {"a": np.ones((12, 5))}}),
     Bad("implicit-with-lbfgs", with_params(link="implicit", solver="lbfgs"), ValueError,
         r"link='implicit' is fitted by ALS", only=["CMF"]),
     # ---- graphs ---------------------------------------------------------------------------
@@ -614,7 +636,7 @@ def test_bad_input(name, bad, monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with pytest.raises(bad.exc, match=bad.match):
-            getattr(est, bad.method)(X() if callable(X) else X)
+            getattr(est, bad.method)(X() if callable(X) else X, **bad.kwargs)
     assert _same(_copies(X), before), "the input was modified by a failed call"
     if bad.method == "fit":
         assert fitted_attributes(est) == [], f"half-fitted after a failed fit: {vars(est)}"
@@ -636,7 +658,8 @@ def test_fit_trains_once_and_computes_no_embedding(name, monkeypatch):
     cls = type(ESTIMATORS[name]())
     real_fit, real_transform = cls._fit, cls.transform
     calls = []
-    monkeypatch.setattr(cls, "_fit", lambda self, X: calls.append("train") or real_fit(self, X))
+    monkeypatch.setattr(cls, "_fit", lambda self, X, *a: calls.append("train")
+                        or real_fit(self, X, *a))
     monkeypatch.setattr(cls, "transform",
                         lambda self, X: calls.append("transform") or real_transform(self, X))
     est = fitted(name)

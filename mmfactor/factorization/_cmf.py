@@ -42,10 +42,13 @@ class _Relation:
     ``mode="implicit"`` (link ``"implicit"``): every entry enters with preference
     ``p = [x > 0]`` and confidence ``c = 1 + confidence_scale * x``; the non-zeros are
     kept as COO, the zeros (confidence 1) enter through the Gram identity.
+    ``entry_weight`` (per-entry weights, aligned with ``data``: an array of its shape, or
+    a CSR matrix of its sparsity) puts the relation in ``mode="observed"`` with entry
+    ``(i, j)`` weighted by ``entry_weight[i, j]``.
     """
 
     def __init__(self, spec, data, *, weight, link, biased, device, dtype, missing,
-                 row_bias=True, confidence_scale=1.0):
+                 row_bias=True, confidence_scale=1.0, entry_weight=None):
         self.spec = spec
         self.name = spec.name
         self.row, self.col = spec.row, spec.col
@@ -56,6 +59,18 @@ class _Relation:
         self.device = device
         self.dtype = dtype
         self.shape = tuple(data.shape)
+        self.ew = None  # per-entry weights (row order), with ew_c (column order), ew64
+        if entry_weight is not None:
+            if sp.issparse(data):
+                coo = sp.csr_matrix(data).tocoo()
+                ew = sp.csr_matrix(entry_weight).tocoo().data
+            else:
+                arr = as_numpy(data)
+                rows, cols = np.nonzero(~np.isnan(arr))
+                coo = sp.coo_matrix((arr[rows, cols], (rows, cols)), shape=arr.shape)
+                ew = np.asarray(entry_weight)[rows, cols]
+            self._set_observed(coo, device, dtype, np.asarray(ew, dtype=np.float64))
+            return
         if link == "implicit":
             csr = sp.csr_matrix(data if sp.issparse(data) else as_numpy(data), dtype=np.float64)
             csr.eliminate_zeros()
@@ -100,12 +115,13 @@ class _Relation:
                 self.sum_sq = float((arr.astype(np.float64) ** 2).sum())
                 self.total = float(arr.sum(dtype=np.float64))
 
-    def _set_observed(self, coo, device, dtype):
+    def _set_observed(self, coo, device, dtype, ew=None):
         self.mode = "observed"
         rows, cols, vals = coo.row, coo.col, coo.data
         if len(rows) > 1 and not (np.diff(rows) >= 0).all():  # COO from CSR is row-sorted
             order = np.argsort(rows, kind="stable")
             rows, cols, vals = rows[order], cols[order], vals[order]
+            ew = None if ew is None else ew[order]
         perm = np.argsort(cols, kind="stable")  # column order, rows ascending within
         n_r, n_c = self.shape
         as_t = lambda a, dt=torch.int64: torch.as_tensor(np.ascontiguousarray(a), dtype=dt,  # noqa: E731
@@ -114,16 +130,30 @@ class _Relation:
         self.vals = as_t(vals, dtype)
         self.vals64 = as_t(vals, torch.float64)  # the data as given, for the reported loss
         self.rows_c, self.vals_c = as_t(rows[perm]), as_t(vals[perm], dtype)
+        self._perm = as_t(perm)
         self.w_vals = torch.full((len(vals),), self.weight, dtype=dtype, device=device)
+        self.w_vals_c = self.w_vals
+        if ew is not None:
+            self.ew, self.ew_c = as_t(ew, dtype), as_t(ew[perm], dtype)
+            self.ew64 = as_t(ew, torch.float64)
+            self.w_vals, self.w_vals_c = self.weight * self.ew, self.weight * self.ew_c
         self.crow_r = as_t(np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=n_r))]))
         self.crow_c = as_t(np.concatenate([[0], np.cumsum(np.bincount(cols, minlength=n_c))]))
         self.n_obs = len(vals)
         self.total = float(vals.sum(dtype=np.float64))
+        if ew is not None:  # the weighted total and count (bias start, ``score``)
+            self._ew_sum = float(ew.sum())
+            self.total = float((ew * vals).sum())
+
+    @property
+    def count(self):
+        """Number of entries in the loss, or the sum of their weights."""
+        return self.n_obs if self.ew is None else self._ew_sum
 
     # ---- the pieces of the normal equations ------------------------------------------
 
     def mean(self):
-        return self.total / max(self.n_obs, 1)
+        return self.total / self.count if self.count > 0 else 0.0
 
     def seen(self):
         """Boolean (n_rows, n_cols) mask of the entries already seen (``recommend``): the
@@ -158,9 +188,9 @@ class _Relation:
             sum_y2 = self.sum_sq - 2 * float(o @ sums.to(o)) + X.shape[0] * float(o @ o)
             return A, b, sum_y2
         if side == "row":
-            crow, idx, vals = self.crow_r, self.cols, self.vals
+            crow, idx, vals, wv = self.crow_r, self.cols, self.vals, self.w_vals
         else:
-            crow, idx, vals = self.crow_c, self.rows_c, self.vals_c
+            crow, idx, vals, wv = self.crow_c, self.rows_c, self.vals_c, self.w_vals_c
         if self.mode == "implicit":
             # sum_all c (p - z.theta)^2: Z'Z over every entry plus (c - 1) z z' over the
             # non-zeros (the Gram identity of Hu, Koren & Volinsky), b = sum_nnz c z
@@ -171,12 +201,16 @@ class _Relation:
             A = torch.sparse.mm(_csr(crow, idx, (conf - 1) * w, (n, Z.shape[0])), outer)
             A = A.reshape(n, D, D) + w * (Z.T @ Z)
             return A, b, float(conf.double().sum())
+        # per-entry weights w_ij: G_i = sum_j w w_ij z_j z_j', b_i = sum_j w w_ij y_ij z_j
         y = vals - offset[idx]
         n = len(crow) - 1
-        b = torch.sparse.mm(_csr(crow, idx, y * w, (n, Z.shape[0])), Z)
+        b = torch.sparse.mm(_csr(crow, idx, y * wv, (n, Z.shape[0])), Z)
         outer = (Z[:, :, None] * Z[:, None, :]).reshape(Z.shape[0], D * D)
-        A = torch.sparse.mm(_csr(crow, idx, self.w_vals, (n, Z.shape[0])), outer)
-        return A.reshape(n, D, D), b, float((y.double() ** 2).sum())
+        A = torch.sparse.mm(_csr(crow, idx, wv, (n, Z.shape[0])), outer)
+        y2 = y.double() ** 2
+        if self.ew is not None:
+            y2 = y2 * (self.ew64 if side == "row" else self.ew64[self._perm])
+        return A.reshape(n, D, D), b, float(y2.sum())
 
     def loss(self, Ua, Va, exact=False):
         """Sum of squared errors (identity) or log-loss (sigmoid) of ``Ua Va^T``, unweighted.
@@ -195,7 +229,8 @@ class _Relation:
             for s in range(0, self.n_obs, _CHUNK):
                 r, c = self.rows[s : s + _CHUNK], self.cols[s : s + _CHUNK]
                 pred = (Ua[r] * Va[c]).sum(1)
-                out = out + _pointwise_loss(self.link, pred, self.vals[s : s + _CHUNK])
+                ew = None if self.ew is None else self.ew[s : s + _CHUNK]
+                out = out + _pointwise_loss(self.link, pred, self.vals[s : s + _CHUNK], ew)
             return out
         if self.link == "identity":
             # ||X - P||^2 = ||X||^2 - 2<X, P> + ||P||^2, P = Ua Va^T never formed
@@ -223,7 +258,9 @@ class _Relation:
                     conf = self.conf64[s : s + _CHUNK]
                     out += float((conf * (1 - pred) ** 2 - pred**2).sum())
                 else:
-                    out += float(_pointwise_loss(self.link, pred, self.vals64[s : s + _CHUNK]))
+                    ew = None if self.ew is None else self.ew64[s : s + _CHUNK]
+                    out += float(_pointwise_loss(self.link, pred, self.vals64[s : s + _CHUNK],
+                                                 ew))
             if self.mode == "implicit":  # + the squares of every prediction
                 out += float(((Ua.T @ Ua) * (Va.T @ Va)).sum())
             return out
@@ -274,10 +311,70 @@ def _balanced_weights(data, links, missing):
     return [total / (len(counts) * max(c, 1)) for c in counts]
 
 
-def _pointwise_loss(link, pred, target):
+def _check_entry_weights(entry_weights, names, views, links, missing):
+    """``entry_weights`` validated, as a dict view name -> weights aligned with the view.
+
+    A dense view takes an array of its shape (the weights at NaN entries are ignored); a
+    sparse view (``missing="unobserved"``) a sparse matrix storing the same entries.
+    Every weight finite and non-negative (0 = the entry is left out).
+    """
+    if entry_weights is None:
+        return {}
+    if not isinstance(entry_weights, dict):
+        raise TypeError("entry_weights must be a dict: view name -> per-entry weights; got "
+                        f"{type(entry_weights).__name__}.")
+    by_name = dict(zip(names, views, strict=True))
+    out = {}
+    for name, W in entry_weights.items():
+        if name not in by_name:
+            raise ValueError(f"entry_weights names view {name!r}, which X does not have; its "
+                             f"views are {list(names)}.")
+        v = by_name[name]
+        if links.get(name) == "implicit":
+            raise ValueError(f"entry_weights[{name!r}]: view {name!r} has link='implicit', "
+                             "whose confidences are already per-entry weights.")
+        if v.kind == "sparse" and missing == "zero":
+            raise ValueError(f"entry_weights[{name!r}]: a sparse view with missing='zero' "
+                             "takes no per-entry weights (its unstored zeros would need one "
+                             "each); give it as a dense array.")
+        if v.kind == "sparse":
+            if not sp.issparse(W) or W.shape != v.shape:
+                raise ValueError(f"entry_weights[{name!r}] must be a sparse matrix of shape "
+                                 f"{v.shape} storing the entries view {name!r} stores; got "
+                                 f"{type(W).__name__} of shape {getattr(W, 'shape', None)}.")
+            X, W = sp.csr_matrix(v.data), sp.csr_matrix(W, dtype=np.float64)
+            for m in (X, W):
+                m.sum_duplicates()
+                m.sort_indices()
+            if not (np.array_equal(X.indptr, W.indptr) and np.array_equal(X.indices,
+                                                                          W.indices)):
+                raise ValueError(f"entry_weights[{name!r}] does not store the same entries "
+                                 f"as view {name!r} ({W.nnz} stored against {X.nnz}); give "
+                                 "one weight per stored entry.")
+            vals = W.data
+        else:
+            if sp.issparse(W):
+                raise ValueError(f"entry_weights[{name!r}] is sparse but view {name!r} is "
+                                 f"dense; give an array of shape {v.shape}.")
+            W = np.asarray(W, dtype=np.float64)
+            if W.shape != tuple(v.shape):
+                raise ValueError(f"entry_weights[{name!r}] has shape {W.shape}; view "
+                                 f"{name!r} has shape {tuple(v.shape)}, expected the same.")
+            vals = W
+        if not np.isfinite(vals).all() or (vals < 0).any():
+            raise ValueError(f"entry_weights[{name!r}] has NaN, infinite or negative "
+                             "values; weights must be finite and >= 0.")
+        out[name] = W
+    return out
+
+
+def _pointwise_loss(link, pred, target, weight=None):
+    """Summed squared error (identity) or log-loss (sigmoid), each entry times ``weight``."""
     if link == "identity":
-        return ((pred - target) ** 2).sum()
-    return torch.nn.functional.binary_cross_entropy_with_logits(pred, target, reduction="sum")
+        sq = (pred - target) ** 2
+        return (sq if weight is None else weight * sq).sum()
+    return torch.nn.functional.binary_cross_entropy_with_logits(pred, target, weight=weight,
+                                                                reduction="sum")
 
 
 class CMF(MultiModalTransformer):
@@ -303,6 +400,11 @@ class CMF(MultiModalTransformer):
     with :math:`\ell_m` the squared error for the identity link and the logistic loss for
     the sigmoid link; for the implicit link the sum runs over every entry, with the
     confidence-weighted squared error :math:`c_{ij} (p_{ij} - u_{r,i}^\top u_{c,j})^2`.
+
+    Each observed entry can also carry its own weight (cmfrec's ``W``): ``fit(X,
+    entry_weights={view: W})`` multiplies the entry's loss by ``W[i, j]`` (``transform``
+    takes the new rows' weights the same way); the ALS Gram matrix of row :math:`i` is
+    then :math:`\sum_j W_{ij} v_j v_j^\top`.
 
     With identity links the fit is alternating least squares: each entity type's factor
     is the exact minimiser with all others fixed, all its rows solved at once by a
@@ -526,8 +628,8 @@ class CMF(MultiModalTransformer):
 
     # ---- input ---------------------------------------------------------------------
 
-    def _prepare(self, X):
-        """Validate X and the schema; return (mm, views, specs, sample, entities)."""
+    def _prepare(self, X, entry_weights=None):
+        """Validate X and the schema; return (mm, views, specs, sample, entities, ...)."""
         mm, views = check_views(X, missing=self.missing, min_samples=2, max_ndim=2)
         specs, sample, entities = resolve_relations(
             self.relations, mm, sample_entity=self.sample_entity
@@ -570,13 +672,40 @@ class CMF(MultiModalTransformer):
         if self.nonneg and solver != "als":
             raise ValueError("nonneg=True needs solver='als' (identity or implicit links); "
                              "the L-BFGS solver of the sigmoid link has no bound constraints.")
+        ew = _check_entry_weights(entry_weights, mm.names, views,
+                                  dict(zip(names, links, strict=True)), self.missing)
         for v in views:  # last: errors about the input's structure come first
             check_variation(v)
-        return mm, data, specs, sample, entities, links, weights, sizes, solver
+        return mm, data, specs, sample, entities, links, weights, sizes, solver, ew
 
     # ---- fitting -------------------------------------------------------------------
 
-    def fit_transform(self, X, y=None):
+    def fit(self, X, y=None, *, entry_weights=None):
+        """Fit the factorization.
+
+        Parameters
+        ----------
+        X : MultiModal, list of array-like or array-like
+            The views (rows = samples), plus shared matrices of the schema.
+        y : Ignored
+            Not used, present for API consistency.
+        entry_weights : dict of str -> array-like or sparse matrix, default=None
+            Per-entry weights of some views (cmfrec's ``W``), by view name: for a dense
+            view an array of its shape, for a sparse view a sparse matrix storing the
+            same entries. Finite and >= 0; an entry of weight 0 counts as missing; the
+            other entries weigh 1. Not for implicit views nor ``missing="zero"`` sparse
+            ones. The weights are of the rows of ``X``: under cross-validation, fit on
+            each fold's rows with their rows of the weights.
+
+        Returns
+        -------
+        self : object
+            The fitted estimator.
+        """
+        self._fit(X, entry_weights)
+        return self
+
+    def fit_transform(self, X, y=None, *, entry_weights=None):
         """Fit the factorization and return the samples' factor.
 
         Parameters
@@ -585,18 +714,21 @@ class CMF(MultiModalTransformer):
             The views (rows = samples).
         y : Ignored
             Not used, present for API consistency.
+        entry_weights : dict of str -> array-like or sparse matrix, default=None
+            Per-entry weights of some views (see :meth:`fit`).
 
         Returns
         -------
         embedding : ndarray of shape (n_samples, n_components)
             The sample entity's factor.
         """
-        self._fit(X)
+        self._fit(X, entry_weights)
         return self.factors_[self.sample_entity_].copy()
 
-    def _fit(self, X):
+    def _fit(self, X, entry_weights=None):
         self._validate_params()
-        mm, data, specs, sample, entities, links, weights, sizes, solver = self._prepare(X)
+        (mm, data, specs, sample, entities, links, weights, sizes, solver,
+         ew) = self._prepare(X, entry_weights)
         # fitted (public) attributes are set only once training is over: an error or a
         # Ctrl-C before that leaves the estimator unfitted, never half-fitted
         devices = resolve_devices(self.devices, mm.names)
@@ -615,7 +747,8 @@ class CMF(MultiModalTransformer):
             rels.append(_Relation(s, v.data, weight=w, link=lk, biased=bool(self.fit_intercept),
                                   row_bias=self.fit_intercept is True, device=dev,
                                   dtype=dtype, missing=self.missing,
-                                  confidence_scale=self.confidence_scale))
+                                  confidence_scale=self.confidence_scale,
+                                  entry_weight=ew.get(s.name) if s.source == "view" else None))
         gen, _ = torch_generator(self.random_state)
         self._rels, self._ent_dev = rels, ent_dev
         self._sample = sample
@@ -858,11 +991,12 @@ class CMF(MultiModalTransformer):
 
     # ---- out of sample ---------------------------------------------------------------
 
-    def _fold_in(self, X):
+    def _fold_in(self, X, entry_weights=None):
         """Factors (and per-relation row biases) of new samples, all else frozen."""
         check_is_fitted(self)
         mm, views = check_views(X, missing=self.missing, max_ndim=2)
         self._check_input_signature(mm, views)
+        ew = _check_entry_weights(entry_weights, mm.names, views, self._links, self.missing)
         dtype = _DTYPES[self.dtype]
         sample, n = self.sample_entity_, len(mm)
         dev = self._ent_dev[sample]
@@ -874,7 +1008,8 @@ class CMF(MultiModalTransformer):
                                   link=self._links[name], biased=name in self.biases_,
                                   row_bias=self._row_bias.get(name, False),
                                   device=self._ent_dev[col], dtype=dtype, missing=self.missing,
-                                  confidence_scale=self.confidence_scale))
+                                  confidence_scale=self.confidence_scale,
+                                  entry_weight=ew.get(name)))
         bias = {
             name: {"mean": b["mean"], "row": torch.zeros(n, dtype=dtype, device=dev),
                    "col": torch.as_tensor(b["col"], device=self._ent_dev[col])}
@@ -903,20 +1038,23 @@ class CMF(MultiModalTransformer):
             if name in view_dev:
                 self._ent_dev[row] = self._ent_dev[col] = view_dev[name]
 
-    def transform(self, X):
+    def transform(self, X, *, entry_weights=None):
         """Embed new samples: their factor, solved with every other factor frozen.
 
         Parameters
         ----------
         X : MultiModal, list of array-like or array-like
             Views of the new samples, with the columns seen in ``fit``.
+        entry_weights : dict of str -> array-like or sparse matrix, default=None
+            Per-entry weights of the new samples' views (as in :meth:`fit`); the entries
+            of views without weights weigh 1.
 
         Returns
         -------
         embedding : ndarray of shape (n_samples, n_components)
             The new samples' factor (``dtype``), in the fitted rotation.
         """
-        U, _, _ = self._fold_in(X)
+        U, _, _ = self._fold_in(X, entry_weights)
         return as_numpy(U[self.sample_entity_].detach())
 
     def score(self, X, y=None):
@@ -939,7 +1077,7 @@ class CMF(MultiModalTransformer):
         for r in rels:
             Ua, Va = self._augmented(r, U, bias, r.device)
             total += r.weight * r.loss(Ua, Va, exact=True)
-            count += r.weight * r.n_obs
+            count += r.weight * r.count
         return -total / max(count, 1e-12)
 
     def predict_entries(self, coords, relation=0):
