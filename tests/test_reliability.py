@@ -267,7 +267,7 @@ BAD_INPUTS = [
         MultiModal(a=(base_views()["a"] > 0.5).astype(float), b=base_views()["b"]),
         {"nonneg": True, "link": ["sigmoid", "identity"]}), ValueError,
         r"nonneg=True needs solver='als'", only=["CMF"]),
-    *[Bad(f"entry-weights-{bid}", with_params(), exc, match, only=["CMF"], method=method,
+    *[Bad(f"entry-weights-{bid}-{method}", with_params(), exc, match, only=["CMF"], method=method,
           kwargs={"entry_weights": ew})
       for method in ("fit", "transform") for bid, ew, exc, match in [
           ("not-dict", np.ones((12, 5)), TypeError, r"entry_weights must be a dict: view name"),
@@ -658,8 +658,7 @@ def test_fit_trains_once_and_computes_no_embedding(name, monkeypatch):
     cls = type(ESTIMATORS[name]())
     real_fit, real_transform = cls._fit, cls.transform
     calls = []
-    monkeypatch.setattr(cls, "_fit", lambda self, X, *a: calls.append("train")
-                        or real_fit(self, X, *a))
+    monkeypatch.setattr(cls, "_fit", lambda self, X: calls.append("train") or real_fit(self, X))
     monkeypatch.setattr(cls, "transform",
                         lambda self, X: calls.append("transform") or real_transform(self, X))
     est = fitted(name)

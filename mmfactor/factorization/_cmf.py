@@ -702,7 +702,7 @@ class CMF(MultiModalTransformer):
         self : object
             The fitted estimator.
         """
-        self._fit(X, entry_weights)
+        self._fit_with_weights(X, entry_weights)
         return self
 
     def fit_transform(self, X, y=None, *, entry_weights=None):
@@ -722,13 +722,22 @@ class CMF(MultiModalTransformer):
         embedding : ndarray of shape (n_samples, n_components)
             The sample entity's factor.
         """
-        self._fit(X, entry_weights)
+        self._fit_with_weights(X, entry_weights)
         return self.factors_[self.sample_entity_].copy()
 
-    def _fit(self, X, entry_weights=None):
+    def _fit_with_weights(self, X, entry_weights):
+        # ``_fit(self, X)`` keeps the one signature every estimator's has (mmfactor.distributed
+        # routes it); the weights ride along for the duration of the call
+        self._entry_weights = entry_weights
+        try:
+            self._fit(X)
+        finally:
+            vars(self).pop("_entry_weights", None)  # (a failed fit drops it already)
+
+    def _fit(self, X):
         self._validate_params()
         (mm, data, specs, sample, entities, links, weights, sizes, solver,
-         ew) = self._prepare(X, entry_weights)
+         ew) = self._prepare(X, getattr(self, "_entry_weights", None))
         # fitted (public) attributes are set only once training is over: an error or a
         # Ctrl-C before that leaves the estimator unfitted, never half-fitted
         devices = resolve_devices(self.devices, mm.names)
