@@ -183,6 +183,7 @@ def main(argv=None):
               "mmeda": lambda: check_neural(MMEDA, args.device, args.size),
               "dcmf": lambda: check_neural(DCMF, args.device, args.size)}
     rows, failed = [], []
+    load_before = os.getloadavg()
     for name in args.only:
         print(f"[gpu_check] {name} on {args.device} ...", flush=True)
         row, model, X = checks[name]()
@@ -196,9 +197,13 @@ def main(argv=None):
             ("wall_s", "wall (s)", "{:.2f}"), ("cpu_s", "CPU (s)", "{:.2f}"),
             ("peak_mib", "peak device memory (MiB)", "{:.0f}"),
             ("cpu_reload_rel_diff", "reloaded on CPU: rel. diff", "{:.1e}")]
-    md = (f"Device `{args.device}`, size `{args.size}`.\n\n" + markdown_table(rows, cols))
+    load_after = os.getloadavg()
+    md = (f"Device `{args.device}`, size `{args.size}`. Load average (1, 5, 15 min) before "
+          f"{' '.join(f'{x:.2f}' for x in load_before)}, after "
+          f"{' '.join(f'{x:.2f}' for x in load_after)}.\n\n" + markdown_table(rows, cols))
     write_results(args.name or f"gpu_{args.device.split(':')[0]}", {"rows": rows,
-                  "device": args.device, "size": args.size}, md, args.out)
+                  "device": args.device, "size": args.size,
+                  "loadavg_before": load_before, "loadavg_after": load_after}, md, args.out)
     print(md)
     if failed:
         print("\n".join(failed), file=sys.stderr)
