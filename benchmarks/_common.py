@@ -50,6 +50,41 @@ def timed(fn, repeat=3):
     return out, min(times)
 
 
+def loadavg():
+    """The 1, 5 and 15 minute load averages as a string ("n/a" where /proc is absent)."""
+    try:
+        with open("/proc/loadavg") as f:
+            return " ".join(f.read().split()[:3])
+    except OSError:
+        return "n/a"
+
+
+def seed_spread(values):
+    """Summary of one score over seeds: mean, sample sd, min, max and the number of seeds.
+
+    Every benchmark that fits a stochastic model reports its scores this way (issue 21):
+    the mean over seeds with the spread beside it, so a gap smaller than the spread is not
+    read as a win.
+    """
+    import numpy as np
+
+    v = np.asarray([x for x in values if x is not None], dtype=np.float64)
+    if v.size == 0:
+        return None
+    sd = float(v.std(ddof=1)) if v.size > 1 else 0.0
+    return {"mean": float(v.mean()), "sd": sd, "min": float(v.min()),
+            "max": float(v.max()), "n": int(v.size), "values": v.tolist()}
+
+
+def fmt_spread(s, digits=3):
+    """``0.912 ± 0.008 (n=3)`` from :func:`seed_spread`'s summary (empty for None)."""
+    if s is None:
+        return ""
+    if s["n"] == 1:
+        return f"{s['mean']:.{digits}f} (n=1)"
+    return f"{s['mean']:.{digits}f} ± {s['sd']:.{digits}f} (n={s['n']})"
+
+
 def command():
     return "python " + " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:])
 
