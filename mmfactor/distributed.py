@@ -471,6 +471,12 @@ def _hooks_for(estimator, owners, profile):
                 f"A distributed HyperLearn fit needs update='jacobi' (independent per-mode "
                 f"updates); got update={estimator.update!r}."
             )
+        if estimator.loss == "bpr":
+            raise ValueError(
+                "mmfactor.distributed runs HyperLearn's per-mode updates; loss='bpr' trains "
+                "every mode at once by Adam on mini-batches of hyperedges and cannot be "
+                "split by mode. Fit it in one process, or use loss='squared'."
+            )
         return _HyperLearnHooks(estimator, owners, profile)
     raise TypeError(
         f"mmfactor.distributed fits CMF and HyperLearn; got {type(estimator).__name__}."
@@ -579,7 +585,8 @@ def fit(estimator, X, y=None, *, owners=None, profile=None):
     Parameters
     ----------
     estimator : CMF or HyperLearn
-        With ``update="jacobi"`` (CMF: the ALS solver, identity links).
+        With ``update="jacobi"`` (CMF: the ALS solver, identity links; HyperLearn: the
+        squared loss, as ``loss="bpr"`` trains all modes together on mini-batches).
     X : MultiModal, list of array-like, array-like or SparseTensor
         What ``estimator.fit`` takes.
     y : Ignored

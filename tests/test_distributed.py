@@ -333,6 +333,10 @@ def test_errors_in_a_group(group):
     hl, T = hyperlearn_problem()
     with pytest.raises(ValueError, match="HyperLearn fit needs update='jacobi'"):
         mmd.fit(hl.set_params(update="gauss-seidel"), T)
+    bpr = hyperlearn_problem()[0].set_params(loss="bpr", max_iter=2)
+    with pytest.raises(ValueError, match="loss='bpr' trains every mode at once"):
+        mmd.fit(bpr, T)
+    assert not hasattr(bpr, "factors_")  # refused before any training
     with pytest.raises(TypeError, match="fits CMF and HyperLearn; got DFMF"):
         mmd.fit(mmfactor.DFMF(), X)
     with pytest.raises(ValueError, match=r"owners names \['nope'\]"):
