@@ -194,6 +194,68 @@ def test_als_normal_equations_observed_match_dense():
                                    grad[:, :3].numpy(), rtol=1e-8, atol=1e-10)
 
 
+@pytest.mark.parametrize("kind", ["full", "observed"])
+@pytest.mark.parametrize("layout", ["dense", "csr"])
+@pytest.mark.parametrize("shape", [(6, 5), (6, 5, 4), (4, 3, 5, 2)])
+def test_unfolding_kernels_match_the_chunked_ones(kind, layout, shape, monkeypatch):
+    """A small tensor's copies hold each mode's unfolding (Khatri-Rao rows per distinct
+    tuple of the other modes, matrix products): the normal equations, their data term
+    at a new factor and the data loss agree with the per-entry chunked kernels and with
+    a direct dense computation."""
+    from mmfactor.factorization import _cp
+    from mmfactor.factorization._cp import mode_normal_equations
+
+    if layout == "csr":
+        monkeypatch.setattr(_cp, "DENSE_UNFOLDING", 0)
+    dense, X, factors = _random_problem(shape, rank=3, density=0.6, seed=5)
+    factors = [torch.cat([f, torch.ones(f.shape[0], 1, dtype=torch.float64)], 1)
+               for f in factors]  # a fixed column of ones, like an intercept
+    one = torch.ones(1, dtype=torch.float64)
+    mask = np.ones(shape) if kind == "full" else dense != 0
+    rng = np.random.RandomState(6)
+    for mode in range(len(shape)):
+        unf = TensorData(X.indices, X.values, X.shape, kind, "cpu", torch.float64,
+                         sort_mode=mode)
+        ref = TensorData(X.indices, X.values, X.shape, kind, "cpu", torch.float64,
+                         sort_mode=mode, chunk=1)
+        assert unf.unfolding is not None and ref.unfolding is None
+        assert unf.unfolding.dense == (layout == "dense")
+        G, b, data_term = mode_normal_equations(mode, factors, unf, [0, 1, 2], one,
+                                                with_loss=True)
+        G_ref, b_ref, _ = mode_normal_equations(mode, factors, ref, [0, 1, 2], one,
+                                                with_loss=True)
+        np.testing.assert_allclose(G.numpy(), G_ref.numpy(), rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(b.numpy(), b_ref.numpy(), rtol=1e-10, atol=1e-12)
+        new = factors[mode].clone()
+        new[:, :3] = torch.as_tensor(rng.randn(shape[mode], 3))
+        facs = list(factors)
+        facs[mode] = new
+        expected = (((dense - _dense_cp(facs)) ** 2) * mask).sum()
+        np.testing.assert_allclose(float(data_term(new)), expected, rtol=1e-9)
+        np.testing.assert_allclose(data_loss(facs, unf), expected, rtol=1e-9)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("missing", ["zero", "unobserved"])
+def test_als_data_terms_without_a_pass_equal_a_direct_computation(hyper, missing, dtype):
+    """ALS takes each mode's loss from its normal equations, and (float64, Gauss-Seidel)
+    the sweep's data term from the last mode's: both equal a direct float64 sum."""
+    X = SparseTensor(hyper.X.indices, 1 + np.random.RandomState(0).rand(hyper.X.nnz),
+                     hyper.X.shape)  # weighted: the stored values vary
+    model = HyperLearn(n_components=3, solver="als", update="gauss-seidel", dtype=dtype,
+                       missing=missing, fit_intercept=missing == "unobserved",
+                       **{**FAST, "max_iter": 5}).fit(X)
+    dense = X.to_dense()
+    mask = np.ones(dense.shape) if missing == "zero" else dense != 0
+    rec = tl.cp_to_tensor(model.to_cptensor())
+    direct = (((dense - rec) ** 2) * mask).sum()
+    assert model.loss_terms_["data"][-1] == pytest.approx(direct, rel=1e-9)
+    # no graph, no penalty: the last mode's loss is the data term after the sweep
+    rel = 1e-9 if dtype == "float64" else 1e-4
+    assert model.loss_terms_["mode2"][-1] == pytest.approx(direct, rel=rel)
+    assert np.all(np.diff(model.loss_curve_) <= 1e-9 * model.loss_curve_[0])
+
+
 def _neighbour_spread(F, W):
     """Mean squared distance between graph neighbours over that between random pairs."""
     F = F / np.linalg.norm(F, axis=1, keepdims=True).clip(1e-12)

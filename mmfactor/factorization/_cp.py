@@ -37,6 +37,9 @@ __all__ = [
 ]
 
 CHUNK = 1 << 18  # coordinates per chunk in the scatter/gather kernels
+_NO_COLUMNS = torch.zeros(0, dtype=torch.int64)  # no fixed column
+DENSE_UNFOLDING = 1 << 22  # an unfolding with at most this many entries, a quarter of
+# them stored, is held dense (tensorly's small data sets): a matmul beats the sparse one
 
 
 class SparseTensor:
@@ -284,15 +287,35 @@ class SparseTensor:
 # --------------------------------------------------------------------------------------
 
 
-def _gather_prod(indices, factors, skip, sl):
-    """Row products ``prod_{s != skip} A_s[i_s]`` for the coordinates in slice ``sl``."""
+def _gather_prod(indices, factors, skip, sl, work=None):
+    """Row products ``prod_{s != skip} A_s[i_s]`` for the coordinates in slice ``sl``.
+
+    ``work`` (a dict kept by the caller) holds two buffers reused from call to call: a
+    fresh large temporary per gather costs its page faults (2-4x slower on the CPU); the
+    result then lives in a buffer that the next call with the same ``work`` overwrites.
+    """
     out = None
     for s, A in enumerate(factors):
         if s == skip:
             continue
-        rows = A.index_select(0, indices[sl, s])  # much faster than A[idx] on the CPU
-        out = rows if out is None else out * rows
+        idx = indices[sl, s]
+        if A.requires_grad or work is None:
+            rows = A.index_select(0, idx)  # much faster than A[idx] on the CPU
+            out = rows if out is None else out * rows
+            continue
+        buf = _buffer(work, "out" if out is None else "rows", (len(idx), A.shape[1]), A)
+        torch.index_select(A, 0, idx, out=buf)
+        out = buf if out is None else out.mul_(buf)
     return out
+
+
+def _buffer(work, name, shape, like):
+    """A tensor of ``shape`` (``like``'s dtype and device) kept in ``work`` for reuse."""
+    key = (name, like.dtype, like.device)
+    buf = work.get(key)
+    if buf is None or buf.numel() < shape[0] * shape[1]:
+        buf = work[key] = like.new_empty(shape[0] * shape[1])
+    return buf[: shape[0] * shape[1]].view(shape)
 
 
 def cp_norm_sq(factors):
@@ -355,12 +378,19 @@ class TensorData:
         indices = np.asarray(indices, dtype=np.int64)
         values = np.asarray(values)
         self.sort_mode = sort_mode
+        self.unfolding = None
+        self.work = {}  # buffers of the gathers (see _gather_prod)
         if sort_mode is not None:
             # sorted by the mode whose gradient this copy serves: the scatter-add of the
             # MTTKRP becomes a CSR product, chunk by chunk (no atomics, cache friendly)
-            order = np.argsort(indices[:, sort_mode], kind="stable")
+            cols, n_cols = _column_tuples(indices, shape, sort_mode)
+            if cols is not None and n_cols <= chunk:  # see _Unfolding
+                order = np.lexsort((cols, indices[:, sort_mode]))
+                cols = cols[order]
+            else:
+                order, cols = np.argsort(indices[:, sort_mode], kind="stable"), None
             indices, values = indices[order], values[order]
-        self.indices = torch.as_tensor(indices).to(device)
+        self.indices = _by_column(indices, device)
         self.values = torch.as_tensor(values).to(device=device, dtype=dtype)
         # the reported loss is computed against the exact values (float64)
         self.values64 = (self.values if dtype == torch.float64 else
@@ -381,6 +411,9 @@ class TensorData:
                 crow = np.searchsorted(r, np.arange(n + 1), side="left")
                 self._crows.append(torch.as_tensor(crow.astype(np.int64)).to(device))
             self._cols = torch.arange(min(chunk, self.nnz), device=device)
+            if cols is not None:
+                self.unfolding = _Unfolding(indices, self.values, self.values64, cols,
+                                            self.shape, sort_mode, kind)
 
     def scatter(self, k, weights):
         """``S_k @ weights``: rows of chunk ``k`` summed into their mode-``sort_mode`` item."""
@@ -396,6 +429,105 @@ class TensorData:
     def n_entries(self):
         """Entries the loss runs over."""
         return float(np.prod(self.shape, dtype=np.float64)) if self.kind == "full" else self.nnz
+
+
+def _by_column(indices, device):
+    """``(nnz, K)`` int64 coordinates held column by column (a transposed view), so that
+    each mode's column is contiguous: ``index_select`` with a strided index is 2-7x
+    slower on the CPU."""
+    return torch.as_tensor(np.ascontiguousarray(indices.T)).to(device).t()
+
+
+def _column_tuples(indices, shape, mode):
+    """Each entry's column of the mode-``mode`` unfolding (numbered over the distinct
+    tuples of the other modes' indices present) and their number, or ``(None, 0)`` when
+    the other modes span more than :data:`CHUNK` tuples (a sparse hypergraph, whose
+    tuples hardly repeat: the chunked kernels serve it, without the cost of finding
+    them)."""
+    others = [s for s in range(len(shape)) if s != mode]
+    sizes = [shape[s] for s in others]
+    span = float(np.prod(np.asarray(sizes, dtype=np.float64)))
+    if len(indices) == 0 or span > CHUNK:
+        return None, 0
+    key = np.ravel_multi_index(tuple(indices[:, s] for s in others), sizes)
+    uniq, cols = np.unique(key, return_inverse=True)
+    return cols.reshape(-1), len(uniq)
+
+
+class _Unfolding:
+    """Mode ``t``'s unfolding ``X_(t)`` over the ``U`` distinct tuples of the other modes'
+    indices that hold entries, for tensors where ``U`` is small (at most one chunk).
+
+    The Khatri-Rao rows are then formed once per tuple instead of once per entry, and the
+    MTTKRP ``X_(t) KR``, the per-row Grams ``W_(t) (KR * KR)`` and the right-hand sides are
+    matrix products: dense ones when the unfolding has at most :data:`DENSE_UNFOLDING`
+    entries and a quarter of them are stored (tensorly's data sets), CSR ones otherwise
+    (a rating matrix: ``U`` = the other mode's items). The dense matrix is held transposed
+    (``U x N_t``): torch's CPU product ``(R x U) @ (U x N_t)`` is several times faster
+    than ``(N_t x U) @ (U x R)`` for the skinny shapes of CP.
+    """
+
+    def __init__(self, indices, values, values64, cols, shape, mode, kind):
+        device = values.device
+        n, U = shape[mode], int(cols.max()) + 1
+        first = np.empty(U, dtype=np.int64)
+        first[cols] = np.arange(len(cols))
+        self.tuples = _by_column(indices[first], device)  # column `mode` unused
+        self.observed = kind == "observed"
+        rows = indices[:, mode]
+        self.dense = n * U <= DENSE_UNFOLDING and 4 * len(cols) >= n * U
+        if self.dense:
+            def dense(v):
+                out = v.new_zeros(U, n)
+                out[torch.as_tensor(cols, device=device), torch.as_tensor(rows, device=device)] = v
+                return out
+
+            self.XT, self.XT64 = dense(values), dense(values64)
+            if self.observed:
+                self.WT = dense(values.new_ones(len(cols)))
+                self.WT64 = dense(values64.new_ones(len(cols)))
+        else:
+            self.crow = torch.as_tensor(np.searchsorted(rows, np.arange(n + 1))).to(device)
+            self.col = torch.as_tensor(cols).to(device)
+            self.rows = torch.as_tensor(rows).to(device)
+            self.n, self.U = n, U
+        self.values, self.values64 = values, values64
+        self.work = {}
+
+    def _csr(self, vals):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
+            return torch.sparse_csr_tensor(self.crow, self.col, vals, size=(self.n, self.U),
+                                           check_invariants=False)
+
+    def times(self, D, values=None):
+        """``X_(t) @ D`` (``D``: ``U x F``) with the stored values, or ``values`` instead:
+        a ``U x N_t`` matrix (dense) or one value per stored entry (CSR)."""
+        if self.dense:
+            return (D.T @ (self.XT if values is None else values)).T
+        return torch.sparse.mm(self._csr(self.values if values is None else values), D)
+
+    def ones(self, D):
+        """``W_(t) @ D``, ``W`` the pattern of stored entries."""
+        return self.times(D, self.WT if self.dense else self.values.new_ones(len(self.col)))
+
+    def khatri_rao(self, factors, mode):
+        """The Khatri-Rao rows of the ``U`` tuples (``U x R``; a reused buffer)."""
+        return _gather_prod(self.tuples, factors, mode, slice(None), self.work)
+
+    def loss(self, factors, mode, sum_sq):
+        """The data term in float64 (``factors`` float64): the Gram identity (every entry
+        counts) or the residuals of the stored entries."""
+        KR = self.khatri_rao(factors, mode)
+        A = factors[mode]
+        if not self.observed:
+            inner = float((self.times(KR, self.XT64 if self.dense else self.values64)
+                           * A).sum())
+            return max(sum_sq - 2 * inner + float(cp_norm_sq(factors)), 0.0)
+        if self.dense:
+            return float(((self.XT64 - self.WT64 * (KR @ A.T)) ** 2).sum())
+        pred = (A.index_select(0, self.rows) * KR.index_select(0, self.col)).sum(1)
+        return float(((self.values64 - pred) ** 2).sum())
 
 
 def mode_loss_grad(mode, factors, data, chunk=CHUNK):
@@ -468,13 +600,17 @@ def data_loss(factors, data, chunk=CHUNK):
     factors even when they are float32 (``||X||^2 - 2 <X, [[A]]> + ||[[A]]||^2`` cancels
     to a small number once a fit is good); it is clamped at 0.
     """
+    if data.unfolding is not None and not data.confidence:
+        return data.unfolding.loss([f.double() for f in factors], data.sort_mode,
+                                   data.sum_sq)
     idx, vals = data.indices, data.values64
     if data.kind == "full":
         f64 = [f.double() for f in factors]
         inner = 0.0
         for s in range(0, idx.shape[0], chunk):
             sl = slice(s, s + chunk)
-            inner += float((_gather_prod(idx, f64, None, sl).sum(1) * vals[sl]).sum())
+            inner += float((_gather_prod(idx, f64, None, sl, data.work).sum(1)
+                            * vals[sl]).sum())
         loss = max(data.sum_sq - 2 * inner + float(cp_norm_sq(f64)), 0.0)
         if data.confidence:
             loss += data.confidence * _observed_loss(f64, data, chunk)
@@ -487,13 +623,13 @@ def _observed_loss(factors, data, chunk):
     loss = 0.0
     for s in range(0, idx.shape[0], chunk):
         sl = slice(s, s + chunk)
-        res = vals[sl] - _gather_prod(idx, factors, None, sl).sum(1)
+        res = vals[sl] - _gather_prod(idx, factors, None, sl, data.work).sum(1)
         loss += float((res.double() ** 2).sum())
     return loss
 
 
 def mode_normal_equations(mode, factors, data, free, fixed_values, chunk=1 << 16,
-                          implicit=False):
+                          implicit=False, with_loss=False):
     """Normal equations of the least-squares data term in the ``free`` columns of ``A_mode``.
 
     With the other factors fixed, ``||X - [[A]]||^2`` is quadratic in ``A_mode``; the
@@ -505,40 +641,80 @@ def mode_normal_equations(mode, factors, data, free, fixed_values, chunk=1 << 16
     ``data.confidence`` (``kind="full"``) ``G`` is per row, or, with ``implicit=True``,
     the shared part plus ``(rows, P)``: the stored entries' rows and free Khatri-Rao
     rows, whose ``c sum_e p_e p_e^T`` a solver applies entry by entry (a third output).
+
+    ``with_loss=True`` adds a last output: ``data_term(A)``, the data term at a new
+    factor ``A`` of this mode (the whole augmented factor, fixed columns included), a
+    float64 0-d tensor from the same products (``||X||^2 - 2 <M, A> + <A H, A>``, or
+    ``sum_e y_e^2 - 2 <b, a> + sum_i a_i^T G_i a_i`` over the stored entries) without a
+    pass over the entries; None with ``data.confidence``. Exact up to the rounding of
+    ``M``, ``G`` and ``b`` in the working dtype.
     """
     A = factors[mode]
     R = A.shape[1]
-    free = torch.as_tensor(free, device=A.device)
-    fixed = torch.as_tensor([c for c in range(R) if c not in set(free.tolist())],
-                            dtype=torch.int64, device=A.device)
+    every = len(free) == R  # no fixed column: skip the column selections
+    if every:
+        free, fixed = torch.arange(R, device=A.device), _NO_COLUMNS.to(A.device)
+    else:
+        free = torch.as_tensor(free, device=A.device)
+        fixed = torch.as_tensor([c for c in range(R) if c not in set(free.tolist())],
+                                dtype=torch.int64, device=A.device)
     idx, vals = data.indices, data.values
     fast = data.sort_mode == mode
     chunk = data.chunk if fast else chunk
+    unf = data.unfolding if fast and not data.confidence else None
+    extra = ()
     if data.kind == "full":
         H = None
         for s, B in enumerate(factors):
             if s != mode:
                 Gs = B.T @ B
                 H = Gs if H is None else H * Gs
-        M = A.new_zeros(A.shape)
-        for k, s in enumerate(range(0, idx.shape[0], chunk)):
-            sl = slice(s, s + chunk)
-            w = _gather_prod(idx, factors, mode, sl) * vals[sl, None]
-            M = M + data.scatter(k, w) if fast else M.index_add_(0, idx[sl, mode], w)
-        b = M[:, free]
+        if unf is not None:
+            M = unf.times(unf.khatri_rao(factors, mode))
+        else:
+            M = A.new_zeros(A.shape)
+            for k, s in enumerate(range(0, idx.shape[0], chunk)):
+                sl = slice(s, s + chunk)
+                w = _gather_prod(idx, factors, mode, sl, data.work).mul_(vals[sl, None])
+                M = M.add_(data.scatter(k, w)) if fast else M.index_add_(0, idx[sl, mode], w)
+        b = M if every else M[:, free]
         if len(fixed):
             b = b - (fixed_values[None, :] @ H[fixed][:, free])
-        G = H[free][:, free]
+        G = H if every else H[free][:, free]
         if data.confidence and implicit:  # the stored entries' part left as (rows, P)
             rows, P, b_obs = _stored_rows(mode, factors, data, free, fixed, fixed_values)
-            return G, b + data.confidence * b_obs, (rows, P)
+            out = (G, b + data.confidence * b_obs, (rows, P))
+            return out + (None,) if with_loss else out
         if data.confidence:  # plus c times the stored entries' own normal equations
-            G_obs, b_obs = _observed_normal_equations(mode, factors, data, free, fixed,
-                                                      fixed_values, chunk, fast)
+            G_obs, b_obs, _ = _observed_normal_equations(mode, factors, data, free, fixed,
+                                                         fixed_values, chunk, fast)
             G, b = G[None] + data.confidence * G_obs, b + data.confidence * b_obs
-        return G, b
-    return _observed_normal_equations(mode, factors, data, free, fixed, fixed_values, chunk,
-                                      fast)
+            return (G, b, None) if with_loss else (G, b)
+        if with_loss:
+            M2, H64 = 2 * M.double(), H.double()
+
+            def data_term(new):  # ||X||^2 - <A, 2 M - A H>
+                new = new.double()
+                return (data.sum_sq - (new * (M2 - new @ H64)).sum()).clamp_min(0)
+
+            extra = (data_term,)
+        return (G, b) + extra
+    if unf is not None:
+        G, b, sum_y2 = _unfolded_normal_equations(mode, factors, unf, free, fixed,
+                                                  fixed_values)
+    else:
+        G, b, sum_y2 = _observed_normal_equations(mode, factors, data, free, fixed,
+                                                  fixed_values, chunk, fast)
+    if with_loss:
+        G64, b64 = G.double(), b.double()
+
+        def data_term(new):
+            a = (new if every else new[:, free]).double()
+            return (sum_y2 - 2 * (b64 * a).sum()
+                    + (torch.bmm(G64, a[..., None])[..., 0] * a).sum()).clamp_min(0)
+
+        extra = (data_term,)
+    return (G, b) + extra
 
 
 def _stored_rows(mode, factors, data, free, fixed, fixed_values):
@@ -562,12 +738,14 @@ def _observed_normal_equations(mode, factors, data, free, fixed, fixed_values, c
     F = len(free)
     G = A.new_zeros(A.shape[0], F * F)
     b = A.new_zeros(A.shape[0], F)
+    sum_y2 = A.new_zeros((), dtype=torch.float64)
     for k, s in enumerate(range(0, idx.shape[0], chunk)):
         sl = slice(s, s + chunk)
-        prod = _gather_prod(idx, factors, mode, sl)
+        prod = _gather_prod(idx, factors, mode, sl, data.work)
         y = vals[sl]
         if len(fixed):
             y = y - prod[:, fixed] @ fixed_values
+        sum_y2 = sum_y2 + (y.double() ** 2).sum()
         pf = prod[:, free]
         outer = (pf[:, :, None] * pf[:, None, :]).reshape(-1, F * F)
         if fast and chunk == data.chunk:
@@ -576,4 +754,19 @@ def _observed_normal_equations(mode, factors, data, free, fixed, fixed_values, c
         else:
             G.index_add_(0, idx[sl, mode], outer)
             b.index_add_(0, idx[sl, mode], pf * y[:, None])
-    return G.reshape(-1, F, F), b
+    return G.reshape(-1, F, F), b, sum_y2
+
+
+def _unfolded_normal_equations(mode, factors, unf, free, fixed, fixed_values):
+    """:func:`_observed_normal_equations` by products with the unfolding (``U`` tuples)."""
+    KR = unf.khatri_rao(factors, mode)
+    Pf = KR if len(free) == KR.shape[1] else KR[:, free]
+    F = Pf.shape[1]
+    outer = (Pf[:, :, None] * Pf[:, None, :]).reshape(-1, F * F)
+    c = KR[:, fixed] @ fixed_values if len(fixed) else None  # the fixed columns' part
+    if unf.dense:
+        Y = unf.XT if c is None else unf.XT - unf.WT * c[:, None]
+    else:
+        Y = unf.values if c is None else unf.values - c.index_select(0, unf.col)
+    G = unf.ones(outer).reshape(-1, F, F)
+    return G, unf.times(Pf, Y), (Y.double() ** 2).sum()
