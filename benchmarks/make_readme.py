@@ -40,6 +40,12 @@ SECTIONS = [
      "bench_weights.py --part weights"),
     ("dtype", "DFMF: float32 against float64, torch against NumPy",
      "bench_weights.py --part dtype"),
+    ("threads", "Threads on a busy machine: fits at a background load of 4",
+     "bench_threads.py"),
+    ("threads_load12", "Threads on a busy machine: fits at a background load of 12",
+     "bench_threads.py --load 12"),
+    ("threads_commands", "Threads on a busy machine: whole commands (the main job, the docs "
+     "build, the MMEDA gallery example)", "bench_threads.py --commands"),
     ("gpu_cuda", "GPU check on a CUDA device", "gpu_check.sh"),
     ("gpu_cpu", "GPU check: its CPU path (tiny sizes, `--device cpu`)", "gpu_check.sh"),
 ]
