@@ -4,7 +4,11 @@
 default of CMF and DFMF? On pairs of mfeat views of very different widths, each model
 embeds the 2,000 digits (views standardized for CMF, ``MinMaxScaler(clip=True)`` for
 DFMF) with ``weights=None`` and with ``weights="balanced"``; the embedding is scored by
-the 5-fold CV accuracy of a logistic regression predicting the digit.
+the 5-fold CV accuracy of a logistic regression predicting the digit. Each cell is the
+mean ± sd over ``--seeds`` (default 0 1 2: the models' ``random_state``), the difference
+is paired by seed, and each fit's wall and CPU seconds are recorded (the mean over seeds
+is in the table). It is a timing too: run it alone, in parts if long (``--models``,
+``--pairs``), each part merged into the table with ``--merge``.
 
 ``--part dtype``: what float32 and float64 cost for DFMF (seconds per sweep, same data,
 on dicty and on a synthetic six-type fusion graph with sparse binary relations), and
@@ -12,6 +16,7 @@ what torch's and NumPy's CPU matrix products cost for the shapes a DFMF sweep us
 Run it alone (``/tmp/alone``): it is a timing.
 
     python benchmarks/bench_weights.py --part weights
+    python benchmarks/bench_weights.py --part weights --models DFMF --merge results/weights.json
     python benchmarks/bench_weights.py --part dtype
 """
 
@@ -19,14 +24,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 import warnings
 
 import numpy as np
 import scipy.sparse as sp
 import torch
-from _common import markdown_table, timed, write_results
+from _common import (
+    command,
+    fmt_spread,
+    loadavg,
+    markdown_table,
+    seed_spread,
+    timed,
+    write_results,
+)
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import cross_val_score
@@ -58,36 +70,86 @@ def part_weights(args):
         "DFMF": (lambda: MinMaxScaler(clip=True),
                  lambda k, w, s: DFMF(n_components=k, weights=w, random_state=s)),
     }
+    pairs = [pair for pair in PAIRS if args.pairs is None or "+".join(pair) in args.pairs]
     rows = []
-    for name, (scaler, make) in models.items():
-        for pair in PAIRS:
+    for name in args.models:
+        scaler, make = models[name]
+        for pair in pairs:
             X, y = load_pair(pair, scaler)
             for k in args.ks:
                 row = {"model": name, "views": f"{pair[0]} {X.views[0].shape[1]} + "
-                       f"{pair[1]} {X.views[1].shape[1]}", "k": k}
+                       f"{pair[1]} {X.views[1].shape[1]}", "k": k, "seeds": args.seeds}
                 for w, key in ((None, "none"), ("balanced", "balanced")):
-                    accs = []
+                    accs, walls, cpus = [], [], []
                     for s in args.seeds:
                         with warnings.catch_warnings():
                             warnings.simplefilter("ignore", ConvergenceWarning)
+                            cpu, t = time.process_time(), time.perf_counter()
                             Z = make(k, w, s).fit_transform(X)
+                            walls.append(time.perf_counter() - t)
+                            cpus.append(time.process_time() - cpu)
                         accs.append(probe(np.asarray(Z, dtype=np.float64), y, s))
                     row[key] = float(np.mean(accs))
-                row["diff"] = row["balanced"] - row["none"]
+                    row[key + "_spread"] = seed_spread(accs)
+                    row[key + "_fit_s"] = float(np.mean(walls))
+                    row[key + "_fit_cpu_s"] = float(np.mean(cpus))
+                diffs = np.subtract(row["balanced_spread"]["values"],
+                                    row["none_spread"]["values"])
+                row["diff"] = float(diffs.mean())
+                row["diff_spread"] = seed_spread(diffs)
+                row["time_ratio"] = row["balanced_fit_s"] / row["none_fit_s"]
+                row["loadavg"] = loadavg()
                 rows.append(row)
-                print(row, flush=True)
+                print({k_: v for k_, v in row.items() if "spread" not in k_}, flush=True)
+    return rows
+
+
+def weights_table(rows, parts):
+    """The markdown of ``--part weights`` from all its rows (merged parts)."""
+    names = sorted({r["model"] for r in rows})
     summary = {}
-    for name in models:
-        d = np.array([r["diff"] for r in rows if r["model"] == name])
+    for name in names:
+        mine = [r for r in rows if r["model"] == name]
+        d = np.array([r["diff"] for r in mine])
+        every = [(np.array(r["diff_spread"]["values"]) > 0.005).all() for r in mine]
         summary[name] = {"wins": int((d > 0.005).sum()), "losses": int((d < -0.005).sum()),
-                         "ties": int((abs(d) <= 0.005).sum()), "mean_diff": float(d.mean())}
+                         "ties": int((abs(d) <= 0.005).sum()), "mean_diff": float(d.mean()),
+                         "wins_every_seed": int(sum(every)), "n": len(mine)}
+    shown = [dict(r, none=fmt_spread(r["none_spread"]),
+                  balanced=fmt_spread(r["balanced_spread"]),
+                  diff=_signed(r["diff_spread"]),
+                  none_time=f"{r['none_fit_s']:.2f} / {r['none_fit_cpu_s']:.2f}",
+                  balanced_time=f"{r['balanced_fit_s']:.2f} / {r['balanced_fit_cpu_s']:.2f}")
+             for r in rows]
     cols = [("model", "model", None), ("views", "views (columns)", None), ("k", "k", None),
-            ("none", "weights=None", "{:.3f}"), ("balanced", '"balanced"', "{:.3f}"),
-            ("diff", "balanced - None", "{:+.3f}")]
-    lines = [f"- {n}: balanced better (> 0.005) in {s['wins']}, worse in {s['losses']}, "
-             f"within 0.005 in {s['ties']} of {len(rows) // len(models)}; mean difference "
-             f"{s['mean_diff']:+.3f}" for n, s in summary.items()]
-    return rows, summary, cols, lines
+            ("none", "weights=None", None), ("balanced", '"balanced"', None),
+            ("diff", "balanced - None (paired by seed)", None),
+            ("none_time", "fit s, None (wall / CPU)", None),
+            ("balanced_time", "fit s, balanced (wall / CPU)", None),
+            ("time_ratio", "wall balanced / None", "{:.2f}")]
+    lines = [f"- {n}: balanced better (mean > +0.005) in {s['wins']} (on every seed in "
+             f"{s['wins_every_seed']}), worse in {s['losses']}, within 0.005 in "
+             f"{s['ties']} of {s['n']}; mean difference {s['mean_diff']:+.3f}"
+             for n, s in summary.items()]
+    seeds = sorted({s for r in rows for s in r["seeds"]})
+    runs = "; ".join(f"`{p['command']}` ({'alone' if p.get('alone') else 'NOT alone'}, "
+                     f"load average before {p['loadavg'][0]}, after {p['loadavg'][1]}; "
+                     f"{p['wall_s']:.0f} s wall, {p['cpu_s']:.0f} s CPU)" for p in parts)
+    valid = ("measured alone (an exclusive lock: nothing else heavy running) in the parts "
+             "below" if all(p.get("alone") for p in parts) else
+             "**not valid timings where a part below ran NOT alone** (beside other jobs)")
+    md = ("Downstream 5-fold CV accuracy (logistic regression on the embedding, digit "
+          f"labels), mean ± sd over seeds {seeds} (`random_state` of the model); the "
+          "difference is paired by seed (same seed, both weightings). Fit times: mean "
+          "over seeds of one `fit_transform`, wall / CPU seconds (the CV probe not "
+          f"included), {valid}; torch threads {torch.get_num_threads()}.  \n"
+          f"Parts: {runs}.\n\n"
+          + markdown_table(shown, cols) + "\n\n" + "\n".join(lines))
+    return md, summary
+
+
+def _signed(s):
+    return f"{s['mean']:+.3f} ± {s['sd']:.3f}"
 
 
 def fusion_graph(sizes, density, seed):
@@ -189,7 +251,18 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--part", choices=["weights", "dtype"], default="weights")
     p.add_argument("--ks", type=int, nargs="+", default=[2, 10])
-    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--models", nargs="+", choices=["CMF", "DFMF"], default=["CMF", "DFMF"],
+                   help="--part weights: the models measured in this run")
+    p.add_argument("--pairs", nargs="+", default=None,
+                   choices=["+".join(pair) for pair in PAIRS],
+                   help="--part weights: the view pairs measured in this run (default all)")
+    p.add_argument("--merge", default=None,
+                   help="--part weights: an earlier run's JSON whose rows are kept where "
+                        "this run does not measure them (model, views, k)")
+    p.add_argument("--alone", action="store_true",
+                   help="--part weights: say that this run held the machine alone (an "
+                        "exclusive lock such as /tmp/alone); its fit times are then valid")
     p.add_argument("--n-iter", type=int, default=10, help="DFMF sweeps timed (--part dtype)")
     p.add_argument("--sizes", type=int, nargs=6, default=[3000, 2000, 1500, 1000, 800, 500])
     p.add_argument("--density", type=float, default=0.01)
@@ -198,21 +271,38 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    load0, cpu0, t0 = os.getloadavg(), time.process_time(), time.perf_counter()
-    rows, summary, cols, lines = (part_weights if args.part == "weights" else part_dtype)(args)
-    load1 = os.getloadavg()
+    load0, cpu0, t0 = loadavg(), time.process_time(), time.perf_counter()
+    if args.part == "dtype":
+        rows, summary, cols, lines = part_dtype(args)
+    else:
+        rows = part_weights(args)
+    load1 = loadavg()
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - t0
-    name = "weights" if args.part == "weights" else "dtype"
-    intro = ("Downstream 5-fold CV accuracy (logistic regression on the embedding, "
-             f"digit labels), seeds {args.seeds}, mean over seeds."
-             if args.part == "weights" else
-             f"Best of 2 fits of {args.n_iter} sweeps (tol=0) / best of 3 runs of the "
+    if args.part == "weights":
+        part = {"command": command(), "loadavg": [load0, load1], "wall_s": wall,
+                "cpu_s": cpu, "seeds": args.seeds, "alone": args.alone}
+        parts = [part]
+        if args.merge:
+            saved = json.loads(open(args.merge).read())
+            new = {(r["model"], r["views"], r["k"]) for r in rows}
+            rows = [r for r in saved["rows"] if (r["model"], r["views"], r["k"]) not in new
+                    ] + rows
+            order = {(m, "+".join(pair)): i for i, (m, pair) in enumerate(
+                (m, pair) for m in ("CMF", "DFMF") for pair in PAIRS)}
+            rows.sort(key=lambda r: (order[(r["model"], "+".join(r["views"].split()[::3]))],
+                                     r["k"]))
+            parts = saved.get("parts", []) + parts
+        md, summary = weights_table(rows, parts)
+        write_results("weights", {"rows": rows, "summary": summary, "parts": parts}, md)
+        print(md)
+        return json.dumps(summary)
+    intro = (f"Best of 2 fits of {args.n_iter} sweeps (tol=0) / best of 3 runs of the "
              f"products; NumPy {np.__version__}, torch threads {torch.get_num_threads()}.")
-    md = (f"{intro}  \nLoad average before {load0[0]:.2f}, after {load1[0]:.2f}; "
+    md = (f"{intro}  \nLoad average before {load0.split()[0]}, after {load1.split()[0]}; "
           f"whole run {wall:.0f} s wall, {cpu:.0f} s CPU.\n\n" + markdown_table(rows, cols)
           + ("\n\n" + "\n".join(lines) if lines else ""))
-    write_results(name, {"rows": rows, "summary": summary, "loadavg": [load0, load1],
-                         "wall_s": wall, "cpu_s": cpu}, md)
+    write_results("dtype", {"rows": rows, "summary": summary, "loadavg": [load0, load1],
+                            "wall_s": wall, "cpu_s": cpu}, md)
     print(md)
     return json.dumps(summary)
 
