@@ -3,8 +3,11 @@
 1. MovieLens-100K, Monti et al.'s ``split_1`` (80,000 training / 20,000 test ratings),
    users x movies plus user occupations and movie genres as two more relations; every
    model has the same rank. Test RMSE (predictions clipped to [1, 5]) and fit time.
-   DCMF uses early stopping on 10% of its training entries; CMF and cmfrec use the
-   regularisation the CMF benchmark (``bench_cmf.py``) validated for this split.
+   DCMF uses early stopping on 10% of its training entries, input dropout 0.2 and a
+   penalty on its codes (``alpha_code=0.3``), both chosen on a random 10% of the training
+   ratings (the log: ``results/dcmf_log.md``); CMF and cmfrec use the regularisation the
+   CMF benchmark (``bench_cmf.py``) validated for this split. Scores: mean ± sd over
+   ``--seeds``.
    The cost of one sweep is timed separately: an ALS sweep of CMF and an epoch of DCMF
    (every member of every entity type encoded once, every matrix entry visited), each the
    best of ``--repeat`` short fits.
@@ -14,7 +17,15 @@
    ``transform``; RandomForest(max_depth=2, random_state=0) on the embeddings; macro-F1
    and accuracy on the test digits). PCA of the concatenated views is the reference.
 
+3. ``--part epoch`` (issue 19): the cost of one training epoch of DCMF (MovieLens, the
+   setting of 1.) and of MMEDA-II (mfeat six views, ``encoder="neural"``, its default
+   network), with this checkout's code ("after") and with another checkout's
+   (``--before DIR``, run as a child process with ``PYTHONPATH=DIR``), interleaved,
+   ``--repeat`` times each; one epoch = (fit of 4 epochs - fit of 1 epoch) / 3, wall and
+   CPU seconds of the process, best of the repeats; 1 torch thread.
+
     python benchmarks/bench_dcmf.py --threads 2
+    python benchmarks/bench_dcmf.py --part epoch --before /path/to/old/checkout
 """
 
 from __future__ import annotations
@@ -29,16 +40,18 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import markdown_table, timed, write_results  # noqa: E402
+from _common import fmt_spread, loadavg, markdown_table, seed_spread, write_results  # noqa: E402,I001
 
 from mmfactor import CMF, DCMF, MultiModal  # noqa: E402
 from mmfactor.datasets import fetch_movielens_100k, load_mfeat  # noqa: E402
 
 RELATIONS = [("user", "movie"), ("user", "occupation"), ("movie", "genre")]
-# chosen on a validation split of the training ratings (see the report in the docs)
+# chosen on a validation split of the training ratings (never the test ratings): the
+# network, rate and weights earlier (see the report in the docs); input_dropout and
+# alpha_code (issue 14) on a random 10% of the training ratings: results/dcmf_log.md
 DCMF_MOVIELENS = dict(hidden_layer_sizes=(64,), learning_rate_init=3e-3, early_stopping=True,
                       weights={"ratings": 3.0, "occupation": 0.3, "genres": 0.3},
-                      max_iter=100)
+                      max_iter=100, input_dropout=0.2, alpha_code=0.3)
 # bench_cmf.py's validated regularisation for rank 10 with side features
 CMF_MOVIELENS = dict(alpha=12.0, alpha_bias=3.0, weights={"occupation": 3.0, "genres": 3.0})
 CMFREC_LAMBDA = 12.0
@@ -51,7 +64,7 @@ def rmse(pred, truth):
     return float(np.sqrt(np.mean((np.clip(pred, 1, 5) - truth) ** 2)))
 
 
-def cmfrec_fit(d, k, sweeps, threads):
+def cmfrec_fit(d, k, sweeps, threads, seed=0):
     import pandas as pd
     from cmfrec import CMF as CmfrecCMF
 
@@ -62,7 +75,7 @@ def cmfrec_fit(d, k, sweeps, threads):
     U.columns = [str(c) for c in U.columns]
     Ig.columns = [str(c) for c in Ig.columns]
     model = CmfrecCMF(k=k, lambda_=CMFREC_LAMBDA, niter=sweeps, nthreads=threads,
-                      verbose=False, random_state=0, use_float=True)
+                      verbose=False, random_state=seed, use_float=True)
     return model.fit(ratings, U=U, I=Ig)
 
 
@@ -74,29 +87,39 @@ def movielens(args):
     coords = np.c_[te.row, te.col]
     k, sweeps = args.rank, args.sweeps
 
-    def dcmf(**kw):
-        return DCMF(k, relations=RELATIONS, random_state=0, devices=args.device,
+    def dcmf(seed=0, **kw):
+        return DCMF(k, relations=RELATIONS, random_state=seed, devices=args.device,
                     **{**DCMF_MOVIELENS, **kw}).fit(X)
 
-    def cmf(n):
-        return CMF(k, relations=RELATIONS, max_iter=n, tol=0, random_state=0,
+    def cmf(n, seed=0):
+        return CMF(k, relations=RELATIONS, max_iter=n, tol=0, random_state=seed,
                    devices=args.device, **CMF_MOVIELENS).fit(X)
 
+    # scores over seeds (issue 21): mean +- sd; fit time: the median over the seeds
+    fits = {
+        "mmfactor DCMF": (lambda seed: dcmf(seed),
+                          lambda m: m.predict_entries(coords, relation="ratings"),
+                          lambda m: f"{m.n_iter_} epochs (early stopping)"),
+        "mmfactor CMF": (lambda seed: cmf(sweeps, seed),
+                         lambda m: m.predict_entries(coords, relation="ratings"),
+                         lambda m: f"{sweeps} ALS sweeps"),
+        "cmfrec CMF": (lambda seed: cmfrec_fit(d, k, sweeps, args.threads, seed),
+                       lambda m: m.predict(user=te.row, item=te.col),
+                       lambda m: f"{sweeps} ALS sweeps"),
+    }
     rows = []
-    t = time.perf_counter()
-    model = dcmf()
-    fit_s = time.perf_counter() - t
-    rows.append({"model": "mmfactor DCMF", "test_rmse": rmse(
-        model.predict_entries(coords, relation="ratings"), te.data), "fit_s": fit_s,
-        "iterations": f"{model.n_iter_} epochs (early stopping)"})
-    model, fit_s = timed(lambda: cmf(sweeps), args.repeat)
-    rows.append({"model": "mmfactor CMF", "test_rmse": rmse(
-        model.predict_entries(coords, relation="ratings"), te.data), "fit_s": fit_s,
-        "iterations": f"{sweeps} ALS sweeps"})
-    model, fit_s = timed(lambda: cmfrec_fit(d, k, sweeps, args.threads), args.repeat)
-    rows.append({"model": "cmfrec CMF", "test_rmse": rmse(
-        model.predict(user=te.row, item=te.col), te.data), "fit_s": fit_s,
-        "iterations": f"{sweeps} ALS sweeps"})
+    for name, (fit, predict, iters) in fits.items():
+        scores, times, its = [], [], []
+        for seed in args.seeds:
+            t = time.perf_counter()
+            model = fit(seed)
+            times.append(time.perf_counter() - t)
+            scores.append(rmse(predict(model), te.data))
+            its.append(iters(model))
+        rows.append({"model": name, "test_rmse": seed_spread(scores),
+                     "fit_s": float(np.median(times)),
+                     "iterations": ", ".join(dict.fromkeys(its))})
+        print(name, rows[-1], flush=True)
     # the cost of one sweep: (fit of 4 sweeps - fit of 1 sweep) / 3, so that the set-up
     # (validation, standardisation, initialisation) is not counted; best of `repeat`,
     # the two models interleaved
@@ -120,8 +143,11 @@ def movielens(args):
 def mfeat(args):
     from sklearn.decomposition import PCA
     from sklearn.ensemble import RandomForestClassifier
-    from sklearn.metrics import accuracy_score, f1_score
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import f1_score
     from sklearn.model_selection import train_test_split
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     X, y = load_mfeat(views=["pix", "fou"], image=False, return_X_y=True)
@@ -132,25 +158,127 @@ def mfeat(args):
     k = args.mfeat_rank
     models = {
         "PCA (reference)": None,
-        "mmfactor DCMF": DCMF(k, random_state=0, devices=args.device, **DCMF_MFEAT),
-        "mmfactor CMF": CMF(k, random_state=0, devices=args.device, **CMF_MFEAT),
+        "mmfactor DCMF": lambda seed: DCMF(k, random_state=seed, devices=args.device,
+                                           **DCMF_MFEAT),
+        "mmfactor CMF": lambda seed: CMF(k, random_state=seed, devices=args.device,
+                                         **CMF_MFEAT),
     }
+    # bench_representations.py's three probes
+    probes = {"rf": lambda: RandomForestClassifier(max_depth=2, random_state=0),
+              "logistic": lambda: make_pipeline(StandardScaler(),
+                                                LogisticRegression(max_iter=2000)),
+              "knn": lambda: KNeighborsClassifier(5)}
     rows = []
-    for name, est in models.items():
-        t = time.perf_counter()
-        if est is None:
-            pca = PCA(k, random_state=0).fit(np.hstack(Xtr.views))
-            Z_tr = pca.transform(np.hstack(Xtr.views))
-            Z_te = pca.transform(np.hstack(Xte.views))
-        else:
-            Z_tr = est.fit_transform(Xtr)
-            Z_te = est.transform(Xte)
-        fit_s = time.perf_counter() - t
-        pred = RandomForestClassifier(max_depth=2, random_state=0).fit(Z_tr, y[tr]).predict(Z_te)
-        rows.append({"model": name, "macro_f1": float(f1_score(y[te], pred, average="macro")),
-                     "accuracy": float(accuracy_score(y[te], pred)), "fit_s": fit_s})
-        print(rows[-1], flush=True)
+    for name, make in models.items():
+        scores, times = {p: [] for p in probes}, []
+        for seed in args.seeds if make is not None else [0]:  # PCA is deterministic
+            t = time.perf_counter()
+            if make is None:
+                pca = PCA(k, random_state=0).fit(np.hstack(Xtr.views))
+                Z_tr = pca.transform(np.hstack(Xtr.views))
+                Z_te = pca.transform(np.hstack(Xte.views))
+            else:
+                est = make(seed)
+                Z_tr = est.fit_transform(Xtr)
+                Z_te = est.transform(Xte)
+            times.append(time.perf_counter() - t)
+            for p, probe in probes.items():
+                pred = probe().fit(Z_tr, y[tr]).predict(Z_te)
+                scores[p].append(float(f1_score(y[te], pred, average="macro")))
+        rows.append({"model": name, **{p: seed_spread(v) for p, v in scores.items()},
+                     "fit_s": float(np.median(times))})
+        print(name, rows[-1], flush=True)
     return rows
+
+
+def epoch_cost(args):
+    """Seconds (wall, CPU) of one epoch of DCMF and of MMEDA, best of ``args.repeat``."""
+    import resource
+
+    from mmfactor import MMEDA
+
+    def cpu():
+        r = resource.getrusage(resource.RUSAGE_SELF)
+        return r.ru_utime + r.ru_stime
+
+    d = fetch_movielens_100k(args.data_home)
+    X_ml = MultiModal(ratings=d.train, occupation=d.user_occupation,
+                      shared={"genres": d.movie_genres})
+    X_mf = load_mfeat(return_X_y=True)[0]
+    fits = {
+        "DCMF, MovieLens-100K (3 entity types)": lambda n: DCMF(
+            args.rank, relations=RELATIONS, random_state=0, devices=args.device,
+            **{**DCMF_MOVIELENS, "max_iter": n, "tol": 0, "early_stopping": False}).fit(X_ml),
+        "MMEDA-II, mfeat six views": lambda n: MMEDA(
+            args.mfeat_rank, encoder="neural", max_iter=n, tol=0, random_state=0,
+            devices=args.device).fit(X_mf),
+    }
+    out = {}
+    for name, fit in fits.items():
+        fit(1)  # warm-up
+        best = (np.inf, np.inf)
+        for _ in range(args.repeat):
+            w0, c0 = time.perf_counter(), cpu()
+            fit(1)
+            w1, c1 = time.perf_counter(), cpu()
+            fit(4)
+            w2, c2 = time.perf_counter(), cpu()
+            best = (min(best[0], ((w2 - w1) - (w1 - w0)) / 3),
+                    min(best[1], ((c2 - c1) - (c1 - c0)) / 3))
+        out[name] = {"epoch_s": max(best[0], 0.0), "epoch_cpu_s": max(best[1], 0.0)}
+    return out
+
+
+def epoch_part(args):
+    """Epoch cost, this checkout ("after") against ``--before`` (a child process)."""
+    import json
+    import subprocess
+
+    from _common import loadavg
+
+    load_before = loadavg()
+    runs = {"after": [], "before": []}
+    for _ in range(args.rounds):
+        if args.before:
+            env = {**os.environ, "PYTHONPATH": str(Path(args.before).resolve())}
+            cmd = [sys.executable, __file__, "--part", "epoch-child", "--repeat",
+                   str(args.repeat), "--device", args.device, "--threads", str(args.threads)]
+            if args.data_home:
+                cmd += ["--data-home", args.data_home]
+            res = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+            runs["before"].append(json.loads(res.stdout.strip().splitlines()[-1]))
+        runs["after"].append(epoch_cost(args))
+    load_after = loadavg()
+    rows = []
+    for name in runs["after"][0]:
+        row = {"work": name}
+        for label in ("before", "after"):
+            if runs[label]:
+                for key in ("epoch_s", "epoch_cpu_s"):
+                    row[f"{label}_{key}"] = min(r[name][key] for r in runs[label])
+        if runs["before"]:
+            row["ratio"] = row["after_epoch_s"] / row["before_epoch_s"]
+            row["cpu_ratio"] = row["after_epoch_cpu_s"] / row["before_epoch_cpu_s"]
+        rows.append(row)
+        print(row, flush=True)
+    md = (
+        f"One training epoch, {args.threads} torch thread(s), device {args.device}; "
+        "(fit of 4 epochs - fit of 1 epoch) / 3, best of "
+        f"{args.repeat} x {args.rounds} interleaved rounds. \"before\": `{args.before}` "
+        "(run as a child process), \"after\": this checkout. Load average (1, 5, 15 min) "
+        f"before / after: {load_before} / {load_after}.\n\n"
+        + markdown_table(rows, [("work", "work", None),
+                                ("before_epoch_s", "before: epoch s", "{:.4f}"),
+                                ("before_epoch_cpu_s", "before: CPU s", "{:.4f}"),
+                                ("after_epoch_s", "after: epoch s", "{:.4f}"),
+                                ("after_epoch_cpu_s", "after: CPU s", "{:.4f}"),
+                                ("ratio", "after / before (wall)", "{:.2f}x"),
+                                ("cpu_ratio", "after / before (CPU)", "{:.2f}x")])
+    )
+    write_results("dcmf_epoch", {"rows": rows, "runs": runs, "before": args.before,
+                                 "load_before": load_before, "load_after": load_after},
+                  md, args.out)
+    print(md)
 
 
 def main(argv=None):
@@ -161,36 +289,54 @@ def main(argv=None):
     p.add_argument("--mfeat-rank", type=int, default=50, help="embedding width on mfeat")
     p.add_argument("--sweeps", type=int, default=15, help="ALS sweeps of CMF and cmfrec")
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--data-home", default=None)
     p.add_argument("--out", default=None)
+    p.add_argument("--part", choices=["all", "epoch", "epoch-child"], default="all")
+    p.add_argument("--before", default=None, help="checkout whose epoch cost is compared")
+    p.add_argument("--rounds", type=int, default=2, help="interleaved rounds (--part epoch)")
     args = p.parse_args(argv)
     import torch
 
     torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore")
-    load = os.getloadavg()[0]
+    if args.part == "epoch-child":
+        import json
+
+        print(json.dumps(epoch_cost(args)))
+        return
+    if args.part == "epoch":
+        epoch_part(args)
+        return
+    load = loadavg()
     ml = movielens(args)
-    for r in ml:
-        print(r, flush=True)
     mf = mfeat(args)
+
+    for r in ml + mf:
+        for key in ("test_rmse", "rf", "logistic", "knn"):
+            if isinstance(r.get(key), dict):
+                r[key + "_text"] = fmt_spread(r[key], 4 if key == "test_rmse" else 3)
+    seeds = ", ".join(str(s) for s in args.seeds)
     md = (
         f"**MovieLens-100K**, Monti `split_1` (80,000 training / 20,000 test ratings) plus user "
         f"occupations and movie genres as relations, rank {args.rank}, {args.threads} threads. "
+        f"Test RMSE: mean ± sd over seeds {seeds}; fit time: the median over the seeds. "
         "Sweep = one ALS sweep (CMF) or one epoch (DCMF: every member encoded once, every "
         f"entry visited), timed as (4-sweep fit - 1-sweep fit) / 3, best of {args.repeat}, "
-        f"interleaved. Load average at the start: {load:.1f}, at the end: "
-        f"{os.getloadavg()[0]:.1f} (other jobs shared the machine).\n\n"
-        + markdown_table(ml, [("model", "model", None), ("test_rmse", "test RMSE", "{:.4f}"),
+        f"interleaved. Load average (1, 5, 15 min) at the start: {load}, at the end: "
+        f"{loadavg()}.\n\n"
+        + markdown_table(ml, [("model", "model", None), ("test_rmse_text", "test RMSE", None),
                               ("fit_s", "fit time (s)", "{:.2f}"),
                               ("iterations", "iterations", None),
                               ("sweep_s", "one sweep (s)", "{:.3f}"),
                               ("sweep_vs_cmf", "sweep / CMF sweep", "{:.2f}x")])
         + f"\n\n**mfeat** (`pix` + `fou` as two relations with the digits, standardised), "
-        f"{args.mfeat_rank} components; RandomForest(max_depth=2, random_state=0) on the "
-        "embeddings, stratified 80/20 split (random_state=0), test digits embedded with "
-        "`transform`.\n\n"
-        + markdown_table(mf, [("model", "model", None), ("macro_f1", "macro-F1", "{:.4f}"),
-                              ("accuracy", "accuracy", "{:.4f}"),
+        f"{args.mfeat_rank} components, stratified 80/20 split (random_state=0), test digits "
+        "embedded with `transform`; macro-F1 of the probes of `bench_representations.py`: "
+        "RandomForest(max_depth=2, random_state=0), logistic regression on the standardised "
+        f"embedding, 5-NN; mean ± sd over seeds {seeds} of the embedding (PCA: one fit).\n\n"
+        + markdown_table(mf, [("model", "model", None), ("rf_text", "RF depth 2", None),
+                              ("logistic_text", "logistic", None), ("knn_text", "5-NN", None),
                               ("fit_s", "fit time (s)", "{:.2f}")])
     )
     payload = {"movielens": {"rank": args.rank, "sweeps": args.sweeps, "dcmf": DCMF_MOVIELENS,

@@ -20,6 +20,8 @@ SECTIONS = [
      "bench_cmf.py --part implicit"),
     ("dfmf", "DFMF against scikit-fusion and CMF on dicty", "bench_dfmf.py"),
     ("dcmf", "DCMF against CMF and cmfrec", "bench_dcmf.py"),
+    ("dcmf_epoch", "DCMF and MMEDA: the cost of one training epoch", "bench_dcmf.py --part epoch"),
+    ("dcmf_log", "DCMF: what was tried against overfitting the ratings (log)", "bench_dcmf.py"),
     ("mmeda", "MMEDA: the paper's model development on mfeat", "bench_mmeda.py"),
     ("representations", "Representations probed downstream: mmfactor against multiview peers",
      "bench_representations.py"),

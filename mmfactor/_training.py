@@ -35,6 +35,7 @@ import sys
 import warnings
 from dataclasses import dataclass, field
 
+import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
 __all__ = [
@@ -44,6 +45,9 @@ __all__ = [
     "FitInterruptedWarning",
     "FitOutOfMemoryError",
     "clear_fitted",
+    "Rows",
+    "row_batches",
+    "DeviceCSR",
 ]
 
 
@@ -352,3 +356,121 @@ def fit_loop(
             stacklevel=_user_stacklevel(),
         )
     return hist
+
+
+# --------------------------------------------------------------------------------------
+# Mini-batches built on the device
+# --------------------------------------------------------------------------------------
+#
+# The neural models (MMEDA, DCMF) move their training data to its device once, before the
+# first epoch (a dense view as one float32 tensor, a sparse one as a DeviceCSR), and
+# draw each epoch's row order once: the permutation goes to every device in one copy
+# per epoch, and every batch is a slice of it. Inside the batch loop nothing crosses
+# between host and device: batches are gathered by indexing tensors already there, and
+# the losses are summed there (read back once per epoch).
+
+
+class Rows:
+    """The row indices of one mini-batch: on the host and on each device that needs them.
+
+    ``host`` (a NumPy int64 array) serves host-side bookkeeping only (sizes, counts of
+    stored entries); ``on(device)`` is the same indices as a tensor already on
+    ``device`` (a slice of the epoch's permutation, moved there once).
+    """
+
+    __slots__ = ("host", "_on")
+
+    def __init__(self, host, on):
+        self.host, self._on = host, on
+
+    def __len__(self):
+        return len(self.host)
+
+    def on(self, device):
+        """The indices as an int64 tensor on ``device``."""
+        import torch
+
+        device = torch.device(device)
+        t = self._on.get(device)
+        if t is None:  # a device the batches were not drawn for: moved now, kept
+            t = self._on[device] = torch.as_tensor(self.host, device=device)
+        return t
+
+
+def row_batches(n, batch_size, devices, *, generator=None, index=None):
+    """One epoch's mini-batches of row indices, as :class:`Rows`.
+
+    ``generator`` (a CPU :class:`torch.Generator`) shuffles the rows (``None``: in order,
+    as for gradient-free passes over the data); ``index`` maps positions to rows (e.g.
+    the training rows of a split). The permutation is drawn on the host, so a fit draws
+    the same batches on every device, and moved to each of ``devices`` in one copy.
+    """
+    import torch
+
+    order = torch.arange(n) if generator is None else torch.randperm(n, generator=generator)
+    if index is not None:
+        order = torch.as_tensor(index)[order]
+    moved = {torch.device(d): order.to(d) for d in devices}
+    host = order.numpy()
+    return [Rows(host[s: s + batch_size], {d: t[s: s + batch_size] for d, t in moved.items()})
+            for s in range(0, n, batch_size)]
+
+
+class DeviceCSR:
+    """A sparse matrix moved to a device once (its CSR arrays), gathered there by rows.
+
+    ``rows(batch)`` returns the stored entries of the batch's rows; ``dense(batch)`` the
+    batch densified on the device. The row pointers stay on the host too, so the size of
+    a batch is known without reading anything back from the device.
+    """
+
+    def __init__(self, matrix, device, dtype=None):
+        import scipy.sparse as sp
+        import torch
+
+        csr = sp.csr_matrix(matrix)
+        if not csr.has_canonical_format:
+            csr = csr.copy()
+            csr.sum_duplicates()
+        self.shape = csr.shape
+        self.device = torch.device(device)
+        self.indptr_host = csr.indptr.astype(np.int64)
+        self.indptr = torch.as_tensor(self.indptr_host, device=device)
+        self.indices = torch.as_tensor(csr.indices.astype(np.int64), device=device)
+        self.data = torch.as_tensor(csr.data, dtype=dtype or torch.float32, device=device)
+
+    def nnz(self, batch):
+        """Stored entries in the rows of ``batch`` (from the host copy of the pointers)."""
+        return int((self.indptr_host[batch.host + 1] - self.indptr_host[batch.host]).sum())
+
+    def rows(self, batch):
+        """``(row, col, val, offsets)`` of the stored entries of ``batch``'s rows.
+
+        ``row`` is the position in the batch, entries come row by row in column order,
+        and ``offsets`` is where each row's entries start.
+        """
+        import torch
+
+        idx = batch.on(self.device)
+        start = self.indptr[idx]
+        counts = self.indptr[idx + 1] - start
+        offsets = torch.cumsum(counts, 0) - counts
+        total = self.nnz(batch)
+        row = torch.repeat_interleave(torch.arange(len(idx), device=self.device), counts,
+                                      output_size=total)
+        pos = torch.arange(total, device=self.device) - offsets[row] + start[row]
+        return row, self.indices[pos], self.data[pos], offsets
+
+    def dense(self, batch, *, mask=False):
+        """The rows of ``batch`` as a dense tensor (and its 0/1 mask of stored entries)."""
+        import torch
+
+        row, col, val, _ = self.rows(batch)
+        out = torch.zeros((len(batch), self.shape[1]), dtype=self.data.dtype,
+                          device=self.device)
+        out[row, col] = val
+        if not mask:
+            return out
+        M = torch.zeros_like(out)
+        M[row, col] = 1.0
+        return out, M

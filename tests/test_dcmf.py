@@ -17,7 +17,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import mmfactor.neural._dcmf as dcmf_module
 from mmfactor import CMF, DCMF, MultiModal
-from mmfactor._training import NonFiniteLossError
+from mmfactor._training import DeviceCSR, NonFiniteLossError
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -141,9 +141,9 @@ def test_every_block_of_every_matrix_is_visited_each_epoch(monkeypatch, dense_ba
     covered = {}  # (relation, side) -> set of (row, col)
     batch, bilinear = dcmf_module._Block.batch, dcmf_module._bilinear
 
-    def spy_batch(block, idx, device):
-        part = batch(block, idx, device)
-        seen[id(part)] = (block, np.asarray(idx))
+    def spy_batch(block, rows):
+        part = batch(block, rows)
+        seen[id(part)] = (block, rows.host)
         return part
 
     def spy_bilinear(code, other, part, k, slots):
@@ -187,13 +187,21 @@ def test_sparse_layout_matches_dense_layout(monkeypatch):
 def test_sparse_matrix_never_densified_whole(monkeypatch):
     X, rel = _collective()
     shapes = []
+    dense = DeviceCSR.dense
+
+    def spy(self, batch, **kwargs):
+        out = dense(self, batch, **kwargs)
+        shapes.append(tuple((out[0] if isinstance(out, tuple) else out).shape))
+        return out
+
     toarray = sp.csr_matrix.toarray
 
-    def spy(self, *args, **kwargs):
+    def spy_host(self, *args, **kwargs):  # nor on the host
         shapes.append(self.shape)
         return toarray(self, *args, **kwargs)
 
-    monkeypatch.setattr(sp.csr_matrix, "toarray", spy)
+    monkeypatch.setattr(DeviceCSR, "dense", spy)
+    monkeypatch.setattr(sp.csr_matrix, "toarray", spy_host)
     monkeypatch.setattr(dcmf_module, "_ENCODE_ROWS", 8)  # the chunks of gradient-free passes
     model = DCMF(n_components=2, relations=rel, batch_size=8, **FAST).fit(X)
     model.transform(X)
@@ -442,3 +450,85 @@ def test_predict_entries_errors(coords, relation, match):
     model = DCMF(**FAST).fit(_views())
     with pytest.raises(ValueError, match=match):
         model.predict_entries(coords, relation=relation)
+
+
+# ---- regularisers against overfitting the ratings (issue 14) ---------------------------
+
+
+def _planted_completion(seed=0):
+    """A rank-3 matrix plus noise, 20% observed; held-out entries of the rest."""
+    rng = np.random.RandomState(seed)
+    U, V = rng.randn(150, 3), rng.randn(80, 3)
+    R = U @ V.T + 0.7 * rng.randn(150, 80)
+    obs = rng.rand(*R.shape) < 0.2
+    held = (~obs) & (rng.rand(*R.shape) < 0.2)
+    rows, cols = obs.nonzero()
+    X = sp.csr_matrix((R[rows, cols], (rows, cols)), shape=R.shape)
+    return X, R, np.c_[rows, cols], np.c_[held.nonzero()]
+
+
+def _gap(seed=0, **params):
+    """(train mse, held-out mse, mean squared norm of the codes) of an over-sized DCMF."""
+    X, R, train, held = _planted_completion(seed)
+    est = DCMF(8, hidden_layer_sizes=(32,), max_iter=60, tol=0, learning_rate_init=1e-2,
+               batch_size=50, random_state=0, **params).fit(X)
+    mse = [np.mean((est.predict_entries(c) - R[c[:, 0], c[:, 1]]) ** 2) for c in (train, held)]
+    return mse[0], mse[1], float((est.factors_["sample"] ** 2).sum(1).mean())
+
+
+def test_alpha_code_shrinks_the_codes_and_narrows_the_train_validation_gap():
+    train0, held0, norm0 = _gap()
+    train1, held1, norm1 = _gap(alpha_code=0.1)
+    assert norm1 < 0.9 * norm0
+    assert held1 - train1 < 0.8 * (held0 - train0), ((train0, held0), (train1, held1))
+
+
+def test_input_dropout_narrows_the_train_validation_gap():
+    train0, held0, _ = _gap()
+    train1, held1, _ = _gap(input_dropout=0.3)
+    assert held1 - train1 < 0.85 * (held0 - train0), ((train0, held0), (train1, held1))
+
+
+def test_input_dropout_corrupts_only_the_encoders_training_input(monkeypatch):
+    X, rel = _collective()
+    dropped, encoded = dcmf_module._Part.dropped, []
+
+    def spy(part, rate, gen):
+        out = dropped(part, rate, gen)
+        if part.rows is None:
+            x, y = part.X.numpy(), out.X.numpy()
+            nz = x != 0
+            kept = y[nz] != 0
+            encoded.append((nz.sum(), (~kept).sum()))
+            np.testing.assert_allclose(y[nz][kept], x[nz][kept] / (1 - rate), rtol=1e-6)
+        return out
+
+    monkeypatch.setattr(dcmf_module._Part, "dropped", spy)
+    model = DCMF(n_components=2, relations=rel, input_dropout=0.4, **FAST).fit(X)
+    total, zeroed = np.sum(encoded, axis=0)
+    assert abs(zeroed / total - 0.4) < 0.05, zeroed / total
+    # transform reads full rows: deterministic, and the training rows' codes are factors_
+    np.testing.assert_array_equal(model.transform(X), model.transform(X))
+    np.testing.assert_allclose(model.transform(X), model.factors_["user"], rtol=1e-5,
+                               atol=1e-6)
+    # the same seed gives the same fit; another seed other corruptions
+    again = DCMF(n_components=2, relations=rel, input_dropout=0.4, **FAST).fit(X)
+    np.testing.assert_array_equal(again.factors_["user"], model.factors_["user"])
+
+
+def test_regularisers_survive_persistence_clone_and_devices(tmp_path):
+    from sklearn.base import clone
+
+    import mmfactor
+
+    X, rel = _collective()
+    params = dict(n_components=2, relations=rel, input_dropout=0.2, alpha_code=0.1,
+                  devices={"user": "cpu", "item": "cpu"}, **FAST)
+    model = DCMF(**params).fit(X)
+    assert clone(model).get_params()["alpha_code"] == 0.1
+    np.testing.assert_array_equal(clone(model).fit(X).factors_["user"], model.factors_["user"])
+    mmfactor.save(model, tmp_path / "m.mmf")
+    loaded = mmfactor.load(tmp_path / "m.mmf")
+    assert loaded.get_params()["input_dropout"] == 0.2
+    np.testing.assert_array_equal(loaded.transform(X), model.transform(X))
+    assert model.loss_terms_["penalty"][-1] > 0

@@ -221,3 +221,110 @@ def test_convergence_warning_points_at_the_users_call():
         with pytest.warns(ConvergenceWarning, match="max_iter") as record:
             fit()
         assert {w.filename for w in record} == {__file__}
+
+
+# ---- mini-batches built on the device (issue 19) ---------------------------------------
+
+import scipy.sparse as sp  # noqa: E402
+import torch  # noqa: E402
+
+from mmfactor._training import DeviceCSR, Rows, row_batches  # noqa: E402
+
+
+def test_row_batches_cover_the_rows_once_in_the_generators_order():
+    gen = torch.Generator().manual_seed(3)
+    index = np.arange(100, 130)
+    batches = row_batches(30, 7, ["cpu"], generator=gen, index=torch.as_tensor(index))
+    expected = index[torch.randperm(30, generator=torch.Generator().manual_seed(3)).numpy()]
+    assert [len(b) for b in batches] == [7, 7, 7, 7, 2]
+    np.testing.assert_array_equal(np.concatenate([b.host for b in batches]), expected)
+    for b in batches:  # the device copy is the same indices, a slice of one tensor
+        assert b.on("cpu").dtype == torch.int64
+        np.testing.assert_array_equal(b.on("cpu").numpy(), b.host)
+    in_order = row_batches(5, 2, ["cpu"])
+    np.testing.assert_array_equal(np.concatenate([b.host for b in in_order]), np.arange(5))
+
+
+def test_device_csr_gathers_the_rows_scipy_would():
+    rng = np.random.RandomState(0)
+    X = sp.random(20, 9, density=0.3, random_state=rng, format="csr", dtype=np.float64)
+    X[3] = 0  # an empty row
+    X.eliminate_zeros()
+    D = DeviceCSR(X, "cpu")
+    idx = np.array([3, 17, 0, 3, 11])
+    rows = Rows(idx, {})
+    sub = X[idx].tocoo()
+    row, col, val, offsets = D.rows(rows)
+    got = sorted(zip(row.tolist(), col.tolist(), val.tolist(), strict=True))
+    want = sorted(zip(sub.row.tolist(), sub.col.tolist(), sub.data.astype(np.float32).tolist(),
+                      strict=True))
+    assert got == want
+    np.testing.assert_array_equal(offsets.numpy(), X[idx].indptr[:-1])
+    assert D.nnz(rows) == X[idx].nnz
+    dense, mask = D.dense(rows, mask=True)
+    np.testing.assert_array_equal(dense.numpy(), X[idx].toarray().astype(np.float32))
+    np.testing.assert_array_equal(mask.numpy(), (X[idx] != 0).toarray())
+
+
+def _count_host_traffic(monkeypatch, module, fit):
+    """Calls that move data between host and device, or build batches on the host, made
+    inside each training epoch (``step``) of ``fit()``; a list with one count per epoch."""
+    counts, active = [], [False]
+
+    def counting(fn):
+        def wrapper(*args, **kwargs):
+            if active[0]:
+                counts[-1] += 1
+            return fn(*args, **kwargs)
+        return wrapper
+
+    for owner, name in [(torch, "as_tensor"), (torch, "tensor"), (torch, "from_numpy"),
+                        (torch.Tensor, "__float__"),
+                        (torch.Tensor, "numpy"), (torch.Tensor, "cpu"),
+                        (sp.csr_matrix, "__getitem__"), (sp.csr_matrix, "toarray")]:
+        monkeypatch.setattr(owner, name, counting(getattr(owner, name)))
+    loop = module.fit_loop
+
+    def spy_loop(step, **kwargs):
+        def counted(epoch):
+            counts.append(0)
+            active[0] = True
+            try:
+                return step(epoch)
+            finally:
+                active[0] = False
+        return loop(counted, **{**kwargs, "validation": None, "on_improvement": None})
+
+    monkeypatch.setattr(module, "fit_loop", spy_loop)
+    fit()
+    return counts
+
+
+@pytest.mark.parametrize("model", ["DCMF", "MMEDA"])
+def test_an_epoch_moves_nothing_per_batch(monkeypatch, model):
+    """The host-device traffic of an epoch does not grow with its number of batches."""
+    import mmfactor.neural._dcmf as dcmf_module
+    import mmfactor.neural._mmeda as mmeda_module
+    from mmfactor import DCMF, MMEDA, MultiModal
+
+    rng = np.random.RandomState(0)
+    R = sp.random(80, 30, density=0.2, random_state=rng, format="csr")
+    X = MultiModal(R, rng.randn(80, 6), sp.random(80, 12, density=0.3, random_state=rng,
+                                                     format="csr"))
+    per_epoch = {}
+    for bs in (8, 40):
+        if model == "DCMF":
+            est = DCMF(2, hidden_layer_sizes=(4,), batch_size=bs, max_iter=2, tol=0,
+                       random_state=0)
+            module = dcmf_module
+        else:
+            est = MMEDA(2, encoder="neural", hidden_layer_sizes=(4,), batch_size=bs,
+                        max_iter=2, tol=0, random_state=0)
+            module = mmeda_module
+        per_epoch[bs] = _count_host_traffic(monkeypatch, module, lambda e=est: e.fit(X))
+        monkeypatch.undo()
+    # 10 batches per entity against 2: the same count (the first epoch also has the
+    # optimizer's state being created); after it, a few per epoch (the permutations,
+    # the loss read back once)
+    assert per_epoch[8] == per_epoch[40]
+    assert per_epoch[8][1] <= 20

@@ -23,7 +23,7 @@ from .._multimodal import (
     relation_weights,
     resolve_relations,
 )
-from .._training import fit_loop
+from .._training import DeviceCSR, fit_loop, row_batches
 from ._modules import ACTIVATIONS, build_module, mlp
 
 __all__ = ["DCMF"]
@@ -122,6 +122,18 @@ class _Part:
         self.rows, self.cols, self.vals, self.offsets = rows, cols, vals, offsets
         self.count = count
 
+    def dropped(self, rate, gen):
+        """A copy for the encoder's input: each entry zeroed with probability ``rate``
+        (drawn from ``gen``, on the part's device), the others scaled by ``1 / (1 - rate)``
+        (inverted dropout: a full row keeps its expected input)."""
+        vals = self.X if self.rows is None else self.vals
+        keep = torch.rand(vals.shape, generator=gen, device=vals.device) >= rate
+        vals = vals * keep / (1.0 - rate)
+        if self.rows is None:
+            return _Part(X=vals, M=self.M, count=self.count)
+        return _Part(rows=self.rows, cols=self.cols, vals=vals, offsets=self.offsets,
+                     count=self.count)
+
     def sse(self, pred):
         """Sum of squared errors of ``pred`` (laid out like this part) over its entries."""
         if self.rows is not None:
@@ -135,34 +147,34 @@ class _Block:
 
     ``X`` has the entity's members as rows (the relation itself, or its transpose when the
     entity is the relation's column type: ``side="col"``); ``offset`` is its first column in the
-    concatenated input and ``slot`` the code unit holding this relation's bias.
+    concatenated input and ``slot`` the code unit holding this relation's bias. The block
+    is moved to ``device`` once (a dense tensor, or a :class:`DeviceCSR`); batches are
+    gathered there.
     """
 
-    def __init__(self, rel, side, other, X, kind, offset, slot, shift=0.0):
-        self.rel, self.side, self.other, self.X, self.kind = rel, side, other, X, kind
+    def __init__(self, rel, side, other, X, kind, offset, slot, shift=0.0, device="cpu"):
+        self.rel, self.side, self.other, self.kind = rel, side, other, kind
         self.shift = shift
         self.offset, self.slot = offset, slot
         self.width = X.shape[1]
+        self.X = (torch.as_tensor(X, dtype=torch.float32, device=device) if kind == "dense"
+                  else DeviceCSR(X, device))
 
-    def batch(self, idx, device):
-        """Rows ``idx`` as a :class:`_Part` on ``device`` (only this batch is densified)."""
-        as_t = lambda a, dt=torch.float32: torch.as_tensor(a, dtype=dt, device=device)  # noqa: E731
+    def batch(self, rows):
+        """The :class:`Rows` ``rows`` as a :class:`_Part` (only this batch is densified)."""
+        n = len(rows)
         if self.kind == "dense":
-            return _Part(X=as_t(self.X[idx]), count=len(idx) * self.width)
-        sub = self.X[idx]
+            return _Part(X=self.X[rows.on(self.X.device)], count=n * self.width)
         if self.kind == "zero":  # every entry counts
-            return _Part(X=as_t(sub.toarray() - self.shift), count=len(idx) * self.width)
-        if len(idx) * self.width <= _DENSE_BATCH:
-            mask = sp.csr_matrix((np.ones(sub.nnz, np.float32), sub.indices, sub.indptr),
-                                 shape=sub.shape)
-            return _Part(X=as_t(sub.toarray()), M=as_t(mask.toarray()), count=sub.nnz)
-        counts = np.diff(sub.indptr)
-        return _Part(rows=as_t(np.repeat(np.arange(len(counts)), counts), torch.int64),
-                     cols=as_t(sub.indices, torch.int64), vals=as_t(sub.data),
-                     offsets=as_t(sub.indptr[:-1], torch.int64), count=sub.nnz)
+            return _Part(X=self.X.dense(rows) - self.shift, count=n * self.width)
+        if n * self.width <= _DENSE_BATCH:
+            X, M = self.X.dense(rows, mask=True)
+            return _Part(X=X, M=M, count=self.X.nnz(rows))
+        r, c, v, offsets = self.X.rows(rows)
+        return _Part(rows=r, cols=c, vals=v, offsets=offsets, count=len(v))
 
 
-def _row_blocks(matrices, specs, entity, codes_width):
+def _row_blocks(matrices, specs, entity, codes_width, device):
     """The blocks of ``entity``'s input, in relation order, with offsets and bias slots."""
     blocks, offset = [], 0
     for m, (spec, mat) in enumerate(zip(specs, matrices, strict=True)):
@@ -174,7 +186,7 @@ def _row_blocks(matrices, specs, entity, codes_width):
                 X = sp.csr_matrix(X)
             other = spec.col if side == "row" else spec.row
             blocks.append(_Block(m, side, other, X, mat.kind, offset, codes_width + len(blocks),
-                                 mat.shift))
+                                 mat.shift, device))
             offset += X.shape[1]
     return blocks
 
@@ -276,10 +288,14 @@ class DCMF(MultiModalTransformer):
         + \sum_m w_m \operatorname{MSE}_{\Omega_m}\big(X_m,
         U_r U_c^\top + b_r^m \mathbf{1}^\top + \mathbf{1} (b_c^m)^\top\big)
         + \tfrac{\alpha}{2} \lVert \theta \rVert^2
+        + \alpha_U \sum_e \tfrac{1}{n_e} \lVert U_e \rVert_F^2
 
     with :math:`\rho` = ``reconstruction_weight``, :math:`\operatorname{MSE}_{\Omega_m}`
-    the mean over the observed entries of :math:`X_m` and :math:`\theta` the network
-    weights.
+    the mean over the observed entries of :math:`X_m`, :math:`\theta` the network
+    weights, :math:`\alpha_U` = ``alpha_code`` and :math:`n_e` the number of members of
+    entity type :math:`e`. With ``input_dropout``, the encoders read their rows with
+    entries dropped at random (denoising) while both losses compare against the full
+    rows.
 
     Every matrix is standardized by the mean and standard deviation of its observed
     entries; a missing entry is 0 in the autoencoder's input and absent from every loss.
@@ -323,6 +339,19 @@ class DCMF(MultiModalTransformer):
         for all, a list in the order of the relations or a dict by relation name.
     reconstruction_weight : float, default=1.0
         Weight of the autoencoders' reconstruction losses.
+    input_dropout : float in [0, 1), default=0.0
+        Denoising during training: each entry of an encoder's input row (observed or
+        not) is zeroed with this probability in every batch, the others scaled by
+        ``1 / (1 - input_dropout)``; both losses still compare against the full rows.
+        An encoder then cannot copy a rating it is asked to predict from its own input,
+        which keeps it from overfitting the observed entries. ``transform`` reads full
+        rows.
+    alpha_code : float, default=0.0
+        L2 penalty on the codes themselves (the representations ``U_e``, biases
+        excluded): ``alpha_code`` times the mean over an entity type's members of
+        :math:`\lVert u_i \rVert^2`, for every entity type. As CMF's ``alpha`` on its
+        factors, it shrinks the members that few entries describe towards the biases;
+        ``alpha`` only penalises the network weights.
     fit_intercept : bool, default=True
         Let each encoder emit a bias per relation of its entity type.
     missing : {"unobserved", "zero"}, default="unobserved"
@@ -431,6 +460,8 @@ class DCMF(MultiModalTransformer):
         "alpha": [Interval(numbers.Real, 0, None, closed="left")],
         "weights": [None, Interval(numbers.Real, 0, None, closed="left"), list, tuple, dict],
         "reconstruction_weight": [Interval(numbers.Real, 0, None, closed="left")],
+        "input_dropout": [Interval(numbers.Real, 0, 1, closed="left")],
+        "alpha_code": [Interval(numbers.Real, 0, None, closed="left")],
         "fit_intercept": ["boolean"],
         "missing": [StrOptions({"unobserved", "zero"})],
         "batch_size": [StrOptions({"auto"}), Interval(numbers.Integral, 1, None, closed="left")],
@@ -457,6 +488,8 @@ class DCMF(MultiModalTransformer):
         alpha=1e-4,
         weights=None,
         reconstruction_weight=1.0,
+        input_dropout=0.0,
+        alpha_code=0.0,
         fit_intercept=True,
         missing="unobserved",
         batch_size="auto",
@@ -479,6 +512,8 @@ class DCMF(MultiModalTransformer):
         self.alpha = alpha
         self.weights = weights
         self.reconstruction_weight = reconstruction_weight
+        self.input_dropout = input_dropout
+        self.alpha_code = alpha_code
         self.fit_intercept = fit_intercept
         self.missing = missing
         self.batch_size = batch_size
@@ -562,7 +597,7 @@ class DCMF(MultiModalTransformer):
                     f"{self.validation_fraction} (sparse views with missing='zero' have "
                     "none); raise validation_fraction or set early_stopping=False."
                 )
-        blocks = {e: _row_blocks(mats, specs, e, k) for e in entities}
+        blocks = {e: _row_blocks(mats, specs, e, k, dev[e]) for e in entities}  # moved once
         n_code = {e: k + (len(blocks[e]) if self.fit_intercept else 0) for e in entities}
         nets = {}
         for e in entities:
@@ -576,27 +611,35 @@ class DCMF(MultiModalTransformer):
         codes = {e: self._encode_all(nets[e], blocks[e], sizes[e], dev[e]) for e in entities}
         opts = {e: torch.optim.Adam(nets[e].parameters(), lr=self.learning_rate_init)
                 for e in entities}
+        noise = {}  # input dropout: one generator per device, seeded from random_state
+        if self.input_dropout > 0:
+            for d in dict.fromkeys(devices):
+                noise[d] = torch.Generator(device=d)
+                noise[d].manual_seed(int(rng.randint(0, 2**31 - 1)))
         size = 256 if self.batch_size == "auto" else self.batch_size
         bs = {e: min(size, sizes[e]) for e in entities}
 
         def step(epoch):
             plan = []
             for i, e in enumerate(entities):
-                perm = torch.randperm(sizes[e], generator=gen).numpy()
-                nb = math.ceil(sizes[e] / bs[e])
-                plan += [((j + 0.5) / nb, i, perm[j * bs[e] : (j + 1) * bs[e]])
-                         for j in range(nb)]
+                batches = row_batches(sizes[e], bs[e], [dev[e]], generator=gen)
+                nb = len(batches)
+                plan += [((j + 0.5) / nb, i, rows) for j, rows in enumerate(batches)]
             plan.sort(key=lambda t: (t[0], t[1]))
-            sums = {}
-            for _, i, idx in plan:
+            sums = {}  # name -> (sum of squared errors on the device, entry count)
+            for _, i, rows in plan:
                 e = entities[i]
-                self._train_batch(e, idx, nets[e], opts[e], blocks[e], codes, dev[e], sums)
-            terms = {f"ae[{e}]": sums[f"ae[{e}]"][0] / max(sums[f"ae[{e}]"][1], 1)
+                self._train_batch(e, rows, nets[e], opts[e], blocks[e], codes, dev[e], sums,
+                                  noise.get(dev[e]))
+            terms = {f"ae[{e}]": float(sums[f"ae[{e}]"][0]) / max(sums[f"ae[{e}]"][1], 1)
                      for e in entities}
             for s in specs:
                 sse, n = sums.get(s.name, (0.0, 0))
-                terms[s.name] = sse / max(n, 1)
+                terms[s.name] = float(sse) / max(n, 1)
             pen = 0.5 * self.alpha * sum(self._sq_weights(net).item() for net in nets.values())
+            # the codes' penalty, from the codes of this epoch's batches
+            pen += self.alpha_code * sum(float((c[:, :k] ** 2).sum(1).mean())
+                                         for c in codes.values())
             terms["penalty"] = pen
             terms["loss"] = (self.reconstruction_weight * sum(terms[f"ae[{e}]"] for e in entities)
                              + sum(self._weights[s.name] * terms[s.name] for s in specs) + pen)
@@ -673,17 +716,21 @@ class DCMF(MultiModalTransformer):
     def _encode_all(self, net, blocks, n, device):
         """Every member's code, in chunks, without gradients."""
         with torch.no_grad():
-            out = []
-            for s in range(0, n, _ENCODE_ROWS):
-                idx = np.arange(s, min(s + _ENCODE_ROWS, n))
-                out.append(net.encode([b.batch(idx, device) for b in blocks], blocks))
+            out = [net.encode([b.batch(rows) for b in blocks], blocks)
+                   for rows in row_batches(n, _ENCODE_ROWS, [device])]
             return torch.cat(out)
 
-    def _train_batch(self, e, idx, net, opt, blocks, codes, device, sums):
-        """One Adam step of entity type ``e`` on the members ``idx``."""
+    def _train_batch(self, e, rows, net, opt, blocks, codes, device, sums, noise=None):
+        """One Adam step of entity type ``e`` on the members ``rows`` (:class:`Rows`).
+
+        Nothing crosses between host and device here: the batch is gathered from the
+        blocks on the device, and the loss sums stay there (``sums``).
+        """
         k = self._k
-        parts = [b.batch(idx, device) for b in blocks]
-        code = net.encode(parts, blocks)
+        parts = [b.batch(rows) for b in blocks]
+        inputs = parts if noise is None else [p.dropped(self.input_dropout, noise)
+                                              for p in parts]
+        code = net.encode(inputs, blocks)
         recon = net.decode(code, parts, blocks)
         ae_sse = sum(p.sse(r) for r, p in zip(recon, parts, strict=True))
         ae_n = sum(p.count for p in parts)
@@ -700,13 +747,15 @@ class DCMF(MultiModalTransformer):
             if s.row == e:  # recorded once per relation, from its row side
                 rel.append((s.name, sse, part.count))
         loss = loss + 0.5 * self.alpha * self._sq_weights(net)
+        if self.alpha_code:
+            loss = loss + self.alpha_code * (code[:, :k] ** 2).sum(1).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
-        codes[e][torch.as_tensor(idx, device=device)] = code.detach()
+        codes[e][rows.on(device)] = code.detach()
         for name, sse, n in [(f"ae[{e}]", ae_sse, ae_n), *rel]:
             old = sums.get(name, (0.0, 0))
-            sums[name] = (old[0] + float(sse.detach()), old[1] + n)
+            sums[name] = (old[0] + sse.detach(), old[1] + n)
 
     # ---- out of sample ---------------------------------------------------------------
 
@@ -718,17 +767,16 @@ class DCMF(MultiModalTransformer):
         mats = {s.index: _Matrix(v, missing=self.missing, scale=self.scaling_[s.name])
                 for s, v in zip(self._specs, views, strict=False)}
         matrices = [mats.get(m) for m in range(len(self._specs))]
-        blocks = _row_blocks(matrices, self._specs, self.sample_entity_, self._k)
         device = self.devices_[self.entities_.index(self.sample_entity_)]
+        blocks = _row_blocks(matrices, self._specs, self.sample_entity_, self._k, device)
         return blocks, self.autoencoders_[self.sample_entity_], device, len(mm)
 
     def _chunks(self, X):
         """Yield ``(parts, code, blocks)`` for chunks of the new samples, no gradients."""
         blocks, net, device, n = self._sample_blocks(X)
         with torch.no_grad():
-            for s in range(0, n, _ENCODE_ROWS):
-                idx = np.arange(s, min(s + _ENCODE_ROWS, n))
-                parts = [b.batch(idx, device) for b in blocks]
+            for rows in row_batches(n, _ENCODE_ROWS, [device]):
+                parts = [b.batch(rows) for b in blocks]
                 yield parts, net.encode(parts, blocks), blocks, net, device
 
     def transform(self, X):

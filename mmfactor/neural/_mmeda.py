@@ -15,7 +15,7 @@ from torch import nn
 from .._base import N_JOBS_CONSTRAINT, MultiModalTransformer
 from .._device import as_numpy, resolve_devices, torch_generator
 from .._multimodal import check_variation, check_views
-from .._training import fit_loop
+from .._training import DeviceCSR, Rows, fit_loop, row_batches
 from ._modules import (
     ACTIVATIONS,
     ConvAutoencoder,
@@ -48,18 +48,23 @@ class _ViewData:
         self.sparse = sp.issparse(data)
         self.mean = torch.as_tensor(mean, dtype=torch.float32, device=device)
         self.scale = torch.as_tensor(scale, dtype=torch.float32, device=device)
-        if self.sparse:
-            self.data = sp.csr_matrix(data)
+        if self.sparse:  # moved once; batches are gathered on the device
+            self.data = DeviceCSR(data, device)
         else:
             # one float32 copy on the device, standardised; the user's array is untouched
             self.data = (_as_float32(data, device) - self.mean) / self.scale
 
     def rows(self, idx):
-        """Standardised rows ``idx`` (a CPU int64 tensor) as a float32 tensor on the device."""
+        """Standardised rows ``idx`` as a float32 tensor on the device.
+
+        ``idx``: a batch's :class:`Rows` (indices already on the device), or a CPU int64
+        tensor (outside the batch loop: moved once).
+        """
+        if not isinstance(idx, Rows):
+            idx = Rows(idx.numpy(), {})
         if self.sparse:
-            block = torch.as_tensor(self.data[idx.numpy()].toarray(), dtype=torch.float32)
-            return (block.to(self.device) - self.mean) / self.scale
-        return self.data[idx.to(self.device)]
+            return (self.data.dense(idx) - self.mean) / self.scale
+        return self.data[idx.on(self.device)]
 
 
 def _as_float32(data, device):
@@ -671,8 +676,9 @@ class MMEDA(MultiModalTransformer):
         def next_cols(key):
             order, pos = col_state[key]
             n_cols = cols_T[key].shape[0]
-            if order is None or pos >= n_cols:
-                order, pos = torch.randperm(n_cols, generator=gen), 0
+            if order is None or pos >= n_cols:  # drawn on the host, moved once
+                order = torch.randperm(n_cols, generator=gen).to(cols_T[key].device)
+                pos = 0
             block = order[pos: pos + self.batch_size]
             col_state[key] = [order, pos + self.batch_size]
             return block
@@ -715,18 +721,18 @@ class MMEDA(MultiModalTransformer):
 
         def step(epoch):
             net.train()
-            order = train_idx[torch.randperm(n_train, generator=gen)]
             terms, total, n_b = {}, 0.0, 0
-            for s in range(0, n_train, self.batch_size):
-                idx = order[s: s + self.batch_size]
+            # indices moved to the devices once per epoch, losses summed there
+            for rows in row_batches(n_train, self.batch_size, self.devices_, generator=gen,
+                                    index=train_idx):
                 opt.zero_grad(set_to_none=True)
-                loss = batch_loss(idx, terms)
+                loss = batch_loss(rows, terms)
                 loss.backward()
                 opt.step()
-                total += float(loss.detach())
+                total = total + loss.detach()
                 n_b += 1
             out = {k: float(v) / n_b for k, v in terms.items()}
-            out["loss"] = total / n_b
+            out["loss"] = float(total) / n_b
             return out
 
         validation, on_improvement, best = None, None, {}
