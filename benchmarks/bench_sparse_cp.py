@@ -99,6 +99,9 @@ def main(argv=None):
             res = one(int(K), int(nnz), args.rank, int(sweeps), dtype, args.device)
         print(json.dumps(res))
         return
+    import torch
+
+    torch.set_num_threads(args.threads)  # as in the children (the header records it)
     before = loadavg()
     rows = []
     for nnz in args.nnz:
