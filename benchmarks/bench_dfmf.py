@@ -5,9 +5,11 @@ masked (the DFMC completion setting of the DFMF paper and of scikit-fusion's
 ``dicty_association`` example), every model fuses the annotations with the gene
 expression (log1p) and, where it can, the protein-interaction constraints, and the
 held-out annotations are predicted. The score is the AUC of each GO term over the
-pooled out-of-fold predictions, averaged over the terms. Fit time, time per sweep and
-the objective after each sweep are recorded for every model, all measured in this one
-process on the same CPU threads.
+pooled out-of-fold predictions, averaged over the terms, then over seeds (``--seeds``:
+each seed changes the folds and the initialization; mean ± sd). Fit time (wall and
+process CPU), time per sweep and the objective after each sweep are recorded for every
+model, all measured in this one process on the same CPU threads, with the load average
+before and after.
 
 Peers:
 
@@ -17,13 +19,14 @@ Peers:
   ``_par_bdot``, which NumPy 2 turns into a broadcasting error; the shim replaces
   ``_par_bdot`` by a sequential loop over the module's own block product, which also
   drops joblib's per-call overhead, so it can only make scikit-fusion faster). Get it
-  with ``pip download scikit-fusion==0.2.1 --no-deps --no-binary :all:``, unpack it,
-  and pass the folder with ``--skfusion-path``;
+  with ``pip download scikit-fusion==0.2.1 --no-deps --no-binary :all:``, then either
+  install the archive (``pip install --no-deps scikit-fusion-0.2.1.tar.gz``) or unpack
+  it and pass the folder with ``--skfusion-path``;
 * :class:`mmfactor.CMF` (no constraints: it has no term for them).
 
 Usage::
 
-    python benchmarks/bench_dfmf.py --skfusion-path /tmp/skf/scikit-fusion-0.2.1
+    python benchmarks/bench_dfmf.py --data-home /work/shared/data
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _common import fmt_spread, loadavg, seed_spread
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import KFold
 
@@ -105,19 +109,18 @@ def run_skfusion(skf, ann, expr, ppi_dense, test, n_iter, seed, use_ppi):
 
     fuser = skf.Dfmc(max_iter=n_iter, n_run=1, init_type="random_c", random_state=seed,
                      callback=callback)
-    t0 = time.perf_counter()
+    cpu, t0 = time.process_time(), time.perf_counter()
     fuser.fuse(skf.FusionGraph(rels))
-    fit = time.perf_counter() - t0
+    fit, cpu = time.perf_counter() - t0, time.process_time() - cpu
     G = {ot.name: fuser.factor(ot) for ot in (gene, go, cond)}
     pred = G["gene"][test] @ fuser.backbone(rels[0]) @ G["go"].T
-    times = np.diff([t0] + [s[0] for s in snaps])
     objs = []
     for _, g, s in snaps:
         S_ann = s[gene, go][0]
         S_expr = s[gene, cond][0]
         objs.append(objective((ann, expr), mask, ppi_dense if use_ppi else None,
                               g["gene"], g["go"], g["cond"], S_ann, S_expr))
-    return pred, fit, times.tolist(), objs
+    return pred, fit, cpu, len(snaps), objs
 
 
 def run_dfmf(ann, expr, ppi, test, n_iter, seed, use_ppi, device, form="laplacian",
@@ -129,12 +132,16 @@ def run_dfmf(ann, expr, ppi, test, n_iter, seed, use_ppi, device, form="laplacia
                  constraints={"gene": "ppi"} if use_ppi else None, constraint_form=form,
                  init="random_c", max_iter=n_iter, tol=0, random_state=seed, devices=device,
                  dtype=dtype)
-    t0 = time.perf_counter()
+    return _fit_and_predict(model, X, ann, test)
+
+
+def _fit_and_predict(model, X, ann, test):
+    cpu, t0 = time.process_time(), time.perf_counter()
     model.fit(X)
-    fit = time.perf_counter() - t0
+    fit, cpu = time.perf_counter() - t0, time.process_time() - cpu
     rows, cols = np.meshgrid(test, np.arange(ann.shape[1]), indexing="ij")
     pred = model.predict_entries(np.c_[rows.ravel(), cols.ravel()], "ann").reshape(len(test), -1)
-    return pred, fit, [fit / model.n_iter_] * model.n_iter_, list(model.loss_curve_)
+    return pred, fit, cpu, model.n_iter_, list(model.loss_curve_)
 
 
 def run_cmf(ann, expr, test, n_iter, seed, device, n_components):
@@ -144,12 +151,7 @@ def run_cmf(ann, expr, test, n_iter, seed, device, n_components):
     model = CMF(n_components=n_components, relations={"ann": ("gene", "go"),
                                                       "expr": ("gene", "cond")},
                 max_iter=n_iter, tol=0, random_state=seed, devices=device)
-    t0 = time.perf_counter()
-    model.fit(X)
-    fit = time.perf_counter() - t0
-    rows, cols = np.meshgrid(test, np.arange(ann.shape[1]), indexing="ij")
-    pred = model.predict_entries(np.c_[rows.ravel(), cols.ravel()], "ann").reshape(len(test), -1)
-    return pred, fit, [fit / model.n_iter_] * model.n_iter_, list(model.loss_curve_)
+    return _fit_and_predict(model, X, ann, test)
 
 
 def mean_auc(y, pred):
@@ -163,7 +165,8 @@ def main(argv=None):
     p.add_argument("--out", default=str(Path(__file__).parent / "results"),
                    help="folder for dfmf.json and dfmf.md")
     p.add_argument("--skfusion-path", default=None,
-                   help="folder holding the unpacked scikit-fusion 0.2.1 (with skfusion/)")
+                   help="folder holding the unpacked scikit-fusion 0.2.1 (with skfusion/), "
+                        "if it is not installed")
     p.add_argument("--folds", type=int, default=10)
     p.add_argument("--ppi-weights", type=float, nargs="+", default=[1.0, 100.0],
                    help="scales of the interaction constraint matrix (the shipped one is x1)")
@@ -171,71 +174,95 @@ def main(argv=None):
     p.add_argument("--cmf-components", type=int, default=15)
     p.add_argument("--threads", type=int, default=1,
                    help="torch and BLAS threads of every model (1: robust on a shared machine)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+                   help="each seed: its own folds and initialization")
     p.add_argument("--data-home", default=None)
     args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(args.threads)  # NumPy's BLAS, which scikit-fusion runs on
 
     d = fetch_dicty(args.data_home)
     ann, expr, ppi = d.annotations, np.log1p(d.expression), d.ppi
     ppi_dense = ppi.toarray()
-    folds = list(KFold(args.folds, shuffle=True, random_state=args.seed).split(ann))
 
     try:
         skf = load_skfusion(args.skfusion_path)
         skf_error = None
     except Exception as exc:  # the measured reason is reported, not hidden
         skf, skf_error = None, f"import failed: {exc!r}"
+    torch.set_num_threads(args.threads)
+    from threadpoolctl import threadpool_limits
 
-    models = {}
-    for w in args.ppi_weights:
-        tag = f" + PPI x{w:g}"
-        models["mmfactor DFMF" + tag] = lambda te, w=w: run_dfmf(
-            ann, expr, ppi * w, te, args.n_iter, args.seed, True, args.device)
-        models["mmfactor DFMF" + tag + " float32"] = lambda te, w=w: run_dfmf(
-            ann, expr, ppi * w, te, args.n_iter, args.seed, True, args.device,
-            dtype="float32")
-        models["mmfactor DFMF" + tag + " (raw Theta)"] = lambda te, w=w: run_dfmf(
-            ann, expr, ppi * w, te, args.n_iter, args.seed, True, args.device, form="raw")
+    # after every import: a BLAS loaded later (scipy.linalg's) keeps its default threads,
+    # and on a busy machine an OpenBLAS that spins made scikit-fusion's 50 x 50 pinv 100x
+    # slower
+    threadpool_limits(args.threads)
+
+    def models(seed):
+        out = {}
+        for w in args.ppi_weights:
+            tag = f" + PPI x{w:g}"
+            out["mmfactor DFMF" + tag] = lambda te, w=w: run_dfmf(
+                ann, expr, ppi * w, te, args.n_iter, seed, True, args.device)
+            out["mmfactor DFMF" + tag + " float32"] = lambda te, w=w: run_dfmf(
+                ann, expr, ppi * w, te, args.n_iter, seed, True, args.device, dtype="float32")
+            out["mmfactor DFMF" + tag + " (raw Theta)"] = lambda te, w=w: run_dfmf(
+                ann, expr, ppi * w, te, args.n_iter, seed, True, args.device, form="raw")
+            if skf is not None:
+                out["scikit-fusion 0.2.1 Dfmc" + tag] = lambda te, w=w: run_skfusion(
+                    skf, ann, expr, ppi_dense * w, te, args.n_iter, seed, True)
+        out["mmfactor DFMF"] = lambda te: run_dfmf(ann, expr, ppi, te, args.n_iter, seed,
+                                                   False, args.device)
         if skf is not None:
-            models["scikit-fusion 0.2.1 Dfmc" + tag] = lambda te, w=w: run_skfusion(
-                skf, ann, expr, ppi_dense * w, te, args.n_iter, args.seed, True)
-    models["mmfactor DFMF"] = lambda te: run_dfmf(ann, expr, ppi, te, args.n_iter, args.seed,
-                                                  False, args.device)
-    if skf is not None:
-        models["scikit-fusion 0.2.1 Dfmc"] = lambda te: run_skfusion(
-            skf, ann, expr, ppi_dense, te, args.n_iter, args.seed, False)
-    models["mmfactor CMF"] = lambda te: run_cmf(ann, expr, te, args.n_iter, args.seed,
-                                                args.device, args.cmf_components)
+            out["scikit-fusion 0.2.1 Dfmc"] = lambda te: run_skfusion(
+                skf, ann, expr, ppi_dense, te, args.n_iter, seed, False)
+        out["mmfactor CMF"] = lambda te: run_cmf(ann, expr, te, args.n_iter, seed,
+                                                 args.device, args.cmf_components)
+        return out
+
+    load_before, wall0, cpu0 = loadavg(), time.perf_counter(), time.process_time()
+    runs = {}
+    for seed in args.seeds:
+        folds = list(KFold(args.folds, shuffle=True, random_state=seed).split(ann))
+        for name, fn in models(seed).items():
+            res = runs.setdefault(name, {"auc": [], "fit": [], "cpu": [], "sweeps": []})
+            if "error" in res:
+                continue
+            pred = np.zeros_like(ann)
+            try:
+                for _, te in folds:
+                    pr, fit, cpu, n_sweeps, obj = fn(te)
+                    pred[te] = pr
+                    res["fit"].append(fit)
+                    res["cpu"].append(cpu)
+                    res["sweeps"].append(n_sweeps)
+                    res.setdefault("objective_fold0", obj)  # the first seed's first fold
+                if not np.isfinite(pred).all():
+                    raise FloatingPointError("diverged: non-finite predictions")
+            except Exception as exc:
+                res.update(error=f"{exc!r}", traceback=traceback.format_exc())
+                print(f"{name}: failed: {exc!r}")
+                continue
+            auc, n_terms = mean_auc(ann, pred)
+            res["auc"].append(auc)
+            res["n_terms"] = n_terms
+            print(f"seed {seed} {name}: AUC {auc:.4f} over {n_terms} terms, fit "
+                  f"{np.mean(res['fit'][-len(folds):]):.3f} s/fold", flush=True)
+    load_after = loadavg()
+    total_wall, total_cpu = time.perf_counter() - wall0, time.process_time() - cpu0
 
     results = {}
-    for name, fn in models.items():
-        pred = np.zeros_like(ann)
-        fits, sweeps, objs = [], [], None
-        try:
-            for _, te in folds:
-                pr, fit, times, obj = fn(te)
-                pred[te] = pr
-                fits.append(fit)
-                sweeps.extend(times)
-                objs = objs if objs is not None else obj  # first fold's curve
-            if not np.isfinite(pred).all():
-                raise FloatingPointError("diverged: non-finite predictions")
-        except Exception as exc:
-            results[name] = {"error": f"{exc!r}", "traceback": traceback.format_exc()}
-            print(f"{name}: failed: {exc!r}")
+    for name, res in runs.items():
+        if "error" in res:
+            results[name] = {"error": res["error"], "traceback": res["traceback"]}
             continue
-        auc, n_terms = mean_auc(ann, pred)
+        sweeps = float(np.sum(res["sweeps"]))
         results[name] = {
-            "auc": auc, "n_terms": n_terms, "fit_s_mean": float(np.mean(fits)),
-            "fit_s_total": float(np.sum(fits)), "sweep_s": float(np.mean(sweeps)),
-            "objective_fold0": objs,
+            "auc": seed_spread(res["auc"]), "n_terms": res["n_terms"],
+            "fit_s_mean": float(np.mean(res["fit"])), "fit_cpu_s_mean": float(np.mean(res["cpu"])),
+            "fit_s_total": float(np.sum(res["fit"])),
+            "sweep_s": float(np.sum(res["fit"])) / sweeps,
+            "sweep_cpu_s": float(np.sum(res["cpu"])) / sweeps,
+            "objective_fold0": res["objective_fold0"],
         }
-        print(f"{name}: AUC {auc:.4f} over {n_terms} terms, fit {np.mean(fits):.3f} s/fold, "
-              f"{1e3 * np.mean(sweeps):.2f} ms/sweep, objective {objs[0]:.6g} -> {objs[-1]:.6g}")
 
     machine = {"platform": platform.platform(), "cpu_count": torch.get_num_threads(),
                "os_cpu_count": __import__("os").cpu_count(), "python": sys.version.split()[0],
@@ -243,7 +270,8 @@ def main(argv=None):
     command = "python " + " ".join([sys.argv[0].split("/work/main/")[-1]] + sys.argv[1:])
     out = {"benchmark": "dfmf_dicty", "command": command, "machine": machine,
            "settings": vars(args), "ranks": RANKS, "skfusion_error": skf_error,
-           "results": results}
+           "load_before": load_before, "load_after": load_after,
+           "total_wall_s": total_wall, "total_cpu_s": total_cpu, "results": results}
     outdir = Path(args.out)
     outdir.mkdir(parents=True, exist_ok=True)
     (outdir / "dfmf.json").write_text(json.dumps(out, indent=1))
@@ -256,22 +284,27 @@ def main(argv=None):
         f"({args.threads} torch/BLAS threads), Python {machine['python']}, "
         f"torch {machine['torch']}, NumPy {machine['numpy']}.",
         f"Command: `{command}`",
-        f"Ranks {RANKS}, {args.n_iter} sweeps per fit, {args.folds} folds; AUC per GO term "
-        "on the pooled out-of-fold predictions, averaged over the terms.",
+        f"Ranks {RANKS}, {args.n_iter} sweeps per fit, {args.folds} folds, seeds "
+        f"{args.seeds} (each: its folds and initialization); AUC per GO term on the pooled "
+        "out-of-fold predictions, averaged over the terms, mean ± sd over the seeds. Times: "
+        f"mean over every fold and seed. Load average before {load_before}, after "
+        f"{load_after}; whole run {total_wall:.0f} s wall, {total_cpu:.0f} s CPU.",
         "",
-        "| model | mean AUC | fit s / fold | ms / sweep | fit speed-up vs scikit-fusion "
-        f"+ PPI x{args.ppi_weights[0]:g} "
-        "| objective after sweep 1 -> last (fold 1) |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| model | mean AUC | fit s / fold | ms / sweep (wall) | ms / sweep (CPU) "
+        f"| speed-up per sweep vs scikit-fusion + PPI x{args.ppi_weights[0]:g} (wall / CPU) "
+        "| objective after sweep 1 -> last (seed 1, fold 1) |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, r in results.items():
         if "error" in r:
-            lines.append(f"| {name} | failed: {r['error'][:80]} | | | | |")
+            lines.append(f"| {name} | failed: {r['error'][:80]} | | | | | |")
             continue
-        speed = (f"{ref['fit_s_mean'] / r['fit_s_mean']:.1f}x" if "fit_s_mean" in ref else "n/a")
+        speed = (f"{ref['sweep_s'] / r['sweep_s']:.1f}x / "
+                 f"{ref['sweep_cpu_s'] / r['sweep_cpu_s']:.1f}x" if "sweep_s" in ref else "n/a")
         lines.append(
-            f"| {name} | {r['auc']:.4f} | {r['fit_s_mean']:.3f} | {1e3 * r['sweep_s']:.2f} "
-            f"| {speed} | {r['objective_fold0'][0]:.6g} -> {r['objective_fold0'][-1]:.6g} |"
+            f"| {name} | {fmt_spread(r['auc'], 4)} | {r['fit_s_mean']:.3f} | "
+            f"{1e3 * r['sweep_s']:.2f} | {1e3 * r['sweep_cpu_s']:.2f} | {speed} | "
+            f"{r['objective_fold0'][0]:.6g} -> {r['objective_fold0'][-1]:.6g} |"
         )
     if skf_error:
         lines += ["", f"scikit-fusion could not run: {skf_error}"]

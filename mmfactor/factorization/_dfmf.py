@@ -32,6 +32,10 @@ __all__ = ["DFMF"]
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 _CHUNK = 1 << 20  # observed entries per chunk when evaluating the approximation at them
+# a complete dense relation's loss ||R||^2 - 2 <R, P> + ||P||^2 is recomputed from direct
+# residuals when it falls below this fraction of ||R||^2 + ||P||^2 (the expansion's
+# rounding error is about 1e-15 of that sum, so it stays within 1e-11 of the loss)
+_CANCEL = 1e-4
 _NEGATIVE_HINT = ("DFMF models relations as non-negative degrees of relationship. Scale "
                   "the view to non-negative values with MinMaxScaler(clip=True) (without "
                   "clip=True, new rows below the training minimum still come out "
@@ -58,12 +62,35 @@ def _neg(A):
     return (-A).clamp_min(0)
 
 
-def _approx(Gr, S, Gc, out=None):
-    """``G_r S G_c^T``, multiplied in the cheaper order (``S`` with the smaller side)."""
+def _approx(Gr, S, Gc, out=None, GrS=None):
+    """``G_r S G_c^T``, multiplied in the cheaper order (``S`` with the smaller side);
+    ``GrS``: ``G_r S`` if the caller has it."""
     (n_r, k_r), (n_c, k_c) = Gr.shape, Gc.shape
     if n_r * k_c * (k_r + n_c) <= n_c * k_r * (k_c + n_r):
-        return torch.mm(Gr @ S, Gc.T, out=out)
+        return torch.mm(Gr @ S if GrS is None else GrS, Gc.T, out=out)
     return torch.mm(Gr, S @ Gc.T, out=out)
+
+
+def _quad(Gr, S, Gc, grams=None):
+    """``||G_r S G_c^T||_F^2 = <G_r'G_r S, S G_c'G_c>`` from the k x k Gram matrices
+    (``grams``: ``(G_r'G_r, G_c'G_c)`` when the caller has them)."""
+    GrtGr, GctGc = grams if grams is not None else (Gr.T @ Gr, Gc.T @ Gc)
+    return float(((GrtGr @ S) * (S @ GctGc)).sum())
+
+
+def _gram_pinv(A, rtol):
+    """``pinv(A, hermitian=True, rtol=rtol)`` of a Gram matrix ``A``, usually by Cholesky.
+
+    When ``||A||_F ||A^-1||_F < 1e-3 / rtol``, every eigenvalue exceeds ``1e3 rtol``
+    times the largest (``lambda_max <= ||A||_F``, ``lambda_min >= 1 / ||A^-1||_F``), so
+    the pseudo-inverse is the inverse, taken from a Cholesky factorization (a 50 x 50
+    one costs 1/20 of the eigendecomposition); otherwise the eigendecomposition."""
+    L, info = torch.linalg.cholesky_ex(A)
+    if int(info) == 0:
+        inv = torch.cholesky_inverse(L)
+        if float(torch.linalg.matrix_norm(A) * torch.linalg.matrix_norm(inv)) * rtol < 1e-3:
+            return inv
+    return torch.linalg.pinv(A, hermitian=True, rtol=rtol)
 
 
 def _torch_csr_double(R):
@@ -72,8 +99,13 @@ def _torch_csr_double(R):
 
 
 def _mm(A, W):
-    """``A @ W`` for a dense or a torch CSR ``A``."""
-    return torch.sparse.mm(A, W) if A.layout == torch.sparse_csr else A @ W
+    """``A @ W`` for a dense or a torch CSR ``A``.
+
+    A dense ``A`` is multiplied as ``(W^T A^T)^T``: the same product, but MKL runs the
+    thin-output form 1.2 to 2x faster on CPU (measured on the dicty shapes, 1 thread)."""
+    if A.layout == torch.sparse_csr:
+        return torch.sparse.mm(A, W)
+    return (W.T @ A.T).T
 
 
 class _Factors(dict):
@@ -103,14 +135,29 @@ class _Theta:
     """
 
     def __init__(self, theta, device, dtype):
-        self.pos = _torch_csr(theta.maximum(0).tocsr(), device, dtype)
-        self.neg = _torch_csr((-theta).maximum(0).tocsr(), device, dtype)
+        self.pos = self._part(theta.maximum(0), device, dtype)
+        self.neg = self._part((-theta).maximum(0), device, dtype)
         self._of, self._products = None, None
+
+    @staticmethod
+    def _part(M, device, dtype):
+        """``(diagonal, off-diagonal CSR or None)``: the diagonal (all of the Laplacian
+        form's positive part when there are no cannot-links) scales rows, no product."""
+        M = sp.csr_matrix(M)
+        diag = torch.as_tensor(M.diagonal(), device=device).to(dtype)[:, None]
+        off = sp.csr_matrix(M - sp.diags(M.diagonal()))
+        off.eliminate_zeros()
+        return diag, (_torch_csr(off, device, dtype) if off.nnz else None)
+
+    @staticmethod
+    def _apply(part, G):
+        diag, off = part
+        out = diag * G
+        return out if off is None else out.add_(torch.sparse.mm(off, G))
 
     def products(self, G):
         if self._of is not G:
-            self._of, self._products = G, (torch.sparse.mm(self.pos, G),
-                                           torch.sparse.mm(self.neg, G))
+            self._of, self._products = G, (self._apply(self.pos, G), self._apply(self.neg, G))
         return self._products
 
 
@@ -123,6 +170,12 @@ class _Relation:
     residual at the observed entries and ``(G_r, S, G_c)`` those of the fill,
     ``R~ = E + G_r S G_c^T``, so ``R~ W = E W + G_r (S (G_c^T W))``: the filled matrix is
     never formed, and a sparse relation costs O(nnz k) per product.
+
+    ``R~`` only changes at a refresh, so the last product on each side is kept
+    (:meth:`apply` by the same ``W`` returns it): a backbone and the update of a factor
+    that follow each other with the other factor unchanged share one product. The
+    update of a factor also leaves ``(side, R~ W, W's factor, S)`` in ``stash``: the
+    objective of a complete relation then needs no product at all (see :meth:`refresh`).
 
     Modes: ``"dense"`` (complete dense), ``"sparse"`` (sparse, unstored entries are
     zeros), ``"masked"`` (dense with NaN = missing) and ``"observed"`` (sparse, unstored
@@ -137,10 +190,13 @@ class _Relation:
         self.shape = tuple(data.shape)
         self.E = None  # the residual at the observed entries, at the last fill
         self.fill = None  # (G_r, S, G_c) of the last fill (None: missing entries are 0)
-        self._memo = None  # (side, W, R W) of the last product of a complete relation
+        self._memo = {}  # side -> (W, R~ W) of the last product on that side
+        self.stash = None  # (side, R~ W, W's factor, S) of the last factor update
+        self._grs = None  # (G_r, S, G_r S) of the last call of grs
         if view.kind == "sparse":
             csr = sp.csr_matrix(data)
             self._coo64 = csr.tocoo()  # the data as given, for the reported loss
+            self._csr64 = None  # a float64 torch copy, made by exact_loss if it is needed
             if missing == "zero":
                 self.mode = "sparse"
                 self.R = _torch_csr(csr, device, dtype)
@@ -213,75 +269,115 @@ class _Relation:
                 total += float(torch.nansum((R - GrS[s : s + step] @ Gc.T) ** 2))
             return total
         coo = self._coo64
-        if self.mode == "sparse":  # ||R - P||^2 = sum_nnz (r^2 - 2 r p) + ||P||^2
-            total = float(((Gr.T @ Gr @ S) * (S @ (Gc.T @ Gc))).sum())
+        if self.mode == "sparse":
+            # ||R - P||^2 = ||R||^2 - 2 <R G_c, G_r S> + ||P||^2: one float64 sparse
+            # product (gathering G_r S and G_c at every stored entry instead cost 3x a
+            # whole float32 sweep: why float32 was slower than float64 on sparse graphs)
+            if self._csr64 is None:
+                self._csr64 = _torch_csr(coo.tocsr(), Gr.device, torch.float64)
+            inner = float((torch.sparse.mm(self._csr64, Gc) * GrS).sum())
+            return max(self.sum_sq - 2 * inner + _quad(Gr, S, Gc), 0.0)
         for s in range(0, coo.nnz, _CHUNK):
             r = torch.as_tensor(coo.row[s : s + _CHUNK], device=Gr.device, dtype=torch.int64)
             c = torch.as_tensor(coo.col[s : s + _CHUNK], device=Gr.device, dtype=torch.int64)
             v = torch.as_tensor(coo.data[s : s + _CHUNK], device=Gr.device).double()
             p = (GrS[r] * Gc[c]).sum(1)
-            total += float(((v - p) ** 2 - p**2).sum() if self.mode == "sparse"
-                           else ((v - p) ** 2).sum())
-        return max(total, 0.0)
+            total += float(((v - p) ** 2).sum())
+        return total
 
-    def refresh(self, Gr, S, Gc):
+    def refresh(self, Gr, S, Gc, grams=None):
         """Squared error over the observed entries; stores the residual for ``apply``.
 
         The value is computed in ``dtype`` (float64 is exact enough); in float32 the
-        objective is reported from :meth:`exact_loss` instead."""
+        objective is reported from :meth:`exact_loss` instead. ``grams``: the factors'
+        Gram matrices, if the caller has them."""
         if self.mode in ("dense", "sparse") and self.dtype != torch.float64:
             return None  # a complete relation keeps no residual: exact_loss reports it
-        if self.mode == "dense":  # direct residuals: the expansion below cancels badly
-            return float(((self.R - _approx(Gr, S, Gc)) ** 2).sum())
+        if self.mode in ("dense", "sparse"):
+            # ||R - P||^2 = ||R||^2 - 2 <R, P> + <G_r'G_r S, S G_c'G_c>: P is never
+            # formed, and <R, P> comes from the last factor update when it can
+            quad = _quad(Gr, S, Gc, grams)
+            val = self.sum_sq - 2 * self._inner(Gr, S, Gc) + quad
+            if self.mode == "dense" and val < _CANCEL * (self.sum_sq + quad):
+                # an almost exact fit: the expansion would cancel, so direct residuals
+                return float(((self.R - _approx(Gr, S, Gc)) ** 2).sum())
+            return max(val, 0.0)
+        GrS = self.grs(Gr, S)
         if self.mode == "masked":
             # in one preallocated buffer: no large temporary is allocated per sweep
-            E = _approx(Gr, S, Gc, out=self._residual)
+            E = _approx(Gr, S, Gc, out=self._residual, GrS=GrS)
             torch.sub(self.R, E, out=E).mul_(self.mask)
-            self.E, self.fill = E, (Gr, S, Gc)
+            self.set_fill(E, (Gr, S, Gc, GrS))
             return float(torch.dot(E.view(-1), E.view(-1)))
-        if self.mode == "sparse":
-            # ||R - P||^2 = ||R||^2 - 2 <R G_c, G_r S>
-            #                                   + <G_r'G_r S, S G_c'G_c>, P never formed
-            inner = (self.apply("row", Gc, Gr, S, Gc) * (Gr @ S)).sum()
-            quad = ((Gr.T @ Gr @ S) * (S @ (Gc.T @ Gc))).sum()
-            return max(self.sum_sq - 2 * float(inner) + float(quad), 0.0)
-        GrS = Gr @ S
         e = torch.empty_like(self.vals)
         for s in range(0, self.n_obs, _CHUNK):
             r, c = self.rows[s : s + _CHUNK], self.cols[s : s + _CHUNK]
             e[s : s + _CHUNK] = self.vals[s : s + _CHUNK] - (GrS[r] * Gc[c]).sum(1)
-        self.E, self.fill = e, (Gr, S, Gc)
+        self.set_fill(e, (Gr, S, Gc, GrS))
         return float((e**2).sum())
+
+    def set_fill(self, E, fill):
+        """A new residual ``E`` at the observed entries and the fill
+        ``(G_r, S, G_c, G_r S)`` (``None``: missing entries are zeros): ``R~`` changes,
+        the kept products go."""
+        self.E, self.fill, self._memo = E, fill, {}
+
+    def _inner(self, Gr, S, Gc):
+        """``<R, G_r S G_c^T>`` of a complete relation: ``<R~ W, G>`` from the last update
+        of a factor when the other factor and ``S`` are still those it used (the update
+        computed ``R~ G_c S^T`` or ``R~^T G_r S``), else one product."""
+        if self.stash is not None and self.stash[3] is S:
+            side, A, other = self.stash[:3]
+            if side == "row" and other is Gc:
+                return float((A * Gr).sum())
+            if side == "col" and other is Gr:
+                return float((A * Gc).sum())
+        return float((self.apply("row", Gc, Gr, S, Gc) * (Gr @ S)).sum())
+
+    def grs(self, Gr, S):
+        """``G_r S``, kept while ``G_r`` and ``S`` are the same tensors (an update of the
+        column factor and the refresh after it share it)."""
+        hit = self._grs
+        if hit is None or hit[0] is not Gr or hit[1] is not S:
+            hit = self._grs = (Gr, S, Gr @ S)
+        return hit[2]
+
+    def cached(self, side, W):
+        """Whether :meth:`apply` by ``W`` on ``side`` is kept (costs no product)."""
+        hit = self._memo.get(side)
+        return hit is not None and hit[0] is W
 
     def apply(self, side, W, Gr, S, Gc):
         """``R~ W`` (``side="row"``) or ``R~^T W`` (``side="col"``)."""
+        hit = self._memo.get(side)
+        if hit is not None and hit[0] is W:
+            return hit[1]
         if self.mode in ("dense", "sparse"):
-            # a complete relation does not change: the product by the same factor is
-            # kept (the objective, the next backbones and an update share ``R G_c``)
-            memo = self._memo
-            if memo is not None and memo[0] == side and memo[1] is W:
-                return memo[2]
             if side == "row":
                 out = _mm(self.R, W)
             else:
-                out = self.R.T @ W if self.mode == "dense" else torch.sparse.mm(self.RT, W)
-            self._memo = (side, W, out)
-            return out
-        if self.E is None:
-            self.refresh(Gr, S, Gc)
-        if self.mode == "masked":
-            E = self.E if side == "row" else self.E.T
-        elif side == "row":
-            E = _csr(self.crow_r, self.cols, self.E, self.shape)
+                out = _mm(self.R.T, W) if self.mode == "dense" else torch.sparse.mm(self.RT, W)
         else:
-            E = _csr(self.crow_c, self.rows_c, self.E[self.perm], self.shape[::-1])
-        if self.fill is None:  # the missing entries filled with zeros
-            return _mm(E, W)
-        # R~ = E + G_r S G_c' of the fill: the filled matrix stays the same until the
-        # next refresh (a majorizer of the masked objective; see DFMF's Notes)
-        Fr, FS, Fc = self.fill
-        low = Fr @ (FS @ (Fc.T @ W)) if side == "row" else Fc @ (FS.T @ (Fr.T @ W))
-        return _mm(E, W) + low
+            if self.E is None:
+                self.refresh(Gr, S, Gc)
+            if self.mode == "masked":
+                E = self.E if side == "row" else self.E.T
+            elif side == "row":
+                E = _csr(self.crow_r, self.cols, self.E, self.shape)
+            else:
+                E = _csr(self.crow_c, self.rows_c, self.E[self.perm], self.shape[::-1])
+            out = _mm(E, W)
+            if self.fill is not None:
+                # R~ = E + G_r S G_c' of the fill: the filled matrix stays the same until
+                # the next refresh (a majorizer of the masked objective; see DFMF's Notes)
+                Fr, FS, Fc, FrS = self.fill
+                if FS.shape[1] <= FS.shape[0]:  # through G_r S, k_c <= k_r columns
+                    low = FrS @ (Fc.T @ W) if side == "row" else Fc @ (FrS.T @ W)
+                else:
+                    low = Fr @ (FS @ (Fc.T @ W)) if side == "row" else Fc @ (FS.T @ (Fr.T @ W))
+                out = out + low
+        self._memo[side] = (W, out)
+        return out
 
 
 class DFMF(MultiModalTransformer):
@@ -815,18 +911,17 @@ class DFMF(MultiModalTransformer):
         # (eigenvalues of G'G below eps of ``dtype`` times the largest count as zero: a
         # rank above an entity's number of members leaves G'G singular, and a backbone
         # built on its round-off would be huge and cancel badly in ``dtype``)
-        pinv = {e: torch.linalg.pinv(G.gram(e), hermitian=True,
-                                     rtol=torch.finfo(g.dtype).eps * (
-                                         1.0 if g.dtype == torch.float32 else max(g.shape)))
+        pinv = {e: _gram_pinv(G.gram(e), torch.finfo(g.dtype).eps * (
+                    1.0 if g.dtype == torch.float32 else max(g.shape)))
                 for e, g in G.items()}
         for r in rels:
             Gr, Gc = self._on(G, r)
             if first and r.needs_fill:
                 # the paper's DFMC starts with the missing entries at zero
-                r.E, r.fill = (r.R if r.mode == "masked" else r.vals).clone(), None
+                r.set_fill((r.R if r.mode == "masked" else r.vals).clone(), None)
             # G_r' R~ G_c through the thinner factor: R~ is multiplied by min(k_r, k_c)
             # columns (apply is linear in its argument)
-            if Gr.shape[1] < Gc.shape[1]:
+            if r.cached("col", Gr) or (Gr.shape[1] < Gc.shape[1] and not r.cached("row", Gc)):
                 core = r.apply("col", Gr, Gr, S[r.name], Gc).double().T @ Gc.double()
             else:
                 core = Gr.double().T @ r.apply("row", Gc, Gr, S[r.name], Gc).double()
@@ -836,53 +931,57 @@ class DFMF(MultiModalTransformer):
         """The multiplicative update of entity type ``e``'s factor, all else fixed."""
         Ge = G[e]
         dev = Ge.device
-        num = torch.zeros_like(Ge)
-        den = torch.zeros_like(Ge)
-        k = Ge.shape[1]
-        B_parts = torch.zeros(k, 2 * k, dtype=Ge.dtype, device=dev)  # [sum B^-, sum B^+]
+        num = den = B_pos = B_neg = None  # sums over the relations of A^+, A^-, B^+, B^-
+
+        def add(total, part):
+            return part if total is None else total.add_(part)
+
         for r in rels:
             if e not in (r.row, r.col):
                 continue
             Gr, Gc = self._on(G, r)
             Sr = S[r.name]
+            # R~ (G_c S') as (R~ G_c) S' when k_c <= k_r (fewer columns through R~, or
+            # as many and the product kept for the next backbone) or when R~ G_c is kept
             if r.row == e:
-                # R~ (G_c S') = (R~ G_c) S' when k_c < k_r: fewer columns through R~
-                A = (r.apply("row", Gc, Gr, Sr, Gc) @ Sr.T if Gc.shape[1] < Gr.shape[1]
+                A = (r.apply("row", Gc, Gr, Sr, Gc) @ Sr.T
+                     if Gc.shape[1] <= Gr.shape[1] or r.cached("row", Gc)
                      else r.apply("row", Gc @ Sr.T, Gr, Sr, Gc))
                 B = Sr @ G.gram(r.col, like=Sr) @ Sr.T
+                r.stash = ("row", A, Gc, Sr)
             else:
-                A = (r.apply("col", Gr, Gr, Sr, Gc) @ Sr if Gr.shape[1] < Gc.shape[1]
-                     else r.apply("col", Gr @ Sr, Gr, Sr, Gc))
+                A = (r.apply("col", Gr, Gr, Sr, Gc) @ Sr
+                     if Gr.shape[1] <= Gc.shape[1] or r.cached("col", Gr)
+                     else r.apply("col", r.grs(Gr, Sr), Gr, Sr, Gc))
                 B = Sr.T @ G.gram(r.row, like=Sr) @ Sr
+                r.stash = ("col", A, Gr, Sr)
             if r.weight != 1.0:
                 A, B = r.weight * A, r.weight * B
-            A = A.to(dev)
-            num += _pos(A)
-            den += _neg(A)
-            B = B.to(dev)
-            B_parts[:, :k] += _neg(B)
-            B_parts[:, k:] += _pos(B)
-        GB = Ge @ B_parts  # G sum_r B_r^- and G sum_r B_r^+, in one product
-        num += GB[:, :k]
-        den += GB[:, k:]
+            A, B = A.to(dev), B.to(dev)
+            A_pos, B_pos_r = _pos(A), _pos(B)
+            num, den = add(num, A_pos), add(den, A_pos - A)  # A^- = A^+ - A
+            B_pos, B_neg = add(B_pos, B_pos_r), add(B_neg, B_pos_r - B)
+        num = torch.addmm(num, Ge, B_neg)  # + G sum_r B_r^-
+        den = torch.addmm(den, Ge, B_pos)  # + G sum_r B_r^+
         if theta is not None:
             pos_g, neg_g = theta.products(Ge)
-            num += neg_g
-            den += pos_g
-        eps = torch.finfo(Ge.dtype).eps
-        G[e] = Ge * torch.sqrt(num / den.clamp_min(eps))
+            num.add_(neg_g)
+            den.add_(pos_g)
+        den.clamp_min_(torch.finfo(Ge.dtype).eps)
+        G[e] = num.div_(den).sqrt_().mul_(Ge)
 
     @staticmethod
-    def _relation_loss(r, Gr, S, Gc):
+    def _relation_loss(r, Gr, S, Gc, grams=None):
         """The relation's squared error (refreshing its fill), exact in float64."""
-        val = r.refresh(Gr, S, Gc)
+        val = r.refresh(Gr, S, Gc, grams)
         return val if r.dtype == torch.float64 else r.exact_loss(Gr, S, Gc)
 
     def _objective(self, rels, G, S, theta_t):
         terms, total = {}, 0.0
         for r in rels:
             Gr, Gc = self._on(G, r)
-            terms[r.name] = self._relation_loss(r, Gr, S[r.name], Gc)
+            grams = (G.gram(r.row, like=Gr), G.gram(r.col, like=Gc))
+            terms[r.name] = self._relation_loss(r, Gr, S[r.name], Gc, grams)
             total += r.weight * terms[r.name]
         for e, theta in theta_t.items():
             Ge = G[e]
