@@ -688,3 +688,111 @@ def test_batched_nnls_is_exact_and_repeatable_on_a_singular_gram():
     assert (x >= 0).all()
     assert np.abs(grad[x > 1e-9]).max() < 1e-8    # stationary on the passive set
     assert (grad[x <= 1e-9] > -1e-8).all()        # no descent direction off it
+
+
+# ---- issue 19: the faster sweep keeps the reported objective exact ------------------------
+
+
+def _direct_terms(model, views, thetas=None):
+    """Every relation's squared error over its observed entries, and every constraint
+    term, computed directly in float64 from the fitted factors."""
+    G, S = model.factors_, model.backbones_
+    out = {}
+    for name, row, col in model.relations_:
+        R = views[name]
+        R = R.toarray() if sp.issparse(R) else np.asarray(R, dtype=np.float64)
+        P = G[row].astype(np.float64) @ S[name].astype(np.float64) @ G[col].T.astype(np.float64)
+        if sp.issparse(views[name]) and model.missing == "unobserved":
+            mask = views[name].toarray() != 0
+            out[name] = float((((R - P) * mask) ** 2).sum())
+        else:
+            out[name] = float(np.nansum((R - P) ** 2))
+    for e, theta in (thetas or {}).items():
+        out[f"constraint:{e}"] = float((G[e] * (theta @ G[e])).sum())
+    return out
+
+
+@pytest.mark.parametrize("layout", ["dense", "masked", "sparse-zero", "observed"])
+@pytest.mark.parametrize("n_iter", [1, 2, 7])
+def test_reported_terms_match_a_direct_float64_computation_after_every_sweep(layout, n_iter):
+    # the loss of a complete relation comes from ||R||^2 - 2 <R, P> + ||P||^2 with <R, P>
+    # taken from the sweep's last factor update: it must agree with the direct residuals
+    # after any number of sweeps
+    rng = np.random.RandomState(1)
+    G = rng.rand(50, 3)
+    R1 = G @ rng.rand(3, 20) + 0.3 * rng.rand(50, 20)
+    R2 = G @ rng.rand(3, 12) + 0.3 * rng.rand(50, 12)
+    if layout == "masked":
+        R1[rng.rand(*R1.shape) < 0.3] = np.nan
+    if layout in ("sparse-zero", "observed"):
+        R1[rng.rand(*R1.shape) < 0.6] = 0
+        R1 = sp.csr_matrix(R1)
+    W = sp.random(50, 50, density=0.1, random_state=0).tolil()
+    W.setdiag(0)
+    W = sp.csr_matrix(W)
+    theta = -(W + W.T)  # must-links
+    views = {"a": R1, "b": R2}
+    m = fit_quiet(DFMF({"s": 3, "x": 4, "y": 2}, relations=SCHEMA, constraints={"s": theta},
+                       missing="zero" if layout == "sparse-zero" else "unobserved",
+                       max_iter=n_iter, tol=0, random_state=0),
+                  MultiModal(a=R1, b=R2))
+    lap = sp.csr_matrix(sp.diags(np.asarray((W + W.T).sum(1)).ravel()) - (W + W.T))
+    direct = _direct_terms(m, views, {"s": lap})
+    for name, value in direct.items():
+        assert m.loss_terms_[name][-1] == pytest.approx(value, rel=1e-10), name
+    assert m.loss_curve_[-1] == pytest.approx(sum(direct.values()), rel=1e-10)
+
+
+@pytest.mark.parametrize("scale", [0.0, 1e-9, 1e-3, 1.0])
+def test_dense_loss_falls_back_to_direct_residuals_on_an_almost_exact_fit(scale):
+    # ||R||^2 - 2 <R, P> + ||P||^2 cancels when the residual is tiny: the refresh then
+    # computes the residuals directly, so the loss stays exact down to an exact fit
+    from mmfactor._multimodal import check_view
+    from mmfactor.factorization._dfmf import _Relation
+
+    rng = np.random.RandomState(0)
+    Gr, S, Gc = rng.rand(40, 3), rng.rand(3, 2) + 1, rng.rand(15, 2)
+    P = Gr @ S @ Gc.T
+    R = P + scale * rng.randn(*P.shape)
+    rel = _Relation("a", "s", "x", check_view("a", R), missing="unobserved",
+                    device=torch.device("cpu"), dtype=torch.float64)
+    t = [torch.as_tensor(x) for x in (Gr, S, Gc)]
+    direct = float(((torch.as_tensor(R) - t[0] @ t[1] @ t[2].T) ** 2).sum())
+    assert rel.refresh(*t) == pytest.approx(direct, rel=1e-9, abs=1e-300)
+
+
+def test_gram_pinv_is_the_pseudo_inverse_on_regular_and_singular_grams():
+    from mmfactor.factorization._dfmf import _gram_pinv
+
+    g = torch.Generator().manual_seed(0)
+    for G in (torch.rand(40, 5, generator=g, dtype=torch.float64),
+              torch.rand(40, 5, generator=g, dtype=torch.float64) @ torch.tensor(
+                  [[1.0, 1, 0, 0, 0]] * 5, dtype=torch.float64).T[:5]):  # rank 1
+        A = G.T @ G
+        rtol = torch.finfo(torch.float64).eps * 40
+        torch.testing.assert_close(_gram_pinv(A, rtol),
+                                   torch.linalg.pinv(A, hermitian=True, rtol=rtol),
+                                   rtol=1e-8, atol=1e-10)
+
+
+def test_kept_products_are_dropped_when_the_fill_changes():
+    from mmfactor.factorization._dfmf import _Relation
+    from mmfactor._multimodal import check_view
+
+    rng = np.random.RandomState(0)
+    R = rng.rand(12, 7)
+    R[0, 0] = np.nan
+    rel = _Relation("a", "s", "x", check_view("a", R), missing="unobserved",
+                    device=torch.device("cpu"), dtype=torch.float64)
+    Gr, S, Gc = (torch.rand(12, 2, dtype=torch.float64), torch.rand(2, 3, dtype=torch.float64),
+                 torch.rand(7, 3, dtype=torch.float64))
+    rel.refresh(Gr, S, Gc)
+    first = rel.apply("row", Gc, Gr, S, Gc)
+    assert rel.cached("row", Gc) and rel.apply("row", Gc, Gr, S, Gc) is first
+    filled = np.where(np.isnan(R), (Gr @ S @ Gc.T).numpy(), R)
+    np.testing.assert_allclose(first.numpy(), filled @ Gc.numpy(), rtol=1e-12)
+    rel.refresh(2 * Gr, S, Gc)  # a new fill: R~ changes, so must R~ G_c
+    assert not rel.cached("row", Gc)
+    filled = np.where(np.isnan(R), (2 * Gr @ S @ Gc.T).numpy(), R)
+    np.testing.assert_allclose(rel.apply("row", Gc, Gr, S, Gc).numpy(), filled @ Gc.numpy(),
+                               rtol=1e-12)
