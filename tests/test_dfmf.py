@@ -776,8 +776,8 @@ def test_gram_pinv_is_the_pseudo_inverse_on_regular_and_singular_grams():
 
 
 def test_kept_products_are_dropped_when_the_fill_changes():
-    from mmfactor.factorization._dfmf import _Relation
     from mmfactor._multimodal import check_view
+    from mmfactor.factorization._dfmf import _Relation
 
     rng = np.random.RandomState(0)
     R = rng.rand(12, 7)

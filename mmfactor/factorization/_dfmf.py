@@ -467,9 +467,11 @@ class DFMF(MultiModalTransformer):
     dtype : {"float32", "float64"}, default="float64"
         Precision of the computation and of ``transform``'s output. float32 is not
         faster on CPU: measured per sweep (``benchmarks/bench_weights.py --part dtype``,
-        2 cores) it was 0.85 to 0.98x the float64 time on dicty and 2.2 to 3.0x *slower*
-        on a six-type graph of sparse binary relations; it halves the memory of the
-        factors and dense views. Moreover the backbones' least squares are
+        2 cores) it took 1.4 to 1.6x the float64 time on dicty and on a six-type graph
+        of sparse binary relations, because a float32 fit evaluates its reported
+        objective in float64 each sweep (one float64 product per relation), which a
+        float64 fit takes from its last update's product instead; it halves the memory
+        of the factors and dense views. Moreover the backbones' least squares are
         ill-conditioned when a factor's columns are nearly collinear (as ``random_c``
         makes them, or a rank above an entity type's number of members), and float32
         then loses much of the fit.
