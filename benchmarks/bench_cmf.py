@@ -6,6 +6,9 @@ on a validation split of 10% of the training ratings, from a small grid; the cho
 model is then refitted on all training ratings and scored on the test ratings. Then the
 same with the user (occupation, sex, age) and movie (genres) side features as extra
 relations. The rating model is the biased one (``fit_intercept=True``), as cmfrec's.
+The test RMSE is the mean ± sd over ``--seeds`` (the factors' random initialisation of
+both libraries; the regularisation is validated with the first seed); the fit time is the
+best of ``--repeat`` fits with the first seed, wall and CPU seconds.
 
 ``--part implicit``: implicit-feedback ALS (Hu, Koren & Volinsky 2008) on the same
 training ratings taken as interaction strengths, against ``implicit`` (benfred), with the
@@ -28,7 +31,13 @@ import numpy as np
 import scipy.sparse as sp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import markdown_table, timed, write_results  # noqa: E402
+from _common import (  # noqa: E402
+    fmt_spread,
+    loadavg,
+    markdown_table,
+    seed_spread,
+    write_results,
+)
 
 from mmfactor import CMF, MultiModal  # noqa: E402
 from mmfactor.datasets import fetch_movielens_100k  # noqa: E402
@@ -54,18 +63,18 @@ def split_validation(train, frac=0.1, seed=0):
 # ---- mmfactor ------------------------------------------------------------------------
 
 
-def ours_fit(train, d, alpha, alpha_bias, k, sweeps, side, device):
+def ours_fit(train, d, alpha, alpha_bias, k, sweeps, side, device, seed=0):
     if side:
         X = MultiModal(ratings=train, user=user_side(d), shared={"genre": d.movie_genres})
         rel = {"ratings": ("user", "movie"), "user": ("user", "ufeat"),
                "genre": ("movie", "genre")}
         model = CMF(k, relations=rel, weights={"user": 3.0, "genre": 3.0}, alpha=alpha,
-                    alpha_bias=alpha_bias, max_iter=sweeps, tol=0, random_state=0,
+                    alpha_bias=alpha_bias, max_iter=sweeps, tol=0, random_state=seed,
                     devices=device, fit_intercept=True)
     else:
         X = [train]
         model = CMF(k, alpha=alpha, alpha_bias=alpha_bias, max_iter=sweeps, tol=0,
-                    random_state=0, devices=device, fit_intercept=True)
+                    random_state=seed, devices=device, fit_intercept=True)
     return model.fit(X)
 
 
@@ -76,7 +85,7 @@ def ours_predict(model, rows, cols):
 # ---- cmfrec --------------------------------------------------------------------------
 
 
-def cmfrec_fit(train, d, lam, k, sweeps, side, threads, use_cg):
+def cmfrec_fit(train, d, lam, k, sweeps, side, threads, use_cg, seed=0):
     import pandas as pd
     from cmfrec import CMF as CmfrecCMF
 
@@ -90,7 +99,7 @@ def cmfrec_fit(train, d, lam, k, sweeps, side, threads, use_cg):
         Ig.columns = [str(c) for c in Ig.columns]
         kw = {"U": U, "I": Ig}
     model = CmfrecCMF(k=k, lambda_=lam, niter=sweeps, nthreads=threads, use_cg=use_cg,
-                      verbose=False, random_state=0, use_float=True)
+                      verbose=False, random_state=seed, use_float=True)
     return model.fit(X, **kw)
 
 
@@ -203,6 +212,7 @@ def main(argv=None):
     p.add_argument("--rank", type=int, default=10)
     p.add_argument("--sweeps", type=int, default=15)
     p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--data-home", default=None)
     p.add_argument("--out", default=None)
     p.add_argument("--part", choices=["explicit", "implicit"], default="explicit")
@@ -223,33 +233,41 @@ def main(argv=None):
     ours_grid = [(a, b) for a in (8.0, 10.0, 12.0, 15.0) for b in (3.0, None)]
     cmfrec_grid = [5.0, 8.0, 10.0, 12.0, 15.0, 20.0]
     rows = []
+    load_before = loadavg()
+
+    def measure(fit, predict, **row):
+        """Test RMSE over the seeds (mean ± sd), best wall time of the first seed's fits."""
+        model, w, c = timed_cpu(lambda: fit(args.seeds[0]), args.repeat)
+        scores = [rmse(predict(model, te.row, te.col), te.data)]
+        scores += [rmse(predict(fit(s), te.row, te.col), te.data) for s in args.seeds[1:]]
+        row.update(test_rmse=seed_spread(scores), fit_s=w, cpu_s=c)
+        row["test_rmse_text"] = fmt_spread(row["test_rmse"], 4)
+        rows.append(row)
+
     for side in (False, True):
-        # choose regularisation on the validation split, the same way for both
+        # choose regularisation on the validation split (first seed), the same way for both
         val_ours = {g: rmse(ours_predict(ours_fit(fit_part, d, *g, k, sweeps, side,
-                                                  args.device), vr, vc), vv)
+                                                  args.device, args.seeds[0]), vr, vc), vv)
                     for g in ours_grid}
         best_ours = min(val_ours, key=val_ours.get)
-        model, t = timed(lambda b=best_ours, s=side: ours_fit(d.train, d, *b, k, sweeps, s,
-                                                             args.device), args.repeat)
-        rows.append({"library": "mmfactor CMF", "side_features": side,
-                     "regularisation": f"alpha={best_ours[0]}, alpha_bias={best_ours[1]}",
-                     "val_rmse": val_ours[best_ours],
-                     "test_rmse": rmse(ours_predict(model, te.row, te.col), te.data),
-                     "fit_s": t, "device": args.device})
+        measure(lambda s, b=best_ours, sd=side: ours_fit(d.train, d, *b, k, sweeps, sd,
+                                                         args.device, s), ours_predict,
+                library="mmfactor CMF", side_features=side, device=args.device,
+                regularisation=f"alpha={best_ours[0]}, alpha_bias={best_ours[1]}",
+                val_rmse=val_ours[best_ours])
         for use_cg in (True, False):
             val_c = {lam: rmse(cmfrec_predict(cmfrec_fit(fit_part, d, lam, k, sweeps, side,
-                                                         args.threads, use_cg), vr, vc), vv)
+                                                         args.threads, use_cg, args.seeds[0]),
+                                              vr, vc), vv)
                      for lam in cmfrec_grid}
             best_c = min(val_c, key=val_c.get)
-            model, t = timed(lambda lam=best_c, s=side, cg=use_cg: cmfrec_fit(
-                d.train, d, lam, k, sweeps, s, args.threads, cg), args.repeat)
-            rows.append({"library": f"cmfrec CMF ({'CG' if use_cg else 'Cholesky'})",
-                         "side_features": side, "regularisation": f"lambda_={best_c}",
-                         "val_rmse": val_c[best_c],
-                         "test_rmse": rmse(cmfrec_predict(model, te.row, te.col), te.data),
-                         "fit_s": t, "device": "cpu"})
+            measure(lambda s, lam=best_c, sd=side, cg=use_cg: cmfrec_fit(
+                d.train, d, lam, k, sweeps, sd, args.threads, cg, s), cmfrec_predict,
+                library=f"cmfrec CMF ({'CG' if use_cg else 'Cholesky'})", side_features=side,
+                device="cpu", regularisation=f"lambda_={best_c}", val_rmse=val_c[best_c])
         for r in rows[-3:]:
             print(r)
+    load_after = loadavg()
     for side in (False, True):
         ref = next(r for r in rows if r["library"] == "cmfrec CMF (CG)"
                    and r["side_features"] == side)
@@ -258,13 +276,19 @@ def main(argv=None):
                 r["time_vs_cmfrec_cg"] = r["fit_s"] / ref["fit_s"]
     cols = [("library", "library", None), ("side_features", "side features", None),
             ("regularisation", "regularisation (validated)", None),
-            ("val_rmse", "validation RMSE", "{:.4f}"), ("test_rmse", "test RMSE", "{:.4f}"),
+            ("val_rmse", "validation RMSE (seed 0)", "{:.4f}"),
+            ("test_rmse_text", f"test RMSE (mean ± sd over {len(args.seeds)} seeds)", None),
             ("fit_s", f"fit time (s, {sweeps} sweeps)", "{:.3f}"),
+            ("cpu_s", "fit CPU (s)", "{:.3f}"),
             ("time_vs_cmfrec_cg", "time / cmfrec CG", "{:.2f}x")]
     md = (f"MovieLens-100K, Monti `split_1` (80,000 training / 20,000 test ratings), rank {k}, "
-          f"{sweeps} ALS sweeps, {args.threads} threads; best fit time of {args.repeat}.\n\n"
-          + markdown_table(rows, cols))
-    write_results("cmf", {"rank": k, "sweeps": sweeps, "rows": rows}, md, args.out)
+          f"{sweeps} ALS sweeps, {args.threads} threads; test RMSE over seeds "
+          f"{args.seeds} (the random initialisation of both libraries); best fit time of "
+          f"{args.repeat} (seed {args.seeds[0]}). Load average before {load_before}, after "
+          f"{load_after}.\n\n" + markdown_table(rows, cols))
+    write_results("cmf", {"rank": k, "sweeps": sweeps, "seeds": args.seeds,
+                          "loadavg_before": load_before, "loadavg_after": load_after,
+                          "rows": rows}, md, args.out)
     print(md)
 
 

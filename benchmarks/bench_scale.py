@@ -5,7 +5,10 @@
     to 1..5), kept sparse throughout. mmfactor's CMF (ALS, Gauss-Seidel and Jacobi) and
     cmfrec's CMF (ALS with Cholesky and with conjugate gradient) fit the same training
     ratings with the same rank, regularisation and number of sweeps, on the same threads;
-    fit time, RMSE on 1% held-out ratings, and the peak memory of the process.
+    fit time (wall and CPU seconds of the process), RMSE on 1% held-out ratings, and the
+    peak memory of the process. mmfactor's ALS row solver is chosen with the library name:
+    ``mmfactor`` (``als_solver="auto"``), ``mmfactor-cholesky``, ``mmfactor-cg`` (both
+    Gauss-Seidel), ``mmfactor-jacobi``.
 (b) ``--part hyperlearn``: HyperLearn on a ``make_hypergraph`` tensor with K = 2..5 modes
     (same nodes per mode, same number of hyperedges). Time per sweep of one process doing
     every mode against one ``torch.distributed`` rank per mode (gloo over 127.0.0.1), and
@@ -15,6 +18,7 @@
 Every measurement runs in a fresh child process, so that its peak memory is its own.
 
     python benchmarks/bench_scale.py --part cmf --threads 2 --n-ratings 10000000
+    python benchmarks/bench_scale.py --part cmf --rank 50 --libraries mmfactor-cg cmfrec-cg
     python benchmarks/bench_scale.py --part hyperlearn --modes 2 3 4 5
     python benchmarks/bench_scale.py --part cmf --device cuda     # on a GPU machine
 """
@@ -36,7 +40,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from _common import markdown_table, write_results  # noqa: E402
+from _common import loadavg, markdown_table, write_results  # noqa: E402
 
 
 def rss_mb():
@@ -104,16 +108,19 @@ def worker_cmf(args):
 
         X = sp.csr_matrix((vr, (ur, ir)), shape=shape)
         update = "jacobi" if "jacobi" in lib else "gauss-seidel"
+        als = lib.split("-")[1] if lib in ("mmfactor-cg", "mmfactor-cholesky") else "auto"
         model = CMF(args.rank, alpha=args.reg, max_iter=args.sweeps, tol=0, random_state=0,
-                    update=update, devices=args.device, fit_intercept=True)  # as cmfrec
+                    update=update, devices=args.device, fit_intercept=True,  # as cmfrec
+                    als_solver=als, cg_steps=args.cg_steps)
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         model.fit([X])
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()
-        fit_s = time.perf_counter() - t
+        fit_s, cpu_s = time.perf_counter() - t, time.process_time() - c
+        extra = {"als_solver": model._als_solve}
         pred = model.predict_entries(np.c_[ut, it])
     else:
         import pandas as pd
@@ -123,14 +130,15 @@ def worker_cmf(args):
         model = CmfrecCMF(k=args.rank, lambda_=args.reg, niter=args.sweeps,
                           nthreads=args.threads, use_cg="cg" in lib, verbose=False,
                           random_state=0, use_float=True)
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         model.fit(df)
-        fit_s = time.perf_counter() - t
+        fit_s, cpu_s = time.perf_counter() - t, time.process_time() - c
+        extra = {}
         pred = model.predict(user=ut, item=it)
     rmse = float(np.sqrt(np.mean((np.clip(pred, 1, 5) - vt) ** 2)))
     out = {"library": lib, "device": args.device if lib.startswith("mmfactor") else "cpu",
-           "fit_s": fit_s, "rmse": rmse, "peak_rss_mb": peak_rss_mb(),
-           "rss_before_fit_mb": base}
+           "fit_s": fit_s, "cpu_s": cpu_s, "sweep_s": fit_s / args.sweeps, "rmse": rmse,
+           "peak_rss_mb": peak_rss_mb(), "rss_before_fit_mb": base, **extra}
     if args.device.startswith("cuda") and lib.startswith("mmfactor"):
         out["cuda_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
     print("RESULT " + json.dumps(out), flush=True)
@@ -159,6 +167,7 @@ def part_cmf(args):
               f"({time.perf_counter() - t:.0f} s)", flush=True)
     libs = args.libraries
     rows = []
+    load_before = loadavg()
     for lib in libs:
         devices = [args.device] if lib.startswith("mmfactor") else ["cpu"]
         for dev in devices:
@@ -166,7 +175,8 @@ def part_cmf(args):
                 r = run_child(["--worker", "cmf", "--data", str(data), "--library", lib,
                                "--device", dev, "--threads", str(args.threads),
                                "--rank", str(args.rank), "--sweeps", str(args.sweeps),
-                               "--reg", str(args.reg)], args.timeout)
+                               "--reg", str(args.reg), "--cg-steps", str(args.cg_steps)],
+                              args.timeout)
                 r["repeat"] = rep
                 print(r, flush=True)
                 rows.append(r)
@@ -180,18 +190,24 @@ def part_cmf(args):
     for r in table:
         for name, c in ref.items():
             r[f"vs_{name}"] = r["fit_s"] / c["fit_s"]
-    cols = [("library", "library", None), ("device", "device", None),
-            ("fit_s", f"fit time (s, {args.sweeps} sweeps)", "{:.2f}"),
+    load_after = loadavg()
+    cols = [("library", "library", None), ("als_solver", "row solve", None),
+            ("device", "device", None), ("fit_s", f"fit time (s, {args.sweeps} sweeps)", "{:.2f}"),
+            ("cpu_s", "CPU (s)", "{:.2f}"), ("sweep_s", "s / sweep", "{:.3f}"),
             ("rmse", "held-out RMSE", "{:.4f}"), ("peak_rss_mb", "peak RSS (MiB)", "{:.0f}"),
             ("cuda_peak_mb", "peak CUDA (MiB)", "{:.0f}")]
     cols += [(f"vs_{name}", f"time / {name}", "{:.2f}x") for name in ref]
     md = (f"(a) CMF on a synthetic {args.n_users:,} x {args.n_items:,} rating matrix with "
           f"{args.n_ratings:,} training ratings (1% more held out), rank {args.rank}, "
-          f"{args.sweeps} ALS sweeps, L2 {args.reg} for both, {args.threads} threads; best "
-          f"fit time of {args.repeat}.\n\n" + markdown_table(table, cols))
-    return {"cmf": {"n_users": args.n_users, "n_items": args.n_items,
+          f"{args.sweeps} ALS sweeps, L2 {args.reg} for both, {args.threads} threads, "
+          f"mmfactor cg_steps={args.cg_steps} (cmfrec's CG: its default 3); best "
+          f"fit time of {args.repeat}. Load average before {load_before}, after "
+          f"{load_after}.\n\n" + markdown_table(table, cols))
+    return {"cmf": {"loadavg_before": load_before, "loadavg_after": load_after,
+                    "n_users": args.n_users, "n_items": args.n_items,
                     "n_ratings": args.n_ratings, "rank": args.rank, "sweeps": args.sweeps,
-                    "reg": args.reg, "threads": args.threads, "runs": rows, "best": table}}, md
+                    "reg": args.reg, "threads": args.threads, "cg_steps": args.cg_steps,
+                    "runs": rows, "best": table}}, md
 
 
 # --------------------------------------------------------------------------------------
@@ -362,6 +378,7 @@ def main(argv=None):
     p.add_argument("--sweeps", type=int, default=None,
                    help="ALS sweeps (cmf, default 10) or HyperLearn sweeps (default 4)")
     p.add_argument("--reg", type=float, default=10.0)
+    p.add_argument("--cg-steps", type=int, default=3, help="mmfactor's cg_steps (CMF)")
     p.add_argument("--n-users", type=int, default=70_000)
     p.add_argument("--n-items", type=int, default=10_000)
     p.add_argument("--n-ratings", type=int, default=10_000_000)

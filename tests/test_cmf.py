@@ -656,3 +656,111 @@ def test_entry_weights_survive_save_and_load(tmp_path):
     np.testing.assert_array_equal(back.transform(X, entry_weights=W),
                                   m.transform(X, entry_weights=W))
     np.testing.assert_array_equal(back.factors_["sample"], m.factors_["sample"])
+
+
+# ---- issue 19: conjugate-gradient ALS (als_solver="cg") ----------------------------------
+
+
+def _cg_case(seed=0, graph=True):
+    """A collective fit with every kind of relation the CG path meets: a sparse view with
+    unobserved entries, a dense view with NaN, a complete dense view and a graph-like
+    relation of the column entity with itself; per-entry weights on two views."""
+    rng = np.random.RandomState(seed)
+    U = rng.rand(50, 3)
+    R = sp.random(50, 20, density=0.3, random_state=seed, format="csr")
+    R.data = 1 + 4 * rng.rand(R.nnz)
+    D = U @ rng.rand(3, 7) + 0.1 * rng.randn(50, 7)
+    D[rng.rand(50, 7) < 0.25] = np.nan
+    S = rng.rand(50, 4)
+    G = sp.random(20, 20, density=0.2, random_state=seed + 1, format="csr")
+    X = MultiModal(r=R, d=D, s=S, shared={"g": G} if graph else {})
+    rel = {"r": ("u", "m"), "d": ("u", "f"), "s": ("u", "t")}
+    if graph:  # (an entity type with itself: ALS is then not a monotone descent)
+        rel["g"] = ("m", "m")
+    Wr = R.copy()
+    Wr.data = 0.5 + rng.rand(R.nnz)
+    W = {"r": Wr, "d": rng.randint(0, 3, size=D.shape).astype(float)}
+    return X, rel, W
+
+
+@pytest.mark.parametrize("fit_intercept", [True, "columns", False])
+def test_cg_with_enough_steps_is_the_exact_cholesky_solve(fit_intercept):
+    X, rel, W = _cg_case()
+    kw = dict(relations=rel, alpha=0.5, alpha_bias=0.2, fit_intercept=fit_intercept,
+              max_iter=6, tol=0, random_state=0, dtype="float64")
+    chol = CMF(3, als_solver="cholesky", **kw).fit(X, entry_weights=W)
+    # D <= 5 unknowns per row: CG is exact after D steps (up to rounding)
+    cg = CMF(3, als_solver="cg", cg_steps=12, **kw).fit(X, entry_weights=W)
+    np.testing.assert_allclose(cg.loss_curve_, chol.loss_curve_, rtol=1e-9)
+    for e in chol.factors_:
+        np.testing.assert_allclose(cg.factors_[e], chol.factors_[e], atol=1e-7)
+    few = CMF(3, als_solver="cg", cg_steps=1, **kw).fit(X, entry_weights=W)
+    assert not np.allclose(few.loss_curve_, chol.loss_curve_, rtol=1e-6)  # really CG
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_cg_descends_converges_and_reports_the_exact_loss(dtype):
+    X, rel, W = _cg_case(1, graph=False)
+    kw = dict(relations=rel, alpha=0.5, fit_intercept=True, random_state=0, dtype=dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        cg = CMF(3, als_solver="cg", max_iter=150, tol=0, **kw).fit(X, entry_weights=W)
+        chol = CMF(3, als_solver="cholesky", max_iter=150, tol=0, **kw).fit(
+            X, entry_weights=W)
+    curve = np.asarray(cg.loss_curve_)
+    # each row's CG steps never raise its objective: Gauss-Seidel ALS stays monotone
+    # (in float64; float32 rounding of the solves, CG's and Cholesky's alike, is noisier)
+    if dtype == "float64":
+        assert np.all(np.diff(curve) <= 1e-9 * curve[:-1])
+    assert abs(curve[-1] - chol.loss_curve_[-1]) <= 1e-3 * chol.loss_curve_[-1]
+    # the reported loss is the float64 weighted sum at the fitted factors
+    rtol = 1e-9 if dtype == "float64" else 1e-6
+    coo = X.views[0].tocoo()
+    pred = cg.predict_entries(np.c_[coo.row, coo.col], relation="r")
+    direct = float((W["r"].tocoo().data * (coo.data - pred) ** 2).sum())
+    np.testing.assert_allclose(cg.loss_terms_["r"][-1], direct, rtol=rtol)
+
+
+def test_cg_implicit_feedback_and_nonneg_rules():
+    C = sp.random(60, 40, density=0.1, random_state=0, format="csr")
+    C.data = np.ceil(C.data * 5)
+    kw = dict(link="implicit", confidence_scale=2.0, alpha=0.5, max_iter=5, tol=0,
+              random_state=0, dtype="float64")
+    chol = CMF(4, als_solver="cholesky", **kw).fit([C])
+    cg = CMF(4, als_solver="cg", cg_steps=10, **kw).fit([C])
+    np.testing.assert_allclose(cg.loss_curve_, chol.loss_curve_, rtol=1e-9)
+    assert CMF(4, als_solver="cg", **kw).fit([C])._als_solve == "cg"
+    # "auto": Cholesky for small ranks and with nonneg, CG from 32 components on
+    assert chol._als_solve == "cholesky" and CMF(4, **kw).fit([C])._als_solve == "cholesky"
+    assert CMF(32, **kw).fit([C])._als_solve == "cg"
+    assert CMF(32, nonneg=True, **kw).fit([C])._als_solve == "cholesky"
+    with pytest.raises(ValueError, match=r"nonneg=True needs als_solver='cholesky'"):
+        CMF(4, nonneg=True, als_solver="cg").fit([C])
+
+
+def test_cg_fit_transform_folds_in_exactly_and_survives_save_and_load(tmp_path):
+    import mmfactor
+
+    X, rel, W = _cg_case(2)
+    m = CMF(3, relations=rel, als_solver="cg", max_iter=10, tol=0, random_state=0,
+            dtype="float64").fit(X)
+    # transform is the exact ridge solve against the frozen factors (never a few CG steps)
+    Z = m.transform(X[:6])
+    V = m.factors_["m"]
+    b = m.biases_["r"]
+    R = X.views[0][:6].tocsr()
+    for i in range(6):
+        cols = R.indices[R.indptr[i] : R.indptr[i + 1]]
+        y = R.data[R.indptr[i] : R.indptr[i + 1]] - b["mean"] - b["col"][cols]
+        Dv = X.views[1][i]
+        obs = ~np.isnan(Dv)
+        F, bd = m.factors_["f"][obs], m.biases_["d"]
+        yd = Dv[obs] - bd["mean"] - bd["col"][obs]
+        Fs, bs = m.factors_["t"], m.biases_["s"]
+        ys = X.views[2][i] - bs["mean"] - bs["col"]
+        A = V[cols].T @ V[cols] + F.T @ F + Fs.T @ Fs + m.alpha * np.eye(3)
+        ref = np.linalg.solve(A, V[cols].T @ y + F.T @ yd + Fs.T @ ys)
+        np.testing.assert_allclose(Z[i], ref, rtol=1e-7, atol=1e-9)
+    back = mmfactor.load(mmfactor.save(m, tmp_path / "m.mmf"))
+    np.testing.assert_array_equal(back.transform(X), m.transform(X))
+    assert back.get_params()["als_solver"] == "cg"
