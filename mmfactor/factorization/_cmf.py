@@ -170,7 +170,7 @@ class _Relation:
         mask[self.rows, self.cols] = True
         return mask
 
-    def normal_equations(self, side, Z, offset):
+    def normal_equations(self, side, Z, offset, with_loss=True):
         """Gram matrices and right-hand sides of the least-squares problem of one side.
 
         ``Z`` (n_other x D) is the design of the other side (its factor, plus a ones column
@@ -178,7 +178,8 @@ class _Relation:
         (global mean plus the other side's bias). Returns ``(A, b, sum_y2)`` with ``A``
         either (n x D x D) or one (D x D) shared by every row, ``b`` (n x D), both
         weighted, and ``sum_y2`` the unweighted sum of the squared targets: with them the
-        loss of any solution ``theta`` is ``sum_y2 - (2 theta.b - theta A theta) / w``.
+        loss of any solution ``theta`` is ``sum_y2 - (2 theta.b - theta A theta) / w``
+        (None without ``with_loss``: an O(nnz) float64 pass saved when it is not used).
         """
         w = self.weight
         if self.mode == "full":
@@ -202,12 +203,14 @@ class _Relation:
             n = len(crow) - 1
             b = torch.sparse.mm(_csr(crow, idx, conf * w, (n, Z.shape[0])), Z)
             A = _row_grams(_csr(crow, idx, (conf - 1) * w, (n, Z.shape[0])), Z)
-            return A + w * (Z.T @ Z), b, float(conf.double().sum())
+            return A + w * (Z.T @ Z), b, float(conf.double().sum()) if with_loss else None
         # per-entry weights w_ij: G_i = sum_j w w_ij z_j z_j', b_i = sum_j w w_ij y_ij z_j
         y = vals - offset[idx]
         n = len(crow) - 1
         b = torch.sparse.mm(_csr(crow, idx, y * wv, (n, Z.shape[0])), Z)
         A = _row_grams(_csr(crow, idx, wv, (n, Z.shape[0])), Z)
+        if not with_loss:
+            return A, b, None
         y2 = y.double() ** 2
         if self.ew is not None:
             y2 = y2 * (self.ew64 if side == "row" else self.ew64[self._perm])
@@ -956,7 +959,7 @@ class CMF(MultiModalTransformer):
                 if Ar is not None:
                     A_shared += Ar.to(dev)
                 continue
-            Ar, br, sum_y2 = r.normal_equations(side, Z, offset)
+            Ar, br, sum_y2 = r.normal_equations(side, Z, offset, with_loss=sse is not None)
             if sse is not None:
                 pieces.append((r, Ar, br, sum_y2))
             if Ar.dim() == 2:
