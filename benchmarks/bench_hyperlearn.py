@@ -562,11 +562,14 @@ def main(argv=None):
         for i, part in enumerate(parts):
             kept = [sec for sec in res if source[sec] == i]
             if kept:
-                load = (f" (load average before {part['load_before']}, after "
-                        f"{part['load_after']})" if "load_before" in part else "")
-                commands.append(f"{', '.join(kept)}: `{part['command']}`{load}")
-        md = ("Sections measured in separate runs on this machine: "
-              + "; ".join(commands) + ".\n\n" + _markdown(res, args).rsplit("\n\n", 1)[0])
+                load = (f", load average before {part['load_before']}, after "
+                        f"{part['load_after']}" if "load_before" in part else "")
+                commands.append(f"{', '.join(kept)}: `{part['command']}` (on "
+                                f"{part['machine']['cpu']}{load})")
+        md = ("Sections measured in separate runs: " + "; ".join(commands) + ". A 1-minute "
+              "load average lags the job before (an alone run right after a loaded one "
+              "reads high): a single-threaded fit's wall time close to its CPU time shows "
+              "it ran uncontended.\n\n" + _markdown(res, args).rsplit("\n\n", 1)[0])
         write_results("hyperlearn", {"sections": list(res), "merged_from": commands, **res},
                       md, args.out)
         print(md)
