@@ -416,12 +416,19 @@ def row_batches(n, batch_size, devices, *, generator=None, index=None):
             for s in range(0, n, batch_size)]
 
 
+#: On the CPU the host is the device: a DeviceCSR there gathers rows with SciPy (about
+#: 3x faster per batch than the indexing kernels, measured on MovieLens batches); the
+#: tests turn this off to run the device path on the CPU.
+HOST_GATHER_ON_CPU = True
+
+
 class DeviceCSR:
     """A sparse matrix moved to a device once (its CSR arrays), gathered there by rows.
 
     ``rows(batch)`` returns the stored entries of the batch's rows; ``dense(batch)`` the
     batch densified on the device. The row pointers stay on the host too, so the size of
-    a batch is known without reading anything back from the device.
+    a batch is known without reading anything back from the device. On the CPU (see
+    :data:`HOST_GATHER_ON_CPU`) the rows are gathered by SciPy, with no copy to a device.
     """
 
     def __init__(self, matrix, device, dtype=None):
@@ -438,6 +445,8 @@ class DeviceCSR:
         self.indptr = torch.as_tensor(self.indptr_host, device=device)
         self.indices = torch.as_tensor(csr.indices.astype(np.int64), device=device)
         self.data = torch.as_tensor(csr.data, dtype=dtype or torch.float32, device=device)
+        self._host = (csr.astype(self.data.numpy().dtype)
+                      if HOST_GATHER_ON_CPU and self.device.type == "cpu" else None)
 
     def nnz(self, batch):
         """Stored entries in the rows of ``batch`` (from the host copy of the pointers)."""
@@ -451,6 +460,12 @@ class DeviceCSR:
         """
         import torch
 
+        if self._host is not None:
+            sub = self._host[batch.host]
+            counts = np.diff(sub.indptr)
+            return (torch.from_numpy(np.repeat(np.arange(len(counts)), counts)),
+                    torch.from_numpy(sub.indices.astype(np.int64)), torch.from_numpy(sub.data),
+                    torch.from_numpy(sub.indptr[:-1].astype(np.int64)))
         idx = batch.on(self.device)
         start = self.indptr[idx]
         counts = self.indptr[idx + 1] - start
@@ -465,6 +480,14 @@ class DeviceCSR:
         """The rows of ``batch`` as a dense tensor (and its 0/1 mask of stored entries)."""
         import torch
 
+        if self._host is not None:
+            sub = self._host[batch.host]
+            out = torch.from_numpy(sub.toarray())
+            if not mask:
+                return out
+            ones = np.ones(sub.nnz, dtype=sub.dtype)
+            M = type(sub)((ones, sub.indices, sub.indptr), shape=sub.shape)
+            return out, torch.from_numpy(M.toarray())
         row, col, val, _ = self.rows(batch)
         out = torch.zeros((len(batch), self.shape[1]), dtype=self.data.dtype,
                           device=self.device)
