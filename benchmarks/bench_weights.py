@@ -74,25 +74,34 @@ def part_weights(args):
     rows = []
     for name in args.models:
         scaler, make = models[name]
+        warm, _ = load_pair(pairs[0], scaler)  # torch's first calls, not in any timing
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            make(2, None, 0).fit_transform(warm[:200])
         for pair in pairs:
             X, y = load_pair(pair, scaler)
             for k in args.ks:
                 row = {"model": name, "views": f"{pair[0]} {X.views[0].shape[1]} + "
                        f"{pair[1]} {X.views[1].shape[1]}", "k": k, "seeds": args.seeds}
                 for w, key in ((None, "none"), ("balanced", "balanced")):
-                    accs, walls, cpus = [], [], []
+                    accs, walls, cpus, sweeps = [], [], [], []
                     for s in args.seeds:
+                        est = make(k, w, s)
                         with warnings.catch_warnings():
                             warnings.simplefilter("ignore", ConvergenceWarning)
                             cpu, t = time.process_time(), time.perf_counter()
-                            Z = make(k, w, s).fit_transform(X)
+                            Z = est.fit_transform(X)
                             walls.append(time.perf_counter() - t)
                             cpus.append(time.process_time() - cpu)
+                        sweeps.append(est.n_iter_)
                         accs.append(probe(np.asarray(Z, dtype=np.float64), y, s))
                     row[key] = float(np.mean(accs))
                     row[key + "_spread"] = seed_spread(accs)
-                    row[key + "_fit_s"] = float(np.mean(walls))
-                    row[key + "_fit_cpu_s"] = float(np.mean(cpus))
+                    # the median over seeds: robust to one fit disturbed by another process
+                    row[key + "_fit_s"] = float(np.median(walls))
+                    row[key + "_fit_cpu_s"] = float(np.median(cpus))
+                    row[key + "_fit_walls"], row[key + "_fit_cpus"] = walls, cpus
+                    row[key + "_n_iter"] = float(np.mean(sweeps))
                 diffs = np.subtract(row["balanced_spread"]["values"],
                                     row["none_spread"]["values"])
                 row["diff"] = float(diffs.mean())
@@ -119,14 +128,17 @@ def weights_table(rows, parts):
                   balanced=fmt_spread(r["balanced_spread"]),
                   diff=_signed(r["diff_spread"]),
                   none_time=f"{r['none_fit_s']:.2f} / {r['none_fit_cpu_s']:.2f}",
-                  balanced_time=f"{r['balanced_fit_s']:.2f} / {r['balanced_fit_cpu_s']:.2f}")
+                  balanced_time=f"{r['balanced_fit_s']:.2f} / {r['balanced_fit_cpu_s']:.2f}",
+                  sweeps=(f"{r['none_n_iter']:.0f} / {r['balanced_n_iter']:.0f}"
+                          if "none_n_iter" in r else ""))
              for r in rows]
     cols = [("model", "model", None), ("views", "views (columns)", None), ("k", "k", None),
             ("none", "weights=None", None), ("balanced", '"balanced"', None),
             ("diff", "balanced - None (paired by seed)", None),
             ("none_time", "fit s, None (wall / CPU)", None),
             ("balanced_time", "fit s, balanced (wall / CPU)", None),
-            ("time_ratio", "wall balanced / None", "{:.2f}")]
+            ("time_ratio", "wall balanced / None", "{:.2f}"),
+            ("sweeps", "sweeps (mean n_iter_) None / balanced", None)]
     lines = [f"- {n}: balanced better (mean > +0.005) in {s['wins']} (on every seed in "
              f"{s['wins_every_seed']}), worse in {s['losses']}, within 0.005 in "
              f"{s['ties']} of {s['n']}; mean difference {s['mean_diff']:+.3f}"
@@ -140,12 +152,23 @@ def weights_table(rows, parts):
              "**not valid timings where a part below ran NOT alone** (beside other jobs)")
     md = ("Downstream 5-fold CV accuracy (logistic regression on the embedding, digit "
           f"labels), mean ± sd over seeds {seeds} (`random_state` of the model); the "
-          "difference is paired by seed (same seed, both weightings). Fit times: mean "
-          "over seeds of one `fit_transform`, wall / CPU seconds (the CV probe not "
-          f"included), {valid}; torch threads {torch.get_num_threads()}.  \n"
+          "difference is paired by seed (same seed, both weightings). Fit times: median "
+          "over seeds of one `fit_transform`, wall / CPU seconds (after a warm-up fit; "
+          f"the CV probe not included; every fit's times are in the JSON), {valid}; "
+          f"torch threads {torch.get_num_threads()}.  \n"
           f"Parts: {runs}.\n\n"
           + markdown_table(shown, cols) + "\n\n" + "\n".join(lines))
     return md, summary
+
+
+def _covered(part, args):
+    """Whether this run measures again every row of an earlier ``part``."""
+    models = part.get("models") or ["CMF", "DFMF"]
+    if "models" not in part and "--models" in part["command"]:  # written before "models"
+        models = part["command"].split("--models ")[1].split(" --")[0].split()
+    pairs = part.get("pairs")
+    return set(models) <= set(args.models) and (
+        args.pairs is None or (pairs is not None and set(pairs) <= set(args.pairs)))
 
 
 def _signed(s):
@@ -280,7 +303,8 @@ def main(argv=None):
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - t0
     if args.part == "weights":
         part = {"command": command(), "loadavg": [load0, load1], "wall_s": wall,
-                "cpu_s": cpu, "seeds": args.seeds, "alone": args.alone}
+                "cpu_s": cpu, "seeds": args.seeds, "alone": args.alone,
+                "models": args.models, "pairs": args.pairs}
         parts = [part]
         if args.merge:
             saved = json.loads(open(args.merge).read())
@@ -291,7 +315,7 @@ def main(argv=None):
                 (m, pair) for m in ("CMF", "DFMF") for pair in PAIRS)}
             rows.sort(key=lambda r: (order[(r["model"], "+".join(r["views"].split()[::3]))],
                                      r["k"]))
-            parts = saved.get("parts", []) + parts
+            parts = [p_ for p_ in saved.get("parts", []) if not _covered(p_, args)] + parts
         md, summary = weights_table(rows, parts)
         write_results("weights", {"rows": rows, "summary": summary, "parts": parts}, md)
         print(md)
