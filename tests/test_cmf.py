@@ -764,3 +764,16 @@ def test_cg_fit_transform_folds_in_exactly_and_survives_save_and_load(tmp_path):
     back = mmfactor.load(mmfactor.save(m, tmp_path / "m.mmf"))
     np.testing.assert_array_equal(back.transform(X), m.transform(X))
     assert back.get_params()["als_solver"] == "cg"
+
+
+def test_cg_jacobi_updates_reach_the_cholesky_objective():
+    X, rel, W = _cg_case(3, graph=False)
+    kw = dict(relations=rel, alpha=0.5, update="jacobi", max_iter=120, tol=0,
+              random_state=0, dtype="float64")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        cg = CMF(3, als_solver="cg", **kw).fit(X, entry_weights=W)
+        chol = CMF(3, als_solver="cholesky", **kw).fit(X, entry_weights=W)
+    assert cg._als_solve == "cg"
+    assert abs(cg.loss_curve_[-1] - chol.loss_curve_[-1]) <= 1e-3 * chol.loss_curve_[-1]
+    assert cg.loss_curve_[-1] < 0.5 * cg.loss_curve_[0]
