@@ -637,9 +637,9 @@ class DCMF(MultiModalTransformer):
                 sse, n = sums.get(s.name, (0.0, 0))
                 terms[s.name] = float(sse) / max(n, 1)
             pen = 0.5 * self.alpha * sum(self._sq_weights(net).item() for net in nets.values())
-            # the codes' penalty, from the codes of this epoch's batches
-            pen += self.alpha_code * sum(float((c[:, :k] ** 2).sum(1).mean())
-                                         for c in codes.values())
+            if self.alpha_code:  # the codes' penalty, from the codes of this epoch's batches
+                pen += self.alpha_code * sum(float((c[:, :k] ** 2).sum(1).mean())
+                                             for c in codes.values())
             terms["penalty"] = pen
             terms["loss"] = (self.reconstruction_weight * sum(terms[f"ae[{e}]"] for e in entities)
                              + sum(self._weights[s.name] * terms[s.name] for s in specs) + pen)
