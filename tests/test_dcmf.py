@@ -524,7 +524,7 @@ def test_regularisers_survive_persistence_clone_and_devices(tmp_path):
 
     X, rel = _collective()
     params = dict(n_components=2, relations=rel, input_dropout=0.2, alpha_code=0.1,
-                  devices={"user": "cpu", "item": "cpu"}, **FAST)
+                  row_scaling="count", devices={"user": "cpu", "item": "cpu"}, **FAST)
     model = DCMF(**params).fit(X)
     assert clone(model).get_params()["alpha_code"] == 0.1
     np.testing.assert_array_equal(clone(model).fit(X).factors_["user"], model.factors_["user"])
@@ -532,4 +532,41 @@ def test_regularisers_survive_persistence_clone_and_devices(tmp_path):
     loaded = mmfactor.load(tmp_path / "m.mmf")
     assert loaded.get_params()["input_dropout"] == 0.2
     np.testing.assert_array_equal(loaded.transform(X), model.transform(X))
+    # transform scales new rows with the fitted scales: the training rows' codes
+    np.testing.assert_allclose(loaded.transform(X), model.factors_["user"], rtol=1e-5,
+                               atol=1e-6)
     assert model.loss_terms_["penalty"][-1] > 0
+
+
+@pytest.mark.parametrize("sparse_layout", [False, True])
+def test_row_scaling_feeds_the_encoder_each_rows_mean(monkeypatch, sparse_layout):
+    """row_scaling="count": a row enters the encoder as x * (mean count / its count)."""
+    if sparse_layout:
+        monkeypatch.setattr(dcmf_module, "_DENSE_BATCH", 0)
+    X, rel = _collective()
+    model = DCMF(n_components=2, relations=rel, row_scaling="count", **FAST).fit(X)
+    R = X.views[0].tocsr()
+    counts = np.diff(R.indptr)
+    # the fitted scale of the ratings' row block is its mean count of entries per row
+    assert model._row_scales["0:row"] == pytest.approx(R.nnz / R.shape[0])
+    # the encoder's codes equal those of the rows scaled by hand (scale / the row's count)
+    net = model.autoencoders_["user"]
+    blocks, *_ = model._sample_blocks(X)
+    rows = dcmf_module.row_batches(len(counts), 40, ["cpu"])[0]
+    parts = [b.batch(rows) for b in blocks]
+    with torch.no_grad():
+        got = net.encode(parts, blocks)
+    manual = []
+    for part, b in zip(parts, blocks, strict=True):
+        x = (torch.zeros(40, b.width).index_put_((part.rows, part.cols), part.vals)
+             if part.rows is not None else part.X)
+        if b.kind == "observed":
+            n = np.maximum(counts, 1)[:, None] if b.rel == 0 else None
+            x = x * torch.as_tensor(model._row_scales[f"{b.rel}:{b.side}"] / n,
+                                    dtype=torch.float32)
+        manual.append(dcmf_module._Part(X=x))
+    for b in blocks:
+        b.row_scale = None
+    with torch.no_grad():
+        want = net.encode(manual, blocks)
+    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-6)

@@ -382,6 +382,8 @@ BAD_INPUTS = [
         r"'alpha_code' parameter", only=["DCMF"]),
     Bad("alpha-code-string", with_params(alpha_code="0.1"), InvalidParameterError,
         r"'alpha_code' parameter", only=["DCMF"]),
+    Bad("row-scaling-unknown", with_params(row_scaling="mean"), InvalidParameterError,
+        r"'row_scaling' parameter", only=["DCMF"]),
     Bad("pandas-string-column",
         lambda name: (pytest.importorskip("pandas").DataFrame({"a": ["x"] * 12,
                                                                "b": [1.0] * 12}), {}),

@@ -218,11 +218,20 @@ class _EntityAutoencoder(nn.Module):
         h = self.inp.bias
         for part, b in zip(parts, blocks, strict=True):
             W = self.inp.weight[:, b.offset : b.offset + b.width]
-            if part.rows is None:
-                h = h + part.X @ W.T
+            scale = getattr(b, "row_scale", None)  # row_scaling="count": rows of an
+            if part.rows is None:                 # incompletely observed block
+                x = part.X
+                if scale is not None and part.M is not None:
+                    x = x * (scale / part.M.sum(1, keepdim=True).clamp(min=1.0))
+                h = h + x @ W.T
             else:
+                vals = part.vals
+                if scale is not None:
+                    ends = torch.cat([part.offsets[1:], part.offsets.new_tensor([len(vals)])])
+                    counts = (ends - part.offsets).clamp(min=1).to(vals.dtype)
+                    vals = vals * (scale / counts)[part.rows]
                 h = h + nn.functional.embedding_bag(part.cols, W.T.contiguous(), part.offsets,
-                                                    mode="sum", per_sample_weights=part.vals)
+                                                    mode="sum", per_sample_weights=vals)
         return self.encoder(self.act(h))
 
     def decode(self, code, parts, blocks):
@@ -356,6 +365,13 @@ class DCMF(MultiModalTransformer):
         loss), 3-fold CV on the training digits of mfeat favours it (six views 0.977 vs
         0.968, pix+fou 0.956 vs 0.954), as does a validation split of MovieLens' training
         ratings; ``0`` gives the paper's objective.
+    row_scaling : {"none", "count"}, default="none"
+        ``"count"``: each row of an incompletely observed matrix (NaN or unstored
+        entries) enters its encoder divided by its number of observed entries and
+        multiplied by the matrix's mean number per row, so that the encoder's first
+        (linear) layer can read the row's mean (e.g. a user's mean rating, which a sum
+        over a varying number of entries does not give). ``transform`` uses the fitted
+        matrices' means. Measured on MovieLens (``benchmarks/results/dcmf_log.md``).
     fit_intercept : bool, default=True
         Let each encoder emit a bias per relation of its entity type.
     missing : {"unobserved", "zero"}, default="unobserved"
@@ -466,6 +482,7 @@ class DCMF(MultiModalTransformer):
         "reconstruction_weight": [Interval(numbers.Real, 0, None, closed="left")],
         "input_dropout": [Interval(numbers.Real, 0, 1, closed="left")],
         "alpha_code": [Interval(numbers.Real, 0, None, closed="left")],
+        "row_scaling": [StrOptions({"none", "count"})],
         "fit_intercept": ["boolean"],
         "missing": [StrOptions({"unobserved", "zero"})],
         "batch_size": [StrOptions({"auto"}), Interval(numbers.Integral, 1, None, closed="left")],
@@ -494,6 +511,7 @@ class DCMF(MultiModalTransformer):
         reconstruction_weight=1.0,
         input_dropout=0.0,
         alpha_code=0.1,
+        row_scaling="none",
         fit_intercept=True,
         missing="unobserved",
         batch_size="auto",
@@ -518,6 +536,7 @@ class DCMF(MultiModalTransformer):
         self.reconstruction_weight = reconstruction_weight
         self.input_dropout = input_dropout
         self.alpha_code = alpha_code
+        self.row_scaling = row_scaling
         self.fit_intercept = fit_intercept
         self.missing = missing
         self.batch_size = batch_size
@@ -611,6 +630,16 @@ class DCMF(MultiModalTransformer):
                 gen, dev[e])
         slot = {(e, b.rel): b.slot for e in entities for b in blocks[e]}
         self._k, self._slot, self._specs = k, slot, specs
+        # row_scaling="count": each row of an incompletely observed block enters the
+        # encoder scaled by (the block's mean count of observed entries per row) / (the
+        # row's count), so that a linear layer reads the row's mean; kept for transform
+        self._row_scales = {}
+        if self.row_scaling == "count":
+            for e in entities:
+                for b in blocks[e]:
+                    if b.kind == "observed":
+                        b.row_scale = float(b.X.indptr_host[-1]) / max(len(b.X.indptr_host) - 1, 1)
+                        self._row_scales[f"{b.rel}:{b.side}"] = b.row_scale
         self._weights = dict(zip([s.name for s in specs], weights, strict=True))
         codes = {e: self._encode_all(nets[e], blocks[e], sizes[e], dev[e]) for e in entities}
         opts = {e: torch.optim.Adam(nets[e].parameters(), lr=self.learning_rate_init)
@@ -773,6 +802,10 @@ class DCMF(MultiModalTransformer):
         matrices = [mats.get(m) for m in range(len(self._specs))]
         device = self.devices_[self.entities_.index(self.sample_entity_)]
         blocks = _row_blocks(matrices, self._specs, self.sample_entity_, self._k, device)
+        for b in blocks:  # the fitted rows' scaling (row_scaling="count")
+            scale = getattr(self, "_row_scales", {}).get(f"{b.rel}:{b.side}")
+            if scale is not None:
+                b.row_scale = scale
         return blocks, self.autoencoders_[self.sample_entity_], device, len(mm)
 
     def _chunks(self, X):
