@@ -462,7 +462,7 @@ class CMF(MultiModalTransformer):
         should still be on comparable scales, e.g. standardized). Measured on mfeat
         view pairs (standardized, ``benchmarks/bench_weights.py``, downstream 5-fold
         logistic-regression accuracy): ``"balanced"`` helps when one view is an order
-        of magnitude narrower than the other (6 columns beside 64 to 240: +0.21 to +0.27
+        of magnitude narrower than the other (6 columns beside 64 to 240: +0.21 to +0.28
         at ``n_components=2``, +0.02 at 10), but with widths within about 5x it tied or
         lost (down to -0.06), so it is not the default: use it when a narrow view
         carries the signal you need, and compare on your own data.

@@ -458,8 +458,8 @@ class DFMF(MultiModalTransformer):
         of the ``n_ij``. Measured on mfeat view pairs (``MinMaxScaler(clip=True)``,
         ``benchmarks/bench_weights.py``, downstream 5-fold logistic-regression
         accuracy): ``"balanced"`` helps when one view is an order of magnitude narrower
-        than the other (6 columns beside 64 to 240: +0.06 to +0.16 at
-        ``n_components=2``, +0.01 to +0.04 at 10), but with widths within about 5x it
+        than the other (6 columns beside 64 to 240: +0.05 to +0.16 at
+        ``n_components=2``, +0.01 to +0.05 at 10), but with widths within about 5x it
         tied or lost (down to -0.02), so it is not the default.
     n_init : int, default=1
         Number of random initializations (scikit-fusion's restarts); the fit with the
