@@ -30,6 +30,8 @@ the transform of every row.
     python benchmarks/bench_representations.py            # the full table
     python benchmarks/bench_representations.py --quick    # a few minutes: no CV rows,
                                                           # fewer anchors and data sets
+    python benchmarks/bench_representations.py --data mfeat2 --methods MMEDA --merge
+        # only some rows, put into the existing table (each row names its run)
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import markdown_table, write_results  # noqa: E402
+from _common import fmt_spread, loadavg, markdown_table, seed_spread, write_results  # noqa: E402
 
 K = 50
 SIX = ["pix", "fou", "fac", "kar", "zer", "mor"]
@@ -325,28 +327,31 @@ QUICK_ANCHORS = ["raw standardised views", "PCA", "cca-zoo MCCA", "cca-zoo GCCA"
 
 
 def mmfactor_models(task):
-    """name -> (factory(**params), grid for the (CV) row, the input it reads)."""
+    """name -> (factory(**params), grid for the (CV) row, the input it reads).
+
+    Every factory takes ``random_state`` among its keyword arguments (the seed).
+    """
     from mmfactor import CMF, DCMF, DFMF, MMEDA
 
     rel = {"relations": task.relations} if task.relations else {}
     mmeda_grid = {"contrastive": [0.0, 0.1]}
     return {
-        "mmfactor CMF": (lambda **p: CMF(K, random_state=0, **rel, **p),
+        "mmfactor CMF": (lambda **p: CMF(K, **rel, **p),
                          {"alpha": [0.1, 1.0, 10.0]}, task.X_matrix),
-        "mmfactor DFMF": (lambda **p: DFMF(K, random_state=0, **rel, **p),
+        "mmfactor DFMF": (lambda **p: DFMF(K, **rel, **p),
                           {"max_iter": [100, 200]}, task.X_nonneg),
-        "mmfactor DCMF": (lambda **p: DCMF(K, random_state=0, **rel, **p),
+        "mmfactor DCMF": (lambda **p: DCMF(K, **rel, **p),
                           {"alpha": [0.0, 1e-2]}, task.X_matrix),
-        "mmfactor MMEDA-I": (lambda **p: MMEDA(K, variant="I", random_state=0, **p),
+        "mmfactor MMEDA-I": (lambda **p: MMEDA(K, variant="I", **p),
                              mmeda_grid, task.X),
-        "mmfactor MMEDA-II": (lambda **p: MMEDA(K, variant="II", random_state=0, **p),
+        "mmfactor MMEDA-II": (lambda **p: MMEDA(K, variant="II", **p),
                               mmeda_grid, task.X),
     }
 
 
-def mmfactor_fit(factory, X, params=None):
+def mmfactor_fit(factory, X, params=None, seed=0):
     def fit(task):
-        est = factory(**(params or {}))
+        est = factory(**(params or {}), random_state=seed)
         Ztr = est.fit_transform(X[task.tr])
         return Ztr, est.transform(X[task.te])
     return fit
@@ -362,7 +367,7 @@ def cv_select(task, factory, grid, X):
         y = y[:, np.argmax(y.sum(0))]
     cv = (StratifiedKFold(3, shuffle=True, random_state=0) if task.kind != "reg"
           else KFold(3, shuffle=True, random_state=0))
-    pipe = Pipeline([("emb", factory()), ("probe", cv_probe_scorer(task))])
+    pipe = Pipeline([("emb", factory(random_state=0)), ("probe", cv_probe_scorer(task))])
     search = GridSearchCV(pipe, {f"emb__{k}": v for k, v in grid.items()}, cv=cv,
                           error_score="raise")
     search.fit(X[task.tr], y)
@@ -398,6 +403,29 @@ def measure(task, name, fit, note=""):
     return row
 
 
+def measure_seeds(task, name, factory, X, params, seeds, note=""):
+    """:func:`measure` once per seed; the row holds the mean of every figure and, per
+    score, the spread over the seeds (``<score>_spread``, :func:`seed_spread`)."""
+    runs = [measure(task, name, mmfactor_fit(factory, X, params, seed), note)
+            for seed in seeds]
+    ok = [r for r in runs if "dims" in r]
+    if len(ok) < len(runs):  # a failed seed: report the failure, not a partial mean
+        return next(r for r in runs if "dims" not in r)
+    row = {"data": task.name, "method": name, "note": note, "seeds": list(seeds),
+           "dims": ok[0]["dims"]}
+    for key in ok[0]:
+        if key in ("data", "method", "note", "dims"):
+            continue
+        row[key] = float(np.mean([r[key] for r in ok]))
+        if key not in ("fit_s", "fit_cpu_s"):
+            row[key + "_spread"] = seed_spread([r[key] for r in ok])
+    return row
+
+
+def selected(name, patterns):
+    return not patterns or any(p.lower() in name.lower() for p in patterns)
+
+
 def run(args):
     import torch
 
@@ -405,11 +433,15 @@ def run(args):
     rows = []
     for tname in args.data:
         task = TASKS[tname]()
-        anchors = [a for a in ANCHORS if not args.quick or a in QUICK_ANCHORS]
+        anchors = [a for a in ANCHORS if (not args.quick or a in QUICK_ANCHORS)
+                   and selected(a, args.methods)]
         for name in anchors:
             rows.append(measure(task, name, ANCHORS[name]))
         for name, (factory, grid, X) in mmfactor_models(task).items():
-            rows.append(measure(task, name + " (defaults)", mmfactor_fit(factory, X)))
+            if not selected(name, args.methods):
+                continue
+            rows.append(measure_seeds(task, name + " (defaults)", factory, X, None,
+                                      args.seeds))
             if args.quick or not grid:
                 continue
             c0, t0 = cpu_seconds(), time.perf_counter()
@@ -421,38 +453,73 @@ def run(args):
                 rows.append({"data": task.name, "method": name + " (CV)",
                              "note": f"CV failed: {type(exc).__name__}: {exc}"[:240]})
                 continue
-            cv_note = (f"chosen {best} (CV {score:.3f}; search {time.perf_counter() - t0:.0f} s, "
-                       f"{cpu_seconds() - c0:.0f} CPU s)")
-            rows.append(measure(task, name + " (CV)", mmfactor_fit(factory, X, best), cv_note))
+            cv_note = (f"chosen {best} (CV {score:.3f}, seed 0; search "
+                       f"{time.perf_counter() - t0:.0f} s, {cpu_seconds() - c0:.0f} CPU s)")
+            rows.append(measure_seeds(task, name + " (CV)", factory, X, best, args.seeds,
+                                      cv_note))
     return rows
 
 
-def load_average():
-    try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:  # pragma: no cover
-        return "n/a"
+def merge(previous, rows, run_info):
+    """The previous run's rows with those of this run put in their place (same data and
+    method), each row tagged with the run that measured it."""
+    for r in rows:
+        r["run"] = run_info
+    fresh = {(r["data"], r["method"]) for r in rows}
+    kept = [r for r in previous if (r["data"], r["method"]) not in fresh]
+    order = {key: i for i, key in enumerate((r["data"], r["method"]) for r in previous)}
+    out = kept + rows
+    return sorted(out, key=lambda r: order.get((r["data"], r["method"]), len(order)))
 
 
-def render(rows, args, load_before, load_after):
+def _run_label(run):
+    if not run:
+        return ("the previous session's run under a shared slot (`/tmp/heavy`, load about 3): "
+                "scores stand, fit times **not valid**")
+    return (f"{run['date']}: `{run['command']}` under `{run['wrapper']}`, load average "
+            f"{run['load_before']} before / {run['load_after']} after")
+
+
+def _cells(row):
+    """A row for the table: scores as ``mean ± sd (n)`` where seeds were run."""
+    out = dict(row)
+    for key in ("rf", "logistic", "knn", "r2", "auc"):
+        if row.get(key + "_spread"):
+            out[key] = fmt_spread(row[key + "_spread"])
+        elif isinstance(row.get(key), float):
+            out[key] = f"{row[key]:.3f}"
+    run = row.get("run")
+    out["timing"] = ("not valid (shared slot)" if not run or run["wrapper"] != "/tmp/alone"
+                     else f"alone, load {run['load_before'].split()[0]}")
+    return out
+
+
+def render(rows, args):
     parts = []
     names = {"mfeat2": "mfeat pix+fou (1,600 train / 400 test digits)",
              "mfeat6": "mfeat, six views (1,600 / 400 digits)",
              "movielens": "MovieLens-100K users (754 / 189): age from the embedding",
              "dicty": "dicty genes (975 / 244): GO annotations from the embedding"}
-    score_cols = {"clf": [("rf", "RF depth 2", "{:.3f}"), ("logistic", "logistic", "{:.3f}"),
-                          ("knn", "5-NN", "{:.3f}")],
-                  "reg": [("r2", "R^2", "{:.3f}")], "multilabel": [("auc", "mean AUC", "{:.3f}")]}
+    score_cols = {"clf": [("rf", "RF depth 2", None), ("logistic", "logistic", None),
+                          ("knn", "5-NN", None)],
+                  "reg": [("r2", "R^2", None)], "multilabel": [("auc", "mean AUC", None)]}
     kinds = {"mfeat2": "clf", "mfeat6": "clf", "movielens": "reg", "dicty": "multilabel"}
-    for tname in args.data:
-        sub = [r for r in rows if r["data"] == tname]
+    for tname in [t for t in TASKS if any(r["data"] == t for r in rows)]:
+        sub = [_cells(r) for r in rows if r["data"] == tname]
         cols = ([("method", "method", None)] + score_cols[kinds[tname]]
                 + [("dims", "dims", None), ("fit_s", "fit s", "{:.1f}"),
-                   ("fit_cpu_s", "fit CPU s", "{:.1f}"), ("note", "note", None)])
+                   ("fit_cpu_s", "fit CPU s", "{:.1f}"), ("timing", "timed", None),
+                   ("note", "note", None)])
         parts.append(f"### {names[tname]}\n\n" + markdown_table(sub, cols))
+    runs = sorted({_run_label(r.get("run")) for r in rows})
     head = (
-        f"Load average before / after (1, 5, 15 min): {load_before} / {load_after}; torch "
-        f"threads {args.threads}; run under `{args.wrapper}`.  \n"
+        "Runs merged into this table (the `timed` column names the run of each row; only "
+        "a run under `/tmp/alone`, which holds both cores, gives valid fit times):  \n"
+        + "  \n".join(f"- {lab}" for lab in runs) + "  \n"
+        f"Torch threads {args.threads}. mmfactor rows: the mean ± sd over seeds "
+        f"{', '.join(map(str, args.seeds))} of `random_state` (fit times: the mean per "
+        "fit); the `(CV)` setting is chosen once, with seed 0. Anchors: one run (their "
+        "seeds are fixed).  \n"
         "Every embedding is learned without labels on the training rows (50 dimensions "
         "unless `dims` says otherwise) and `transform`s the test rows; probes are fitted on "
         "the training rows. `(CV)`: the setting of a small grid with the best 3-fold CV score "
@@ -466,23 +533,40 @@ def render(rows, args, load_before, load_after):
 
 
 def main(argv=None):
+    import datetime
+    import json
+
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true",
                    help="no (CV) rows, no KCCA/DCCA/MoPoE anchors, mfeat only")
     p.add_argument("--data", nargs="+", default=None, choices=list(TASKS))
+    p.add_argument("--methods", nargs="+", default=None,
+                   help="only the methods whose name contains one of these (case-blind)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+                   help="random_state of every mmfactor fit (mean ± sd over them)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--wrapper", default="/tmp/heavy",
                    help="how the run was launched (recorded in the table)")
+    p.add_argument("--merge", action="store_true",
+                   help="put this run's rows into the existing representations.json "
+                        "(same data and method replaced, the rest kept with their run)")
     p.add_argument("--out", default=None, help="folder for representations.json/.md")
     args = p.parse_args(argv)
     if args.data is None:
         args.data = ["mfeat2", "mfeat6"] if args.quick else list(TASKS)
-    before = load_average()
+    before = loadavg()
     rows = run(args)
-    after = load_average()
-    md = render(rows, args, before, after)
-    write_results("representations", {"rows": rows, "load_before": before,
-                                      "load_after": after, "quick": args.quick}, md, args.out)
+    info = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "command": "python " + " ".join(["benchmarks/bench_representations.py"]
+                                            + sys.argv[1:]),
+            "wrapper": args.wrapper, "load_before": before, "load_after": loadavg()}
+    folder = Path(args.out) if args.out else Path(__file__).resolve().parent / "results"
+    previous = []
+    if args.merge and (folder / "representations.json").exists():
+        previous = json.loads((folder / "representations.json").read_text())["rows"]
+    rows = merge(previous, rows, info)
+    md = render(rows, args)
+    write_results("representations", {"rows": rows, "quick": args.quick}, md, args.out)
     print(md)
 
 

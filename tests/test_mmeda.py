@@ -505,3 +505,94 @@ def test_warm_start_rebuilds_the_network_when_the_architecture_changes(params):
     # unchanged architecture: the next fit continues
     model.fit(X)
     assert model.n_iter_ == 8
+
+
+# ---- issue 14: view dropout (cross-view prediction), denoising, learning-rate schedule --
+
+
+def _standardised(model, X):
+    return [(v - m) / sd for v, m, sd in zip(X.views, model.view_means_, model.view_scales_,
+                                             strict=True)]
+
+
+def test_view_dropout_trains_z_to_predict_a_hidden_view_from_the_other():
+    from mmfactor.neural._mmeda import _as_float32
+
+    X = _two_views_of_one_latent(n=300)
+    kw = dict(n_components=4, variant="I", encoder="neural", hidden_layer_sizes=(32,),
+              view_components=8, fusion_layer_sizes=(16,), batch_size=32, max_iter=40,
+              tol=0, contrastive=0.0, random_state=0, devices=["cpu", "cpu"])
+    plain = MMEDA(**kw).fit(X)
+    masked = MMEDA(view_dropout=0.5, **kw).fit(X)
+
+    def b_from_a(model):
+        """MSE of view b (standardised) decoded from Z when b's code is hidden."""
+        a, b = _standardised(model, X)
+        keep = [torch.ones(len(a), 1), torch.zeros(len(a), 1)]
+        with torch.no_grad():
+            Z, _ = model._encode([_as_float32(a, "cpu"), _as_float32(b, "cpu")], keep=keep)
+            rec = model._decode_from_z(Z, 1).numpy()
+        return np.mean((rec - b) ** 2)
+
+    # Z of view a alone reconstructs view b: the model trained with hidden views learned
+    # it (both views are functions of one latent), the plain one did not
+    assert b_from_a(masked) < 0.6 * b_from_a(plain)
+    # with every view present, both reconstruct b; transform is deterministic (eval mode)
+    assert np.array_equal(masked.transform(X), masked.transform(X))
+
+
+def test_input_dropout_denoises_a_view_with_masked_entries():
+    rng = np.random.RandomState(0)
+    s = rng.randn(300, 3)
+    X = MultiModal(a=s @ rng.randn(3, 20) + 0.1 * rng.randn(300, 20),
+                   b=s @ rng.randn(3, 8) + 0.1 * rng.randn(300, 8))
+    kw = dict(n_components=3, variant="II", encoder="neural", hidden_layer_sizes=(32,),
+              view_components=6, fusion_layer_sizes=(16,), batch_size=32, max_iter=40,
+              tol=0, contrastive=0.0, random_state=0)
+    plain = MMEDA(**kw).fit(X)
+    denoising = MMEDA(input_dropout=0.5, **kw).fit(X)
+    # half of view a's entries replaced by the column mean (0 once standardised)
+    hide = np.random.RandomState(1).rand(*X.views[0].shape) < 0.5
+    a_masked = np.where(hide, X.views[0].mean(0), X.views[0])
+    Xm = MultiModal(a=a_masked, b=X.views[1])
+
+    def error(model):
+        """MSE of the reconstruction of the clean view a (standardised, II: a's own AE)."""
+        rec = model.reconstruct(Xm)[0]
+        return np.mean(((rec - X.views[0]) / model.view_scales_[0]) ** 2)
+
+    assert error(denoising) < 0.7 * error(plain)
+
+
+def test_cosine_schedule_decays_the_learning_rate_per_epoch(monkeypatch):
+    seen = []
+    step = torch.optim.Adam.step
+
+    def recording_step(self, *args, **kwargs):
+        seen.append(self.param_groups[0]["lr"])
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", recording_step)
+    X = _data()
+    MMEDA(**dict(TINY, max_iter=4, batch_size=48, learning_rate_init=0.01),
+          lr_schedule="cosine", random_state=0).fit(X)
+    expected = [0.01 * 0.5 * (1 + np.cos(np.pi * e / 4)) for e in range(4)]
+    assert seen == pytest.approx(expected)
+    seen.clear()
+    MMEDA(**dict(TINY, max_iter=4, batch_size=48, learning_rate_init=0.01),
+          random_state=0).fit(X)
+    assert seen == pytest.approx([0.01] * 4)
+
+
+@pytest.mark.parametrize("params", [dict(view_dropout=0.3), dict(input_dropout=0.2),
+                                    dict(lr_schedule="cosine")])
+def test_new_training_options_are_seeded_persist_and_clone(params, tmp_path):
+    import mmfactor
+
+    X = _data()
+    a = MMEDA(**TINY, random_state=0, **params).fit(X)
+    b = MMEDA(**TINY, random_state=0, **params).fit(X)
+    assert np.array_equal(a.transform(X), b.transform(X))
+    assert clone(a).get_params() == a.get_params()
+    mmfactor.save(a, tmp_path / "m.joblib")
+    assert np.array_equal(mmfactor.load(tmp_path / "m.joblib").transform(X), a.transform(X))

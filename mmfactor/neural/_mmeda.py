@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import numbers
 
 import numpy as np
@@ -234,6 +235,18 @@ class MMEDA(MultiModalTransformer):
         ``loss_terms_["contrastive"]``.
     temperature : float, default=0.5
         Temperature of the InfoNCE logits (cosine similarities divided by it).
+    view_dropout : float in [0, 1), default=0.0
+        Masked-view training (cross-view prediction): during training each sample's code
+        of each view is hidden from the fusion network with this probability (every
+        sample keeps at least one view), while ``Z`` must still reconstruct every view:
+        ``Z`` from view A alone learns to predict view B. ``transform`` uses every view.
+    input_dropout : float in [0, 1), default=0.0
+        Denoising: during training each entry of every standardised view is set to 0
+        (the training mean) with this probability before the encoders; the losses
+        compare the reconstructions with the clean views.
+    lr_schedule : {"constant", "cosine"}, default="constant"
+        ``"cosine"``: the Adam step size of epoch ``e`` (counted from 0 in each call to
+        ``fit``) is ``learning_rate_init * (1 + cos(pi e / max_iter)) / 2``.
     max_column_rows : int, default=512
         At most this many training rows form the column encoder's input (see above).
     batch_size : int, default=128
@@ -380,6 +393,9 @@ class MMEDA(MultiModalTransformer):
         "loss_weights": [None, dict],
         "contrastive": [Interval(numbers.Real, 0, None, closed="left")],
         "temperature": [Interval(numbers.Real, 0, None, closed="neither")],
+        "view_dropout": [Interval(numbers.Real, 0, 1, closed="left")],
+        "input_dropout": [Interval(numbers.Real, 0, 1, closed="left")],
+        "lr_schedule": [StrOptions({"constant", "cosine"})],
         "max_column_rows": [Interval(numbers.Integral, 1, None, closed="left")],
         "batch_size": [Interval(numbers.Integral, 1, None, closed="left")],
         "learning_rate_init": [Interval(numbers.Real, 0, None, closed="neither")],
@@ -413,6 +429,9 @@ class MMEDA(MultiModalTransformer):
         loss_weights=None,
         contrastive=0.1,
         temperature=0.5,
+        view_dropout=0.0,
+        input_dropout=0.0,
+        lr_schedule="constant",
         max_column_rows=512,
         batch_size=128,
         learning_rate_init=1e-3,
@@ -442,6 +461,9 @@ class MMEDA(MultiModalTransformer):
         self.loss_weights = loss_weights
         self.contrastive = contrastive
         self.temperature = temperature
+        self.view_dropout = view_dropout
+        self.input_dropout = input_dropout
+        self.lr_schedule = lr_schedule
         self.max_column_rows = max_column_rows
         self.batch_size = batch_size
         self.learning_rate_init = learning_rate_init
@@ -545,16 +567,20 @@ class MMEDA(MultiModalTransformer):
             lambda: mlp([kv * len(views), *fusion, k], act, code_act), gen, self.devices_[0])
         return _Net(view_aes, col_aes, fuse)
 
-    def _encode(self, batches, rotate=True):
+    def _encode(self, batches, rotate=True, keep=None):
         """``Z`` (on the fusion device) and each view's code from standardised batches.
 
         ``rotate``: in the fitted orientation (``Z R``, see ``rotation``); the training
-        loss uses the network's own output.
+        loss uses the network's own output. ``keep``: per view, a ``(n, 1)`` 0/1 mask of
+        the samples whose code reaches the fusion (``view_dropout``).
         """
         net = self.module_
         dev0 = self.devices_[0]
         codes = [ae.encode(x) for ae, x in zip(net.view_aes, batches, strict=True)]
-        Z = net.fusion(torch.cat([c.to(dev0) for c in codes], 1))
+        fused = [c.to(dev0) for c in codes]
+        if keep is not None:
+            fused = [c * m for c, m in zip(fused, keep, strict=True)]
+        Z = net.fusion(torch.cat(fused, 1))
         if rotate and self.rotation_ is not None:
             Z = Z @ torch.as_tensor(self.rotation_, dtype=Z.dtype, device=dev0)
         return Z, codes
@@ -685,7 +711,14 @@ class MMEDA(MultiModalTransformer):
 
         def batch_loss(idx, terms):
             batches = [d.rows(idx) for d in data]
-            Z, codes = self._encode(batches, rotate=False)
+            inputs, keep = batches, None
+            if net.training and self.input_dropout > 0:  # denoising: masked inputs
+                inputs = [x * _bernoulli(x.shape, 1 - self.input_dropout, gen, x.device)
+                          for x in batches]
+            if net.training and self.view_dropout > 0 and len(batches) > 1:
+                keep = _view_masks(len(idx), len(batches), self.view_dropout, gen,
+                                   self.devices_[0])
+            Z, codes = self._encode(inputs, rotate=False, keep=keep)
             total = 0.0
             for i, (ae, x, c, dev, name) in enumerate(zip(
                     net.view_aes, batches, codes, self.devices_, self.view_names_,
@@ -721,6 +754,10 @@ class MMEDA(MultiModalTransformer):
 
         def step(epoch):
             net.train()
+            if self.lr_schedule == "cosine":  # from learning_rate_init down to 0
+                for group in opt.param_groups:
+                    group["lr"] = (self.learning_rate_init * 0.5
+                                   * (1 + math.cos(math.pi * epoch / self.max_iter)))
             terms, total, n_b = {}, 0.0, 0
             # indices moved to the devices once per epoch, losses summed there
             for rows in row_batches(n_train, self.batch_size, self.devices_, generator=gen,
@@ -1017,6 +1054,23 @@ def _fusable(net):
     """Whether Adam's fused kernel serves every parameter of ``net`` (CPU/CUDA floats)."""
     return all(p.device.type in ("cpu", "cuda") and p.dtype.is_floating_point
                for p in net.parameters())
+
+
+def _bernoulli(shape, p, gen, device):
+    """A float 0/1 tensor of ``shape`` on ``device``, each entry 1 with probability ``p``
+    (drawn on the CPU from ``gen``, so a seeded fit is the same on every device)."""
+    return (torch.rand(shape, generator=gen) < p).to(device=device, dtype=torch.float32)
+
+
+def _view_masks(n, n_views, p, gen, device):
+    """Per view, a ``(n, 1)`` mask hiding each sample's code with probability ``p``;
+    every sample keeps at least one view (one drawn at random when all were hidden)."""
+    keep = torch.rand(n, n_views, generator=gen) >= p
+    none = torch.nonzero(~keep.any(1)).squeeze(1)
+    if len(none):
+        keep[none, torch.randint(n_views, (len(none),), generator=gen)] = True
+    keep = keep.to(device=device, dtype=torch.float32)
+    return [keep[:, i: i + 1] for i in range(n_views)]
 
 
 def info_nce(a, b, temperature):
