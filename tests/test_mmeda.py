@@ -16,7 +16,7 @@ from mmfactor.datasets import load_mfeat
 from mmfactor.neural import ConvAutoencoder, DenseAutoencoder
 
 TINY = dict(n_components=4, encoder="neural", conv_channels=(4,), hidden_layer_sizes=(16,),
-            view_components=6, contrastive=0.0,
+            view_components=6, contrastive=0.0, view_dropout=0.0, input_dropout=0.0,
             fusion_layer_sizes=(12,), batch_size=16, max_iter=4, tol=0)
 
 
@@ -336,7 +336,10 @@ def test_varimax_and_ica_rotations_map_z_and_keep_every_reconstruction(rotation)
 
 @parametrize_with_checks(
     [MMEDA(n_components=2, hidden_layer_sizes=(8,), view_components=4,
-           fusion_layer_sizes=(8,), max_iter=3, tol=0, random_state=0)]
+           fusion_layer_sizes=(8,), max_iter=3, tol=0, random_state=0),
+     MMEDA(n_components=2, encoder="neural", hidden_layer_sizes=(8,), view_components=4,
+           fusion_layer_sizes=(8,), max_iter=3, tol=0, view_dropout=0.3, input_dropout=0.2,
+           lr_schedule="cosine", random_state=0)]
 )
 def test_sklearn_compatible(estimator, check):
     check(estimator)
@@ -391,7 +394,7 @@ def test_contrastive_term_pulls_the_two_views_of_a_sample_together():
     X = _two_views_of_one_latent()
     kw = dict(n_components=4, encoder="neural", hidden_layer_sizes=(32,), view_components=8,
               fusion_layer_sizes=(16,), batch_size=32, max_iter=40, tol=0,
-              temperature=0.5, random_state=0)
+              temperature=0.5, view_dropout=0.0, input_dropout=0.0, random_state=0)
     plain = MMEDA(contrastive=0.0, **kw).fit(X)
     pulled = MMEDA(contrastive=1.0, **kw).fit(X)
     assert "contrastive" in pulled.loss_terms_ and "contrastive" not in plain.loss_terms_
@@ -521,8 +524,9 @@ def test_view_dropout_trains_z_to_predict_a_hidden_view_from_the_other():
     X = _two_views_of_one_latent(n=300)
     kw = dict(n_components=4, variant="I", encoder="neural", hidden_layer_sizes=(32,),
               view_components=8, fusion_layer_sizes=(16,), batch_size=32, max_iter=40,
-              tol=0, contrastive=0.0, random_state=0, devices=["cpu", "cpu"])
-    plain = MMEDA(**kw).fit(X)
+              tol=0, contrastive=0.0, input_dropout=0.0, random_state=0,
+              devices=["cpu", "cpu"])
+    plain = MMEDA(view_dropout=0.0, **kw).fit(X)
     masked = MMEDA(view_dropout=0.5, **kw).fit(X)
 
     def b_from_a(model):
@@ -548,8 +552,8 @@ def test_input_dropout_denoises_a_view_with_masked_entries():
                    b=s @ rng.randn(3, 8) + 0.1 * rng.randn(300, 8))
     kw = dict(n_components=3, variant="II", encoder="neural", hidden_layer_sizes=(32,),
               view_components=6, fusion_layer_sizes=(16,), batch_size=32, max_iter=40,
-              tol=0, contrastive=0.0, random_state=0)
-    plain = MMEDA(**kw).fit(X)
+              tol=0, contrastive=0.0, view_dropout=0.0, random_state=0)
+    plain = MMEDA(input_dropout=0.0, **kw).fit(X)
     denoising = MMEDA(input_dropout=0.5, **kw).fit(X)
     # half of view a's entries replaced by the column mean (0 once standardised)
     hide = np.random.RandomState(1).rand(*X.views[0].shape) < 0.5
@@ -590,8 +594,8 @@ def test_new_training_options_are_seeded_persist_and_clone(params, tmp_path):
     import mmfactor
 
     X = _data()
-    a = MMEDA(**TINY, random_state=0, **params).fit(X)
-    b = MMEDA(**TINY, random_state=0, **params).fit(X)
+    a = MMEDA(**dict(TINY, **params), random_state=0).fit(X)
+    b = MMEDA(**dict(TINY, **params), random_state=0).fit(X)
     assert np.array_equal(a.transform(X), b.transform(X))
     assert clone(a).get_params() == a.get_params()
     mmfactor.save(a, tmp_path / "m.joblib")
