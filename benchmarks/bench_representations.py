@@ -490,7 +490,8 @@ def _cells(row):
             out[key] = f"{row[key]:.3f}"
     run = row.get("run")
     out["timing"] = ("not valid (shared slot)" if not run or run["wrapper"] != "/tmp/alone"
-                     else f"alone, load {run['load_before'].split()[0]}")
+                     else f"alone, load {run['load_before'].split()[0]} -> "
+                          f"{run['load_after'].split()[0]}")
     return out
 
 
@@ -514,7 +515,9 @@ def render(rows, args):
     runs = sorted({_run_label(r.get("run")) for r in rows})
     head = (
         "Runs merged into this table (the `timed` column names the run of each row; only "
-        "a run under `/tmp/alone`, which holds both cores, gives valid fit times):  \n"
+        "a run under `/tmp/alone`, which holds both cores, gives valid fit times; the "
+        "1-minute load average before a run still carries the jobs that ran just before "
+        "it and decays during the run, so read the one after):  \n"
         + "  \n".join(f"- {lab}" for lab in runs) + "  \n"
         f"Torch threads {args.threads}. mmfactor rows: the mean ± sd over seeds "
         f"{', '.join(map(str, args.seeds))} of `random_state` (fit times: the mean per "

@@ -600,3 +600,20 @@ def test_new_training_options_are_seeded_persist_and_clone(params, tmp_path):
     assert clone(a).get_params() == a.get_params()
     mmfactor.save(a, tmp_path / "m.joblib")
     assert np.array_equal(mmfactor.load(tmp_path / "m.joblib").transform(X), a.transform(X))
+
+
+def test_auto_encoder_is_neural_from_1000_rows_or_from_500_with_a_wide_matrix_view():
+    from mmfactor.neural._mmeda import LINEAR_BELOW, NEURAL_WIDE_FROM, WIDE_COLUMNS
+
+    rng = np.random.RandomState(0)
+    kw = dict(n_components=2, hidden_layer_sizes=(4,), view_components=2,
+              fusion_layer_sizes=(4,), max_iter=1, max_column_rows=8, random_state=0)
+
+    def chosen(n, width):
+        return MMEDA(**kw).fit(MultiModal(a=rng.rand(n, width), b=rng.rand(n, 3))).encoder_
+
+    assert chosen(NEURAL_WIDE_FROM, WIDE_COLUMNS) == "neural"
+    assert chosen(NEURAL_WIDE_FROM - 1, WIDE_COLUMNS) == "linear"
+    assert chosen(LINEAR_BELOW - 1, WIDE_COLUMNS - 1) == "linear"
+    assert chosen(LINEAR_BELOW, 5) == "neural"
+    assert chosen(40, 2 * WIDE_COLUMNS) == "linear"  # tens of samples: always linear
