@@ -326,6 +326,10 @@ QUICK_ANCHORS = ["raw standardised views", "PCA", "cca-zoo MCCA", "cca-zoo GCCA"
 # ---- mmfactor -----------------------------------------------------------------------
 
 
+MMFACTOR_NAMES = ["mmfactor CMF", "mmfactor DFMF", "mmfactor DCMF", "mmfactor MMEDA-I",
+                  "mmfactor MMEDA-II"]
+
+
 def mmfactor_models(task):
     """name -> (factory(**params), grid for the (CV) row, the input it reads).
 
@@ -506,7 +510,11 @@ def render(rows, args):
                   "reg": [("r2", "R^2", None)], "multilabel": [("auc", "mean AUC", None)]}
     kinds = {"mfeat2": "clf", "mfeat6": "clf", "movielens": "reg", "dicty": "multilabel"}
     for tname in [t for t in TASKS if any(r["data"] == t for r in rows)]:
-        sub = [_cells(r) for r in rows if r["data"] == tname]
+        order = list(ANCHORS) + [f"{m} ({kind})" for m in MMFACTOR_NAMES
+                                 for kind in ("defaults", "CV")]
+        sub = sorted((_cells(r) for r in rows if r["data"] == tname),
+                     key=lambda r: order.index(r["method"]) if r["method"] in order
+                     else len(order))
         cols = ([("method", "method", None)] + score_cols[kinds[tname]]
                 + [("dims", "dims", None), ("fit_s", "fit s", "{:.1f}"),
                    ("fit_cpu_s", "fit CPU s", "{:.1f}"), ("timing", "timed", None),
@@ -535,6 +543,9 @@ def render(rows, args):
     return head + "\n" + "\n\n".join(parts)
 
 
+MERGED = "python benchmarks/bench_representations.py (the runs listed below, merged)"
+
+
 def main(argv=None):
     import datetime
     import json
@@ -553,23 +564,33 @@ def main(argv=None):
     p.add_argument("--merge", action="store_true",
                    help="put this run's rows into the existing representations.json "
                         "(same data and method replaced, the rest kept with their run)")
+    p.add_argument("--render", action="store_true",
+                   help="measure nothing: rewrite the table from representations.json")
     p.add_argument("--out", default=None, help="folder for representations.json/.md")
     args = p.parse_args(argv)
     if args.data is None:
         args.data = ["mfeat2", "mfeat6"] if args.quick else list(TASKS)
+    folder = Path(args.out) if args.out else Path(__file__).resolve().parent / "results"
+    if args.render:
+        saved = json.loads((folder / "representations.json").read_text())
+        rows = saved["rows"]
+        write_results("representations", {"rows": rows, "quick": saved.get("quick", False),
+                                          "command": MERGED}, render(rows, args), args.out)
+        return
     before = loadavg()
     rows = run(args)
     info = {"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "command": "python " + " ".join(["benchmarks/bench_representations.py"]
                                             + sys.argv[1:]),
             "wrapper": args.wrapper, "load_before": before, "load_after": loadavg()}
-    folder = Path(args.out) if args.out else Path(__file__).resolve().parent / "results"
     previous = []
     if args.merge and (folder / "representations.json").exists():
         previous = json.loads((folder / "representations.json").read_text())["rows"]
     rows = merge(previous, rows, info)
     md = render(rows, args)
-    write_results("representations", {"rows": rows, "quick": args.quick}, md, args.out)
+    write_results("representations", {"rows": rows, "quick": args.quick,
+                                      **({"command": MERGED} if args.merge else {})},
+                  md, args.out)
     print(md)
 
 

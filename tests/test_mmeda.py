@@ -602,18 +602,26 @@ def test_new_training_options_are_seeded_persist_and_clone(params, tmp_path):
     assert np.array_equal(mmfactor.load(tmp_path / "m.joblib").transform(X), a.transform(X))
 
 
-def test_auto_encoder_is_neural_from_1000_rows_or_from_500_with_a_wide_matrix_view():
-    from mmfactor.neural._mmeda import LINEAR_BELOW, NEURAL_WIDE_FROM, WIDE_COLUMNS
+def test_auto_encoder_compares_both_on_held_out_rows_between_500_and_1000_rows():
+    from mmfactor.neural._mmeda import LINEAR_BELOW, NEURAL_FROM
 
     rng = np.random.RandomState(0)
-    kw = dict(n_components=2, hidden_layer_sizes=(4,), view_components=2,
+    kw = dict(n_components=3, hidden_layer_sizes=(4,), view_components=2,
               fusion_layer_sizes=(4,), max_iter=1, max_column_rows=8, random_state=0)
 
-    def chosen(n, width):
-        return MMEDA(**kw).fit(MultiModal(a=rng.rand(n, width), b=rng.rand(n, 3))).encoder_
+    def fitted(n):
+        s = rng.randn(n, 3)  # a planted linear latent: the closed form reconstructs it
+        X = MultiModal(a=s @ rng.randn(3, 20) + 0.05 * rng.randn(n, 20),
+                       b=s @ rng.randn(3, 6) + 0.05 * rng.randn(n, 6))
+        return MMEDA(**kw).fit(X)
 
-    assert chosen(NEURAL_WIDE_FROM, WIDE_COLUMNS) == "neural"
-    assert chosen(NEURAL_WIDE_FROM - 1, WIDE_COLUMNS) == "linear"
-    assert chosen(LINEAR_BELOW - 1, WIDE_COLUMNS - 1) == "linear"
-    assert chosen(LINEAR_BELOW, 5) == "neural"
-    assert chosen(40, 2 * WIDE_COLUMNS) == "linear"  # tens of samples: always linear
+    assert fitted(40).encoder_ == "linear"  # tens of samples: always linear
+    below = fitted(NEURAL_FROM - 1)
+    assert below.encoder_ == "linear" and below.encoder_scores_ is None
+    above = fitted(LINEAR_BELOW)
+    assert above.encoder_ == "neural" and above.encoder_scores_ is None
+    between = fitted(NEURAL_FROM)
+    scores = between.encoder_scores_
+    assert set(scores) == {"linear", "neural"}
+    assert between.encoder_ == max(scores, key=scores.get) == "linear"
+    assert scores["linear"] > scores["neural"]  # the one-epoch network reconstructs worse
