@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import markdown_table, write_results  # noqa: E402
+from _common import fmt_spread, markdown_table, seed_spread, write_results  # noqa: E402
 
 from mmfactor import CMF, MMEDA, MultiModal  # noqa: E402
 from mmfactor.datasets import load_mfeat  # noqa: E402
@@ -81,21 +81,30 @@ def flat_standardised(X, tr):
     return [StandardScaler().fit(v[tr]).transform(v) for v in views]
 
 
-def run_views(X, y, tr, te, mmeda_params, device, methods=None):
+def run_views(X, y, tr, te, mmeda_params, device, methods=None, seeds=(0,)):
     rows = []
 
-    def add(name, section, fn, supervised=False):
+    def add(name, section, fn, supervised=False, seeded=False):
+        """One row; a ``seeded`` method runs once per seed (``fn(seed)``) and its row
+        holds the means, with the macro-F1's spread over the seeds (issue 21)."""
         if methods and name not in methods:
             return
-        t, c = time.perf_counter(), time.process_time()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            out = fn()
-        fit_s, cpu_s = time.perf_counter() - t, time.process_time() - c
-        m = out if supervised else downstream(out, y, tr, te)
-        rows.append({"method": name, "section": section, "fit_s": fit_s, "cpu_s": cpu_s, **m})
-        print(f"  {name:<28} F1 {m['f1']:.4f}  acc {m['accuracy']:.4f}  ({fit_s:.1f} s, "
-              f"CPU {cpu_s:.1f} s)", flush=True)
+        runs = []
+        for seed in (seeds if seeded else (None,)):
+            t, c = time.perf_counter(), time.process_time()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                out = fn(seed) if seeded else fn()
+            fit_s, cpu_s = time.perf_counter() - t, time.process_time() - c
+            m = out if supervised else downstream(out, y, tr, te)
+            runs.append({"fit_s": fit_s, "cpu_s": cpu_s, **m})
+            print(f"  {name:<28} seed {seed} F1 {m['f1']:.4f}  acc {m['accuracy']:.4f}  "
+                  f"({fit_s:.1f} s, CPU {cpu_s:.1f} s)", flush=True)
+        row = {"method": name, "section": section,
+               **{k: float(np.mean([r[k] for r in runs])) for k in runs[0]}}
+        if seeded:
+            row["f1_spread"] = seed_spread([r["f1"] for r in runs])
+        rows.append(row)
 
     flat = flat_standardised(X, tr)
     concat = np.hstack(flat)
@@ -120,25 +129,27 @@ def run_views(X, y, tr, te, mmeda_params, device, methods=None):
     image = X.views[0]
     others = X.views[1:]
 
-    def convae_mf():
-        conv = MMEDA(**dict(mmeda_params, variant="I", n_components=200, devices=device))
+    def convae_mf(seed):
+        conv = MMEDA(**dict(mmeda_params, variant="I", n_components=200, devices=device,
+                            random_state=seed))
         codes = conv.fit(MultiModal(image=image[tr])).transform(MultiModal(image=image))
         mf_views = MultiModal(code=codes, **dict(zip(X.names[1:], others, strict=True)))
-        mf = MMEDA(**dict(mmeda_params, variant="I", devices=device))
+        mf = MMEDA(**dict(mmeda_params, variant="I", devices=device, random_state=seed))
         return mf.fit(mf_views[tr]).transform(mf_views)
 
     def mmeda(variant):
-        def fit():
-            model = MMEDA(**dict(mmeda_params, variant=variant, devices=device))
+        def fit(seed):
+            model = MMEDA(**dict(mmeda_params, variant=variant, devices=device,
+                                 random_state=seed))
             return model.fit(X[tr]).transform(X)
         return fit
 
     add("MLP (supervised)", "6.1", mlp, supervised=True)
     add("CMF (flattened views)", "7", cmf)
     add("PCA-50", "-", pca)
-    add("ConvAE + MF", "6.3", convae_mf)
-    add("MMEDA-I", "6.4", mmeda("I"))
-    add("MMEDA-II", "6.5 / 3", mmeda("II"))
+    add("ConvAE + MF", "6.3", convae_mf, seeded=True)
+    add("MMEDA-I", "6.4", mmeda("I"), seeded=True)
+    add("MMEDA-II", "6.5 / 3", mmeda("II"), seeded=True)
     return rows
 
 
@@ -173,7 +184,7 @@ def rotation_cv(views, params, device, threads, rotations=("pca", "varimax", "ic
     return out
 
 
-def run_setting(views, params, device, threads, methods=None):
+def run_setting(views, params, device, threads, methods=None, seeds=(0,)):
     """One view setting (in its own process with ``--jobs``)."""
     import torch
     from sklearn.model_selection import train_test_split
@@ -185,7 +196,7 @@ def run_setting(views, params, device, threads, methods=None):
     label = "+".join(X.names)
     print(f"views {label}", flush=True)
     return [{"views": label, **r}
-            for r in run_views(X, y, tr, te, params, device, methods)]
+            for r in run_views(X, y, tr, te, params, device, methods, seeds)]
 
 
 def main(argv=None):
@@ -201,6 +212,8 @@ def main(argv=None):
                         help="run only these rows")
     parser.add_argument("--name", default="mmeda",
                         help="results file name (results/<name>.json and .md)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+                        help="random_state of the MMEDA rows (mean ± sd over them)")
     parser.add_argument("--rotation-cv", action="store_true",
                         help="only cross-validate MMEDA-II's rotation on the training digits")
     args = parser.parse_args(argv)
@@ -239,37 +252,43 @@ def main(argv=None):
         from joblib import Parallel, delayed
 
         parts = Parallel(n_jobs=args.jobs)(
-            delayed(run_setting)(views, params, args.device, args.threads, args.methods)
+            delayed(run_setting)(views, params, args.device, args.threads, args.methods,
+                                 args.seeds)
             for views in settings[args.views])
     else:
-        parts = [run_setting(views, params, args.device, args.threads, args.methods)
-                 for views in settings[args.views]]
+        parts = [run_setting(views, params, args.device, args.threads, args.methods,
+                             args.seeds) for views in settings[args.views]]
     results = [r for part in parts for r in part]
     load_after = os.getloadavg()
+    for r in results:
+        r["f1_cell"] = fmt_spread(r["f1_spread"], 4) if r.get("f1_spread") \
+            else f"{r['f1']:.4f}"
     cols = [("views", "views", None), ("method", "method", None),
-            ("section", "paper section", None), ("f1", "macro-F1", "{:.4f}"),
+            ("section", "paper section", None), ("f1_cell", "macro-F1", None),
             ("accuracy", "accuracy", "{:.4f}"), ("precision", "precision", "{:.4f}"),
             ("recall", "recall", "{:.4f}"), ("fit_s", "fit time (s)", "{:.1f}"),
             ("cpu_s", "fit CPU (s)", "{:.1f}")]
-    paper = [{"method": m, "f1": f, "accuracy": a, "precision": p, "recall": r}
-             for m, f, a, p, r in PAPER_TABLE2]
+    paper = [{"method": m, "f1": f, "f1_cell": f"{f:.4f}", "accuracy": a, "precision": p,
+              "recall": r} for m, f, a, p, r in PAPER_TABLE2]
     md = (
         "UCI digits (`load_mfeat`): 1,600 training / 400 test digits (80/20 stratified, "
         "`random_state=0`), 50-dimensional representations learned without labels on "
         "the training rows, `transform` on the test rows, RandomForest(max_depth=2, "
         "random_state=0) downstream; macro averages over the ten digits. The MLP row is "
         "the supervised baseline (its own predictions). MMEDA settings: "
-        f"`{params}`; the pixel view is the (1, 16, 15) image. Fit times are wall "
-        f"seconds with {args.jobs} view setting(s) at a time and "
-        f"{args.threads or torch.get_num_threads()} torch thread(s) each, on a machine "
-        f"shared with other jobs: load average {load_before[0]:.1f} at the start, "
-        f"{load_after[0]:.1f} at the end (on an idle machine, they are several times "
-        "shorter); fit CPU is the fitting process's CPU seconds.\n\n"
+        f"`{params}` (`random_state` replaced by each seed); the pixel view is the "
+        "(1, 16, 15) image. ConvAE + MF and the MMEDA rows: mean over seeds "
+        f"{', '.join(map(str, args.seeds))} (macro-F1 as mean ± sd; the other columns "
+        "are means). Fit times are wall seconds per fit "
+        f"with {args.jobs} view setting(s) at a time and "
+        f"{args.threads or torch.get_num_threads()} torch thread(s) each: load average "
+        f"{load_before[0]:.2f} at the start, {load_after[0]:.2f} at the end; fit CPU is "
+        "the fitting process's CPU seconds.\n\n"
         + markdown_table(results, cols)
         + "\n\nThe paper's Table 2 (Goodreads fiction / non-fiction, binary; not loadable "
         "here), for comparison of the ordering only:\n\n"
         + markdown_table(paper, [c for c in cols if c[0] in
-                                 ("method", "f1", "accuracy", "precision", "recall")])
+                                 ("method", "f1_cell", "accuracy", "precision", "recall")])
     )
     write_results(args.name, {"mmeda_params": {k: (list(v) if isinstance(v, tuple) else v)
                                              for k, v in params.items()},
