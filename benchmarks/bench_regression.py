@@ -277,7 +277,7 @@ def main(argv=None):
 
     torch.set_num_threads(args.threads)
     saved = json.loads(Path(args.merge).read_text()) if args.merge else None
-    extra = ({"merged_from": saved.get("merged_from", []) + [saved["command"]]} if saved
+    extra = ({"merged_from": (saved.get("merged_from") or []) + [saved["command"]]} if saved
              else None)
 
     def merged(new_rows):
