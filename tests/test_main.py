@@ -110,3 +110,16 @@ def test_the_readme_quick_start_runs(capsys):
         exec(compile(blocks[0], "README.md[quick start]", "exec"), {"__name__": "readme"})
     out = capsys.readouterr().out
     assert "{'emb__n_components': " in out
+
+
+def test_summary_spread_is_the_sample_sd_of_the_benchmarks():
+    import numpy as np
+
+    runs = [{"macro_f1": f, "accuracy": a, "fit_s": 1.0}
+            for f, a in [(0.90, 0.91), (0.92, 0.93), (0.97, 0.95)]]
+    s = job._summary("m", runs)
+    assert s["macro_f1_std"] == pytest.approx(np.std([0.90, 0.92, 0.97], ddof=1))
+    assert s["accuracy_std"] == pytest.approx(np.std([0.91, 0.93, 0.95], ddof=1))
+    assert (s["macro_f1_min"], s["macro_f1_max"], s["n_seeds"]) == (0.90, 0.97, 3)
+    one = job._summary("m", runs[:1])
+    assert one["macro_f1_std"] == 0.0 and one["n_seeds"] == 1
