@@ -467,7 +467,7 @@ class DFMF(MultiModalTransformer):
     dtype : {"float32", "float64"}, default="float64"
         Precision of the computation and of ``transform``'s output. float32 is not
         faster on CPU: measured per sweep (``benchmarks/bench_weights.py --part dtype``,
-        2 cores) it took 1.4 to 1.6x the float64 time on dicty and on a six-type graph
+        2 cores) it took 1.2 to 1.6x the float64 time on dicty and on a six-type graph
         of sparse binary relations, because a float32 fit evaluates its reported
         objective in float64 each sweep (one float64 product per relation), which a
         float64 fit takes from its last update's product instead; it halves the memory
