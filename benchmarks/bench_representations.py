@@ -23,7 +23,8 @@ Methods: the raw standardised views side by side; PCA; cca-zoo MCCA, GCCA, KCCA 
 and DCCA (the embedding is the mean of the per-view projections); multivae MoPoE (latent
 50, the joint posterior mean); mmfactor CMF, DFMF (views with negative entries shifted
 by their training minima), DCMF, HyperLearn (the concatenated standardised views as one
-K=2 tensor, test rows folded in), MMEDA-I and MMEDA-II with their defaults, and each
+K=2 tensor, test rows folded in; on MovieLens the ratings as the K=2 tensor and the
+other views as side views, the input CMF reads), MMEDA-I and MMEDA-II with their defaults, and each
 with its best setting of a small grid chosen by 3-fold CV of the probe on the training
 rows only (``(CV)`` rows; never on test rows). Fit wall and
 CPU seconds (user + system of the process, every thread) of the embedding's fit and
@@ -67,7 +68,8 @@ SIX = ["pix", "fou", "fac", "kar", "zer", "mor"]
 class Task:
     """One data set: the MultiModal ``X``, dense standardised views, target and split."""
 
-    def __init__(self, name, X, dense, y, tr, te, kind, relations=None, matrix_views=False):
+    def __init__(self, name, X, dense, y, tr, te, kind, relations=None, matrix_views=False,
+                 tensor_views=False):
         self.name, self.X, self.y, self.tr, self.te = name, X, y, tr, te
         self.kind, self.relations = kind, relations
         from sklearn.preprocessing import StandardScaler
@@ -89,8 +91,10 @@ class Task:
         self.X_nonneg = MultiModal(**dict(zip(names, shifted, strict=True))) \
             if matrix_views else X
         # HyperLearn reads the concatenated standardised views as one K=2 tensor (samples x
-        # features; test rows folded in by transform)
-        self.X_tensor = np.hstack(self.dense)
+        # features; test rows folded in by transform), or, where the first view is a
+        # partly observed matrix (MovieLens' ratings), X itself: that view as the K=2
+        # tensor, the others as side views of its rows, the same views CMF reads
+        self.X_tensor = X if tensor_views else np.hstack(self.dense)
 
 
 def task_mfeat(views):
@@ -113,7 +117,7 @@ def task_movielens():
     design, cols = br.dense_design(d, side, rated)
     dense = [design[:, cols[v]] for v in ("ratings", "rated", "side")]
     return Task("movielens", X, dense, y, tr, te, "reg",
-                relations=br.relations(implicit=True, shared=False))
+                relations=br.relations(implicit=True, shared=False), tensor_views=True)
 
 
 def task_dicty():
