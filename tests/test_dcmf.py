@@ -21,7 +21,8 @@ from mmfactor._training import DeviceCSR, NonFiniteLossError
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
-FAST = dict(hidden_layer_sizes=(8,), max_iter=3, tol=0, random_state=0)
+# the trained networks (encoder="auto" gives tens of samples the linear closed form)
+FAST = dict(encoder="neural", hidden_layer_sizes=(8,), max_iter=3, tol=0, random_state=0)
 
 
 def _views(n=30, seed=0, nan=0.0):
@@ -116,7 +117,7 @@ def test_loss_decreases_and_beats_linear_cmf_on_planted_nonlinear_structure():
     mu1, mu2 = X1.mean(0), X2.mean(0)  # centred columns: no bias helps either model
     train = MultiModal(X1 - mu1, X2 - mu2)
     test = [T1 - mu1, T2 - mu2]
-    dcmf = DCMF(n_components=2, hidden_layer_sizes=(64,), max_iter=40, tol=0,
+    dcmf = DCMF(n_components=2, encoder="neural", hidden_layer_sizes=(64,), max_iter=40, tol=0,
                 learning_rate_init=1e-2, batch_size=100, random_state=0).fit(train)
     curve = dcmf.loss_curve_
     assert curve[-1] < 0.5 * curve[0]
@@ -361,6 +362,7 @@ def test_not_fitted():
         ({"activation": "softplus"}, "activation"),
         ({"batch_size": 0}, "batch_size"),
         ({"validation_fraction": 1.0}, "validation_fraction"),
+        ({"encoder": "deep"}, "encoder"),
     ],
 )
 def test_invalid_parameters(params, match):
@@ -471,7 +473,8 @@ def _gap(seed=0, **params):
     """(train mse, held-out mse, mean squared norm of the codes) of an over-sized DCMF."""
     X, R, train, held = _planted_completion(seed)
     params = {"alpha_code": 0.0, **params}  # the paper's loss unless asked
-    est = DCMF(8, hidden_layer_sizes=(32,), max_iter=60, tol=0, learning_rate_init=1e-2,
+    est = DCMF(8, encoder="neural", hidden_layer_sizes=(32,), max_iter=60, tol=0,
+               learning_rate_init=1e-2,
                batch_size=50, random_state=0, **params).fit(X)
     mse = [np.mean((est.predict_entries(c) - R[c[:, 0], c[:, 1]]) ** 2) for c in (train, held)]
     return mse[0], mse[1], float((est.factors_["sample"] ** 2).sum(1).mean())
@@ -570,3 +573,136 @@ def test_row_scaling_feeds_the_encoder_each_rows_mean(monkeypatch, sparse_layout
     with torch.no_grad():
         want = net.encode(manual, blocks)
     np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-5, atol=1e-6)
+
+
+# ---- small data: the samples' linear closed form (encoder="linear", "auto") ------------
+
+
+def _forty_digits():
+    """40 stratified training digits of mfeat (pix+fou), the rest held out; each view
+    standardised with the training digits' statistics."""
+    from sklearn.model_selection import train_test_split
+    from sklearn.preprocessing import StandardScaler
+
+    from mmfactor.datasets import load_mfeat
+
+    X, y = load_mfeat(views=["pix", "fou"], return_X_y=True)
+    tr, te = train_test_split(np.arange(len(y)), train_size=40, stratify=y, random_state=0)
+    views = [np.asarray(v, dtype=np.float64).reshape(len(y), -1) for v in X.views]
+    views = [StandardScaler().fit(v[tr]).transform(v) for v in views]
+    return MultiModal(pix=views[0], fou=views[1]), y, tr, te
+
+
+def _probe_scores(Ztr, ytr, Zte, yte):
+    """Held-out macro-F1 of a logistic regression (standardised input) and of 5-NN."""
+    from sklearn.metrics import f1_score
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    probes = [make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)),
+              KNeighborsClassifier(5)]
+    return np.array([f1_score(yte, p.fit(Ztr, ytr).predict(Zte), average="macro")
+                     for p in probes])
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("k", [10, 39])
+def test_defaults_on_forty_samples_are_no_worse_than_pca(k):
+    """Issue 14: the defaults must not overfit 40 samples into a worse embedding than PCA.
+
+    The trained network does (its encoder keeps random weights in the directions that
+    40 rows do not span, which map new samples far from the training codes); the
+    defaults fall back to the linear closed form below ``NEURAL_FROM`` samples.
+    """
+    from sklearn.decomposition import PCA
+
+    X, y, tr, te = _forty_digits()
+    Z = np.hstack(X.views)
+    pca = PCA(k, random_state=0).fit(Z[tr])
+    want = _probe_scores(pca.transform(Z[tr]), y[tr], pca.transform(Z[te]), y[te])
+    scores = {}
+    for encoder in ("auto", "neural"):
+        model = DCMF(k, encoder=encoder, random_state=0)
+        scores[encoder] = _probe_scores(model.fit_transform(X[tr]), y[tr],
+                                        model.transform(X[te]), y[te])
+    # float32 codes may move a digit or two: 0.01 macro-F1 is about 4 of the 1,960
+    assert np.all(scores["auto"] >= want - 0.01), (scores, want)
+    assert np.any(scores["neural"] < want - 0.05), (scores, want)  # the failure it fixes
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_linear_encoder_gives_the_principal_components_of_the_views():
+    from sklearn.decomposition import PCA
+
+    X = _views(40, seed=3)
+    # each view standardized by the mean and standard deviation of its training entries
+    stats = [(v[:30].mean(), v[:30].std()) for v in X.views]
+    Z = np.hstack([(v - m) / s for v, (m, s) in zip(X.views, stats, strict=True)])
+    model = DCMF(4, encoder="linear", random_state=0).fit(X[:30])
+    assert model.encoder_ == "linear"
+    pca = PCA(4).fit(Z[:30])
+    for rows in (slice(0, 30), slice(30, 40)):  # training and new rows
+        got, want = model.transform(X[rows]), pca.transform(Z[rows])
+        np.testing.assert_allclose(np.abs(got), np.abs(want), rtol=1e-4, atol=1e-4)
+    # the decoder maps a code back to the rows' projection on the axes (Eckart-Young)
+    recon = np.hstack(model.reconstruct(X[30:]))
+    want = pca.inverse_transform(pca.transform(Z[30:]))
+    scale = np.concatenate([np.full(v.shape[1], s) for v, (_, s) in zip(X.views, stats,
+                                                                        strict=True)])
+    shift = np.concatenate([np.full(v.shape[1], m) for v, (m, _) in zip(X.views, stats,
+                                                                        strict=True)])
+    np.testing.assert_allclose(recon, want * scale + shift, rtol=1e-4, atol=1e-4)
+    # the samples' encoder stays as set; the column entities are trained against it
+    assert not any(p.requires_grad for p in model.autoencoders_["sample"].parameters())
+    assert model.loss_terms_["a"][-1] < model.loss_terms_["a"][0]
+
+
+def test_auto_encoder_is_linear_below_neural_from(monkeypatch):
+    X = _views(30)
+    params = {k: v for k, v in FAST.items() if k != "encoder"}
+    assert DCMF(2, **params).fit(X).encoder_ == "linear"
+    monkeypatch.setattr(dcmf_module, "NEURAL_FROM", 30)
+    model = DCMF(2, **params).fit(X)
+    assert model.encoder_ == "neural"
+    np.testing.assert_array_equal(model.factors_["sample"],
+                                  DCMF(2, **FAST).fit(X).factors_["sample"])
+
+
+@pytest.mark.parametrize("row_scaling", ["none", "count"])
+def test_linear_encoder_reads_the_rows_as_the_network_does(monkeypatch, row_scaling):
+    """The closed form sees missing entries at 0 and row_scaling, in either batch layout."""
+    X, rel = _collective()
+    params = dict(n_components=3, relations=rel, encoder="linear", row_scaling=row_scaling,
+                  max_iter=3, tol=0, random_state=0)
+    dense = DCMF(**params).fit(X)
+    monkeypatch.setattr(dcmf_module, "_DENSE_BATCH", 0)
+    sparse = DCMF(**params).fit(X)
+    np.testing.assert_allclose(sparse.factors_["user"], dense.factors_["user"], atol=1e-5)
+    # the training rows' codes: the top principal components of what the encoder reads
+    blocks, *_ = dense._sample_blocks(X)
+    rows = dcmf_module.row_batches(40, 40, ["cpu"])[0]
+    A = torch.cat([dcmf_module._dense_rows(b.batch(rows), b) for b in blocks], 1).double()
+    A = A - A.mean(0)
+    S = torch.linalg.svdvals(A)[:3].numpy()
+    np.testing.assert_allclose(np.sqrt(40 - 1) * dense.factors_["user"].std(0, ddof=1), S,
+                               rtol=1e-4)
+
+
+def test_linear_encoder_survives_persistence_clone_and_devices(tmp_path):
+    from sklearn.base import clone
+
+    import mmfactor
+
+    X, rel = _collective()
+    model = DCMF(n_components=2, relations=rel, encoder="linear",
+                 devices={"user": "cpu", "item": "cpu"}, max_iter=3, tol=0,
+                 random_state=0).fit(X)
+    assert clone(model).get_params()["encoder"] == "linear"
+    np.testing.assert_array_equal(clone(model).fit(X).factors_["user"], model.factors_["user"])
+    mmfactor.save(model, tmp_path / "m.mmf")
+    loaded = mmfactor.load(tmp_path / "m.mmf")
+    assert loaded.encoder_ == "linear"
+    np.testing.assert_array_equal(loaded.transform(X), model.transform(X))
+    np.testing.assert_allclose(loaded.transform(X), model.factors_["user"], rtol=1e-5,
+                               atol=1e-5)
