@@ -67,7 +67,7 @@ def test_training_reduces_the_loss_and_learns_the_digits():
     model = MMEDA(n_components=10, variant="I", encoder="neural", conv_channels=(8,),
                   hidden_layer_sizes=(64,),
                   view_components=16, fusion_layer_sizes=(32,), max_iter=15, tol=0,
-                  batch_size=32, random_state=0)
+                  batch_size=32, input_map=None, random_state=0)
     Z = model.fit(X[tr]).transform(X)
     assert model.loss_curve_[-1] < 0.7 * model.loss_curve_[0]
     acc = LogisticRegression(max_iter=500).fit(Z[tr], y[tr]).score(Z[te], y[te])
@@ -524,7 +524,7 @@ def test_view_dropout_trains_z_to_predict_a_hidden_view_from_the_other():
     X = _two_views_of_one_latent(n=300)
     kw = dict(n_components=4, variant="I", encoder="neural", hidden_layer_sizes=(32,),
               view_components=8, fusion_layer_sizes=(16,), batch_size=32, max_iter=40,
-              tol=0, contrastive=0.0, input_dropout=0.0, random_state=0,
+              tol=0, contrastive=0.0, input_dropout=0.0, input_map=None, random_state=0,
               devices=["cpu", "cpu"])
     plain = MMEDA(view_dropout=0.0, **kw).fit(X)
     masked = MMEDA(view_dropout=0.5, **kw).fit(X)
@@ -552,7 +552,7 @@ def test_input_dropout_denoises_a_view_with_masked_entries():
                    b=s @ rng.randn(3, 8) + 0.1 * rng.randn(300, 8))
     kw = dict(n_components=3, variant="II", encoder="neural", hidden_layer_sizes=(32,),
               view_components=6, fusion_layer_sizes=(16,), batch_size=32, max_iter=40,
-              tol=0, contrastive=0.0, view_dropout=0.0, random_state=0)
+              tol=0, contrastive=0.0, view_dropout=0.0, input_map=None, random_state=0)
     plain = MMEDA(input_dropout=0.0, **kw).fit(X)
     denoising = MMEDA(input_dropout=0.5, **kw).fit(X)
     # half of view a's entries replaced by the column mean (0 once standardised)
@@ -589,7 +589,8 @@ def test_cosine_schedule_decays_the_learning_rate_per_epoch(monkeypatch):
 
 
 @pytest.mark.parametrize("params", [dict(view_dropout=0.3), dict(input_dropout=0.2),
-                                    dict(lr_schedule="cosine")])
+                                    dict(lr_schedule="cosine"),
+                                    dict(input_map="rbf", n_landmarks=8)])
 def test_new_training_options_are_seeded_persist_and_clone(params, tmp_path):
     import mmfactor
 
@@ -625,3 +626,63 @@ def test_auto_encoder_compares_both_on_held_out_rows_between_500_and_1000_rows()
     assert set(scores) == {"linear", "neural"}
     assert between.encoder_ == max(scores, key=scores.get) == "linear"
     assert scores["linear"] > scores["neural"]  # the one-epoch network reconstructs worse
+
+
+# ---- issue 14, session 3: the RBF input map ---------------------------------------------
+
+
+def test_rbf_input_map_reads_nystroem_features_and_decodes_the_view_itself():
+    from mmfactor.neural._mmeda import _MappedAutoencoder
+
+    X = _data(n=40)
+    vec = np.asarray(X.views[1].data)
+    model = MMEDA(**dict(TINY, input_map="rbf", n_landmarks=12), random_state=0,
+                  devices=["cpu", "cpu"]).fit(X)
+    ae = model.module_.view_aes[1]  # the matrix view; the image keeps its conv encoder
+    assert isinstance(ae, _MappedAutoencoder)
+    assert isinstance(model.module_.view_aes[0], ConvAutoencoder)
+    feats = ae.features
+    L = feats.landmarks.double().numpy()
+    assert L.shape == (12, 10)
+    # the landmarks are standardised training rows
+    std = (vec - model.view_means_[1]) / model.view_scales_[1]
+    assert all(np.abs(std - row).max(1).min() < 1e-5 for row in L)
+    # gamma: the median heuristic, computed directly in float64
+    d2 = ((L[:, None] - L[None]) ** 2).sum(-1)
+    gamma = 1.0 / np.median(d2[~np.eye(12, dtype=bool)])
+    assert model.input_gammas_ == {"vec": pytest.approx(gamma, rel=1e-5)}
+    # Nystroem: the features reproduce the kernel exactly between landmarks
+    with torch.no_grad():
+        phi = feats(feats.landmarks).double().numpy()
+    np.testing.assert_allclose(phi @ phi.T, np.exp(-gamma * d2), atol=2e-3)
+    assert ae.encoder[0].in_features == 12 and ae.decoder[-1].out_features == 10
+    assert [r.shape for r in model.inverse_transform(model.transform(X))] == [
+        (40, 1, 8, 7), (40, 10)]
+    plain = MMEDA(**dict(TINY, input_map=None), random_state=0).fit(X)
+    assert isinstance(plain.module_.view_aes[1], DenseAutoencoder)
+    assert plain.input_gammas_ == {}
+
+
+def test_rbf_input_map_separates_rings_that_no_linear_map_of_the_view_separates():
+    # a planted nonlinear view: the class is the radius of a ring (x, y), which no linear
+    # function of the view separates; the features the encoder reads do
+    rng = np.random.RandomState(0)
+    n = 600
+    y = rng.randint(0, 2, n)
+    angle = rng.uniform(0, 2 * np.pi, n)
+    radius = np.where(y == 1, 3.0, 1.0) + 0.1 * rng.randn(n)
+    ring = np.c_[radius * np.cos(angle), radius * np.sin(angle)]
+    view = ring @ rng.randn(2, 6)
+    X = MultiModal(ring=view, noise=rng.randn(n, 4))
+    tr, te = np.arange(400), np.arange(400, n)
+
+    def accuracy(Z):
+        return LogisticRegression(max_iter=2000).fit(Z[tr], y[tr]).score(Z[te], y[te])
+
+    kw = dict(TINY, n_components=2, max_iter=1, random_state=0)
+    mapped = MMEDA(**kw, input_map="rbf", n_landmarks=50).fit(X[tr])
+    with torch.no_grad():
+        std = (view - mapped.view_means_[0]) / mapped.view_scales_[0]
+        phi = mapped.module_.view_aes[0].features(torch.as_tensor(std, dtype=torch.float32))
+    assert accuracy(view) < 0.7  # linear in the view: about chance
+    assert accuracy(phi.numpy()) > 0.95  # linear in the features: separated
