@@ -267,8 +267,8 @@ class MMEDA(MultiModalTransformer):
         tensor view's autoencoder. Each spatial dimension needs ``2 ** len`` entries.
     hidden_layer_sizes : tuple of int, default=(128,)
         Hidden widths of every view's (and column) autoencoder, between the input (or the
-        flattened conv maps) and the view's code; decoders mirror them. (With
-        ``input_map``, a matrix view's encoder is linear in its kernel features.)
+        flattened conv maps) and the view's code; decoders mirror them. With
+        ``input_map``, a matrix view's encoder is linear in its kernel features.
     view_components : int, default=64
         Width of each view's code (the paper uses 200 for the images).
     fusion_layer_sizes : tuple of int, default=(128,)
