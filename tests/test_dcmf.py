@@ -527,13 +527,15 @@ def test_regularisers_survive_persistence_clone_and_devices(tmp_path):
 
     X, rel = _collective()
     params = dict(n_components=2, relations=rel, input_dropout=0.2, alpha_code=0.1,
-                  row_scaling="count", devices={"user": "cpu", "item": "cpu"}, **FAST)
+                  row_scaling="count", lr_schedule="cosine",
+                  devices={"user": "cpu", "item": "cpu"}, **FAST)
     model = DCMF(**params).fit(X)
     assert clone(model).get_params()["alpha_code"] == 0.1
     np.testing.assert_array_equal(clone(model).fit(X).factors_["user"], model.factors_["user"])
     mmfactor.save(model, tmp_path / "m.mmf")
     loaded = mmfactor.load(tmp_path / "m.mmf")
     assert loaded.get_params()["input_dropout"] == 0.2
+    assert loaded.get_params()["lr_schedule"] == "cosine"
     np.testing.assert_array_equal(loaded.transform(X), model.transform(X))
     # transform scales new rows with the fitted scales: the training rows' codes
     np.testing.assert_allclose(loaded.transform(X), model.factors_["user"], rtol=1e-5,
@@ -706,3 +708,23 @@ def test_linear_encoder_survives_persistence_clone_and_devices(tmp_path):
     np.testing.assert_array_equal(loaded.transform(X), model.transform(X))
     np.testing.assert_allclose(loaded.transform(X), model.factors_["user"], rtol=1e-5,
                                atol=1e-5)
+
+
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_lr_schedule_sets_every_optimizers_step_size(monkeypatch, schedule):
+    X, rel = _collective()
+    seen = []
+    step = torch.optim.Adam.step
+
+    def spy(opt, *args, **kwargs):
+        seen.append(opt.param_groups[0]["lr"])
+        return step(opt, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", spy)
+    model = DCMF(n_components=2, relations=rel, lr_schedule=schedule, batch_size=40,
+                 learning_rate_init=0.01, **{**FAST, "max_iter": 4}).fit(X)
+    # one step per entity type and epoch (every type fits in one batch of 40)
+    per_epoch = np.array(seen).reshape(4, len(model.entities_))
+    want = (0.01 * 0.5 * (1 + np.cos(np.pi * np.arange(4) / 4)) if schedule == "cosine"
+            else np.full(4, 0.01))
+    np.testing.assert_allclose(per_epoch, np.repeat(want[:, None], len(model.entities_), 1))
