@@ -359,7 +359,7 @@ def mmfactor_models(task):
         "mmfactor DFMF": (lambda **p: DFMF(K, **rel, **p),
                           {"max_iter": [100, 200]}, task.X_nonneg),
         "mmfactor DCMF": (lambda **p: DCMF(K, **rel, **p),
-                          {"alpha_code": [0.0, 0.3]}, task.X_matrix),
+                          {"encoder": ["neural", "linear"]}, task.X_matrix),
         "mmfactor HyperLearn": (lambda **p: HyperLearn(K, **p),
                                 {"solver": ["als"], "diffusion_steps": [0],
                                  "alpha": [0.0, 1.0]}, task.X_tensor),
