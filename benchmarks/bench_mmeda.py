@@ -36,12 +36,13 @@ from _common import fmt_spread, markdown_table, seed_spread, write_results  # no
 from mmfactor import CMF, MMEDA, MultiModal  # noqa: E402
 from mmfactor.datasets import load_mfeat  # noqa: E402
 
-#: the MMEDA settings measured below (see the table's notes): the paper's loss, so the
-#: later defaults' extra terms (contrastive, view and input dropout) are switched off
+#: the MMEDA settings measured below (see the table's notes): the paper's loss and
+#: architecture, so the later defaults' extra terms (contrastive, view and input
+#: dropout) and input map are switched off
 MMEDA_PARAMS = dict(n_components=50, conv_channels=(16, 32), hidden_layer_sizes=(256,),
                     view_components=64, fusion_layer_sizes=(128,), batch_size=128,
                     learning_rate_init=1e-3, max_iter=30, tol=0, random_state=0,
-                    contrastive=0.0, view_dropout=0.0, input_dropout=0.0)
+                    contrastive=0.0, view_dropout=0.0, input_dropout=0.0, input_map=None)
 
 #: the rows of the table (``--methods`` picks some)
 METHODS = ["MLP (supervised)", "CMF (flattened views)", "PCA-50", "ConvAE + MF", "MMEDA-I",
