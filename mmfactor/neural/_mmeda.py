@@ -291,24 +291,25 @@ class MMEDA(MultiModalTransformer):
         approximate the kernel, ``phi(x) . phi(y) ~ exp(-gamma |x - y|^2)`` (exact
         between landmarks). ``gamma`` is the median heuristic, one over the median
         squared distance between two landmarks (``input_gammas_``). The view's code is
-        a linear function of these features (as a kernel PCA's scores are; by CV as good
-        as a hidden layer on top -- six views: forest 0.909 against 0.910 -- at a
-        fraction of the cost: with the hidden layer, the six-view fit took 10.6 CPU s
-        against 9.4 without the map); ``hidden_layer_sizes`` then shapes the view's
-        decoder only. The decoders still
-        reconstruct the standardised views themselves, so ``inverse_transform`` and
-        :meth:`score` are unchanged in meaning. Chosen by 3-fold CV on the training
-        digits (``benchmarks/results/representations_log.md``, session 3; MMEDA-II,
-        seeds 0-2): logistic and 5-NN macro-F1 +0.01-0.015 on pix+fou (0.959 / 0.963
-        against 0.945 / 0.951) at the same depth-2 forest score, and the forest +0.02
-        on six views (0.915 against 0.893). Mapping the image view too lost 0.04 forest
-        macro-F1, so tensor views keep their conv encoder. ``None``: the encoders read
-        the standardised rows (the paper).
+        a linear function of these features, as a kernel PCA's scores are;
+        ``hidden_layer_sizes`` then shapes the view's decoder only, which still
+        reconstructs the standardised view itself, so ``inverse_transform`` and
+        :meth:`score` are unchanged in meaning. ``None``: the encoders read the
+        standardised rows (the paper). Chosen by 3-fold CV on the training digits
+        (``benchmarks/results/representations_log.md``, session 3; MMEDA-II, seeds 0-2):
+        on six views the depth-2 forest's macro-F1 0.909 against 0.893 without the map
+        (logistic 0.979 / 0.978, 5-NN 0.980 / 0.983); on pix+fou logistic 0.961 against
+        0.945 and 5-NN 0.958 against 0.951, the forest 0.874 ± 0.020 against
+        0.882 ± 0.012 (within the seed noise). A hidden layer between the features and
+        the code scored alike (six views: forest 0.910) but took the six-view fit from
+        9.4 to 10.6 CPU s; mapping the image too, in place of its conv encoder, did not
+        help (pix+fou forest 0.880), so tensor views keep their conv encoder.
     n_landmarks : int, default=200
-        Landmarks of ``input_map`` per matrix view (all training rows when fewer). 100
-        and 200 scored alike by CV on the digits (six views: forest 0.915 / 0.910), but
-        with 100 MMEDA-II's MovieLens embedding predicted age worse (test R^2 0.31
-        against 0.36 with 200, seeds 0-2).
+        Landmarks of ``input_map`` per matrix view (all training rows when fewer). With
+        100, MMEDA-II's MovieLens embedding predicted age worse (test R^2 0.31 against
+        0.36 with 200, seeds 0-2, measured with a hidden layer after the features); 400
+        raised the forest's CV score on the digits by 0.01-0.02 but took the six-view
+        fit over 10 CPU s.
     rotation : {"pca", "varimax", "ica"} or None, default="pca"
         The loss fixes ``Z`` only up to an orthogonal transform ``R`` as far as the
         matrix views go (``Z V^T = (Z R)(V R)^T``), and a tensor decoder's first layer
