@@ -54,7 +54,7 @@ RELATIONS = [("user", "movie"), ("user", "occupation"), ("movie", "genre")]
 DCMF_MOVIELENS = dict(hidden_layer_sizes=(64,), learning_rate_init=3e-3, early_stopping=True,
                       weights={"ratings": 3.0, "occupation": 0.3, "genres": 0.3},
                       max_iter=60, input_dropout=0.2, alpha_code=0.3, row_scaling="count",
-                      lr_schedule="cosine", batch_size=64)
+                      lr_schedule="cosine", batch_size=64, encoder="neural")
 # bench_cmf.py's validated regularisation for rank 10 with side features, and its biased
 # rating model (user and movie biases, as cmfrec's; CMF's default is column biases only)
 CMF_MOVIELENS = dict(alpha=12.0, alpha_bias=3.0, weights={"occupation": 3.0, "genres": 3.0},
@@ -201,7 +201,7 @@ def mfeat(args):
 # batches, as in the epoch table's earlier runs)
 EPOCH_DCMF = {k: v for k, v in DCMF_MOVIELENS.items()
               if k not in ("early_stopping", "input_dropout", "alpha_code", "row_scaling",
-                           "lr_schedule", "batch_size")}
+                           "lr_schedule", "batch_size", "encoder")}
 
 
 def epoch_cost(args):
@@ -221,6 +221,8 @@ def epoch_cost(args):
     # the paper's loss in both checkouts (alpha_code, default 0.1 since issue 14, is unknown
     # to the code before it)
     same_loss = {"alpha_code": 0.0} if "alpha_code" in DCMF().get_params() else {}
+    if "encoder" in DCMF().get_params():  # the network (943 users: "auto" is linear)
+        same_loss["encoder"] = "neural"
     fits = {
         "DCMF, MovieLens-100K (3 entity types)": lambda n: DCMF(
             args.rank, relations=RELATIONS, random_state=0, devices=args.device,

@@ -40,8 +40,9 @@ print("ratings:", X.ratings.shape, "occupations:", X.occupation.shape,
 # Fit DCMF
 # --------
 # A short fit for the gallery (8 epochs); the benchmark ``benchmarks/bench_dcmf.py``
-# trains longer, with early stopping.
-dcmf = DCMF(n_components=10, relations=relations, hidden_layer_sizes=(32,),
+# trains longer, with early stopping. ``encoder="neural"`` trains the users' network (with
+# fewer than 1,000 samples the default is the linear closed form, see DCMF's docs).
+dcmf = DCMF(n_components=10, relations=relations, encoder="neural", hidden_layer_sizes=(32,),
             learning_rate_init=3e-3, weights={"ratings": 3.0, "occupation": 0.3,
                                               "genres": 0.3},
             max_iter=8, tol=0, random_state=0)
