@@ -728,3 +728,33 @@ def test_lr_schedule_sets_every_optimizers_step_size(monkeypatch, schedule):
     want = (0.01 * 0.5 * (1 + np.cos(np.pi * np.arange(4) / 4)) if schedule == "cosine"
             else np.full(4, 0.01))
     np.testing.assert_allclose(per_epoch, np.repeat(want[:, None], len(model.entities_), 1))
+
+
+def test_unsupported_columns_are_the_collapsed_ones():
+    rng = np.random.RandomState(0)
+    Z = rng.randn(50, 5).astype(np.float32)
+    Z[:, 3] = 0.7 + 1e-8 * rng.randn(50)  # collapsed at float32 round-off
+    dead, values = dcmf_module._unsupported_columns(Z)
+    np.testing.assert_array_equal(dead, [3])
+    np.testing.assert_allclose(values, [Z[:, 3].astype(np.float64).mean()], rtol=1e-6)
+    assert len(dcmf_module._unsupported_columns(rng.randn(50, 5))[0]) == 0
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_transform_gives_collapsed_columns_their_training_value():
+    # training views of rank 2: the linear code's columns past the second have no spread;
+    # new rows off that plane must not reach the embedding through them
+    rng = np.random.RandomState(0)
+    T = rng.randn(40, 2)
+    X = [T @ rng.randn(2, 9), T @ rng.randn(2, 7)]
+    est = DCMF(5, encoder="linear", random_state=0).fit(X)
+    Ztr = est.transform(X)
+    dead, values = est._unsupported
+    np.testing.assert_array_equal(dead, [2, 3, 4])
+    new = [rng.randn(10, 9), rng.randn(10, 7)]
+    Z = est.transform(new)
+    np.testing.assert_array_equal(Z[:, dead], np.broadcast_to(values, (10, 3)))
+    raw = np.concatenate([dcmf_module.as_numpy(c[:, : est._k])
+                          for _, c, *_ in est._chunks(new)]) @ est._rotation
+    assert np.abs(raw[:, dead]).max() > 1e3 * np.abs(Ztr[:, dead] - values).max()
+    np.testing.assert_array_equal(Z[:, :2], raw[:, :2])  # the supported ones untouched

@@ -280,6 +280,22 @@ def _canonical_rotation(U):
     return R.astype(np.float32)
 
 
+def _unsupported_columns(Z, rtol=1e-4):
+    """Columns of the training codes ``Z`` (canonical orientation) with no spread.
+
+    A network's code can collapse onto fewer directions than ``n_components`` on the
+    training rows (standard deviation at float32 round-off, ~1e-8 of the leading one):
+    nothing in training fixes what the encoder writes there for a new row, and a
+    downstream model fitted on the training codes may weigh that noise heavily (one
+    MovieLens fit: a test user's prediction off by 600 years through such a column).
+    Returns the indices of the columns whose spread is at most ``rtol`` times the
+    largest one, and their training means, the value ``transform`` gives them.
+    """
+    sd = Z.std(0, dtype=np.float64)
+    dead = np.flatnonzero(sd <= rtol * sd.max()) if sd.max() > 0 else np.arange(0)
+    return dead, Z[:, dead].mean(0, dtype=np.float64).astype(Z.dtype)
+
+
 def _dense_rows(part, block):
     """The rows of ``part`` as the encoder reads them, dense (``row_scaling`` applied)."""
     if part.rows is None:
@@ -807,6 +823,7 @@ class DCMF(MultiModalTransformer):
         self._codes = {e: as_numpy(c) for e, c in codes.items()}
         self._rotation = _canonical_rotation(self._codes[sample][:, :k])
         self.factors_ = {e: c[:, :k] @ self._rotation for e, c in self._codes.items()}
+        self._unsupported = _unsupported_columns(self.factors_[sample])
         self.biases_ = {}
         if self.fit_intercept:
             for m, s in enumerate(specs):
@@ -918,11 +935,16 @@ class DCMF(MultiModalTransformer):
         Returns
         -------
         embedding : ndarray of shape (n_samples, n_components), float32
-            The samples' codes, in the fitted rotation.
+            The samples' codes, in the fitted rotation. A column with no spread on the
+            training rows (at most 1e-4 of the leading column's standard deviation: the
+            network's code collapsed there) is given its training mean.
         """
         check_is_fitted(self)
         codes = [as_numpy(code[:, : self._k]) for _, code, *_ in self._chunks(X)]
-        return np.concatenate(codes) @ self._rotation
+        Z = np.concatenate(codes) @ self._rotation
+        dead, values = getattr(self, "_unsupported", ((), ()))  # (models saved before)
+        Z[:, dead] = values  # directions the training rows do not span: their constant
+        return Z
 
     def reconstruct(self, X):
         """The autoencoder's reconstruction of every view of ``X``, on the data's scale.
