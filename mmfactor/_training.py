@@ -47,6 +47,7 @@ __all__ = [
     "clear_fitted",
     "Rows",
     "row_batches",
+    "schedule_lr",
     "DeviceCSR",
 ]
 
@@ -395,6 +396,20 @@ class Rows:
         if t is None:  # a device the batches were not drawn for: moved now, kept
             t = self._on[device] = torch.as_tensor(self.host, device=device)
         return t
+
+
+def schedule_lr(optimizers, schedule, lr0, epoch, n_epochs):
+    """Set every optimizer's step size for ``epoch`` (counted from 0) of ``n_epochs``.
+
+    ``"constant"`` leaves ``lr0`` in place; ``"cosine"`` sets
+    ``lr0 * (1 + cos(pi * epoch / n_epochs)) / 2``, from ``lr0`` down towards 0.
+    """
+    if schedule != "cosine":
+        return
+    lr = lr0 * 0.5 * (1 + math.cos(math.pi * epoch / n_epochs))
+    for opt in optimizers:
+        for group in opt.param_groups:
+            group["lr"] = lr
 
 
 def row_batches(n, batch_size, devices, *, generator=None, index=None):

@@ -339,3 +339,20 @@ def test_an_epoch_moves_nothing_per_batch(monkeypatch, model):
     # the loss read back once)
     assert per_epoch[8] == per_epoch[40]
     assert per_epoch[8][1] <= 20
+
+
+def test_schedule_lr_sets_the_cosine_step_size_of_every_optimizer():
+    import math
+
+    import torch
+
+    from mmfactor._training import schedule_lr
+
+    opts = [torch.optim.Adam([torch.zeros(2, requires_grad=True)], lr=0.1) for _ in range(2)]
+    schedule_lr(opts, "constant", 0.1, 3, 10)
+    assert [o.param_groups[0]["lr"] for o in opts] == [0.1, 0.1]
+    for epoch in (0, 5, 9):
+        schedule_lr(opts, "cosine", 0.1, epoch, 10)
+        want = 0.05 * (1 + math.cos(math.pi * epoch / 10))
+        assert all(abs(o.param_groups[0]["lr"] - want) < 1e-15 for o in opts)
+    assert opts[0].param_groups[0]["lr"] < 0.01  # near 0 at the last epoch

@@ -23,7 +23,7 @@ from .._multimodal import (
     relation_weights,
     resolve_relations,
 )
-from .._training import DeviceCSR, fit_loop, row_batches
+from .._training import DeviceCSR, fit_loop, row_batches, schedule_lr
 from ._modules import ACTIVATIONS, build_module, mlp
 
 __all__ = ["DCMF"]
@@ -752,11 +752,8 @@ class DCMF(MultiModalTransformer):
         bs = {e: min(size, sizes[e]) for e in entities}
 
         def step(epoch):
-            if self.lr_schedule == "cosine":  # from learning_rate_init down to 0
-                for opt in opts.values():
-                    for group in opt.param_groups:
-                        group["lr"] = (self.learning_rate_init * 0.5
-                                       * (1 + math.cos(math.pi * epoch / self.max_iter)))
+            schedule_lr(opts.values(), self.lr_schedule, self.learning_rate_init, epoch,
+                        self.max_iter)
             plan = []
             for i, e in enumerate(entities):
                 batches = row_batches(sizes[e], bs[e], [dev[e]], generator=gen)

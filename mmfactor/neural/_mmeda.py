@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import math
 import numbers
 
 import numpy as np
@@ -17,7 +16,7 @@ from torch import nn
 from .._base import N_JOBS_CONSTRAINT, MultiModalTransformer
 from .._device import as_numpy, resolve_devices, torch_generator
 from .._multimodal import check_variation, check_views
-from .._training import DeviceCSR, Rows, fit_loop, row_batches
+from .._training import DeviceCSR, Rows, fit_loop, row_batches, schedule_lr
 from ._modules import (
     ACTIVATIONS,
     ConvAutoencoder,
@@ -911,10 +910,8 @@ class MMEDA(MultiModalTransformer):
 
         def step(epoch):
             net.train()
-            if self.lr_schedule == "cosine":  # from learning_rate_init down to 0
-                for group in opt.param_groups:
-                    group["lr"] = (self.learning_rate_init * 0.5
-                                   * (1 + math.cos(math.pi * epoch / self.max_iter)))
+            schedule_lr([opt], self.lr_schedule, self.learning_rate_init, epoch,
+                        self.max_iter)
             terms, total, n_b = {}, 0.0, 0
             # indices moved to the devices once per epoch, losses summed there
             for rows in row_batches(n_train, self.batch_size, self.devices_, generator=gen,
