@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import fmt_spread, markdown_table, seed_spread, write_results  # noqa: E402
+from _common import fmt_spread, loadavg, markdown_table, seed_spread, write_results  # noqa: E402,E501
 from sklearn.compose import ColumnTransformer  # noqa: E402
 from sklearn.decomposition import PCA  # noqa: E402
 from sklearn.linear_model import LinearRegression  # noqa: E402
@@ -279,14 +279,17 @@ def main(argv=None):
         report(saved["rows"], saved["selection"], run, range(saved["n_train"]),
                range(saved["n_test"]), out=args.out,
                extra={"machine": saved["machine"], "command": saved["command"],
-                      "merged_from": saved.get("merged_from")})
+                      "merged_from": saved.get("merged_from"),
+                      "load_before": saved.get("load_before"),
+                      "load_after": saved.get("load_after")})
         return
     import torch
 
     torch.set_num_threads(args.threads)
     saved = json.loads(Path(args.merge).read_text()) if args.merge else None
     extra = ({"merged_from": (saved.get("merged_from") or []) + [saved["command"]]} if saved
-             else None)
+             else {})
+    extra["load_before"] = loadavg()  # report() adds the load average after each model
 
     def merged(new_rows):
         """This run's rows in place of the same models' rows of the merged run."""
@@ -445,6 +448,8 @@ def _display(r):
 
 
 def report(rows, selection, args, tr, te, out=None, extra=None):
+    if extra and "load_before" in extra and "machine" not in extra:  # a live run
+        extra["load_after"] = loadavg()
     rows = [dict(r, model=r["model"].replace("[", "(").replace(" | ", ", ").replace("]", ")"))
             for r in rows]  # results written before the labels were made markdown-safe
     rows = [{k: (v.replace("|", "/") if isinstance(v, str) else v) for k, v in r.items()}
@@ -468,9 +473,11 @@ def report(rows, selection, args, tr, te, out=None, extra=None):
         "whole protocol, grid search included, once per seed); its cells are the mean and "
         "the sample sd over seeds (grid rows: the width chosen at each seed). The "
         "baselines are deterministic (full-SVD PCA, `LinearRegression`): one run, marked "
-        "so. Time = mean wall seconds of one seed's fit (or grid search) and prediction, "
-        "measured beside other jobs on the shared 2-core machine (not alone): indicative "
-        "only.",
+        "so. Time = mean wall seconds of one seed's fit (or grid search) and prediction; "
+        + (f"load average before the run {extra['load_before']}, after it "
+           f"{extra['load_after']} (a timing is valid only when the run had the machine "
+           "to itself)." if extra and extra.get("load_before")
+           else "the load average of the run was not recorded: indicative only."),
         "",
         markdown_table([_display(r) for r in rows], columns),
         "",
