@@ -221,18 +221,11 @@ class _EntityAutoencoder(nn.Module):
         h = self.inp.bias
         for part, b in zip(parts, blocks, strict=True):
             W = self.inp.weight[:, b.offset : b.offset + b.width]
-            scale = getattr(b, "row_scale", None)  # row_scaling="count": rows of an
-            if part.rows is None:                 # incompletely observed block
-                x = part.X
-                if scale is not None and part.M is not None:
-                    x = x * (scale / part.M.sum(1, keepdim=True).clamp(min=1.0))
-                h = h + x @ W.T
+            f = _row_factors(part, b)
+            if part.rows is None:
+                h = h + (part.X if f is None else part.X * f[:, None]) @ W.T
             else:
-                vals = part.vals
-                if scale is not None:
-                    ends = torch.cat([part.offsets[1:], part.offsets.new_tensor([len(vals)])])
-                    counts = (ends - part.offsets).clamp(min=1).to(vals.dtype)
-                    vals = vals * (scale / counts)[part.rows]
+                vals = part.vals if f is None else part.vals * f[part.rows]
                 h = h + nn.functional.embedding_bag(part.cols, W.T.contiguous(), part.offsets,
                                                     mode="sum", per_sample_weights=vals)
         return self.encoder(self.act(h))
@@ -296,19 +289,32 @@ def _unsupported_columns(Z, rtol=1e-4):
     return dead, Z[:, dead].mean(0, dtype=np.float64).astype(Z.dtype)
 
 
+def _row_factors(part, block):
+    """``row_scaling="count"``: each row's factor ``row_scale / (its observed entries)``,
+    or None (no scaling, or a fully observed dense block)."""
+    scale = getattr(block, "row_scale", None)
+    if scale is None:
+        return None
+    if part.rows is None:
+        if part.M is None:
+            return None
+        counts = part.M.sum(1)
+    else:
+        ends = torch.cat([part.offsets[1:], part.offsets.new_tensor([len(part.vals)])])
+        counts = (ends - part.offsets).to(part.vals.dtype)
+    return scale / counts.clamp(min=1.0)
+
+
 def _dense_rows(part, block):
     """The rows of ``part`` as the encoder reads them, dense (``row_scaling`` applied)."""
     if part.rows is None:
-        x, counts = part.X, (part.M.sum(1) if part.M is not None else None)
+        x = part.X
     else:
-        n = len(part.offsets)
-        x = torch.zeros(n, block.width, dtype=part.vals.dtype, device=part.vals.device)
+        x = torch.zeros(len(part.offsets), block.width, dtype=part.vals.dtype,
+                        device=part.vals.device)
         x[part.rows, part.cols] = part.vals
-        counts = torch.bincount(part.rows, minlength=n).to(x.dtype)
-    scale = getattr(block, "row_scale", None)
-    if scale is not None and counts is not None:
-        x = x * (scale / counts.clamp(min=1.0))[:, None]
-    return x
+    f = _row_factors(part, block)
+    return x if f is None else x * f[:, None]
 
 
 def _set_linear_closed_form(net, A, k):
