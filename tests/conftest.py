@@ -116,6 +116,20 @@ def data_home():
 
 
 @pytest.fixture
+def adam_step_sizes(monkeypatch):
+    """The step size of every ``torch.optim.Adam`` step taken during the test, in order."""
+    seen = []
+    step = torch.optim.Adam.step
+
+    def recording_step(opt, *args, **kwargs):
+        seen.append(opt.param_groups[0]["lr"])
+        return step(opt, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", recording_step)
+    return seen
+
+
+@pytest.fixture
 def made_up_goodreads_files(monkeypatch):
     """Tests that read small files in the UCSD Goodreads format, made by the test rather
     than the published ones: the published MD5s are unpinned (a test that checks them

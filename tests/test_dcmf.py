@@ -711,16 +711,9 @@ def test_linear_encoder_survives_persistence_clone_and_devices(tmp_path):
 
 
 @pytest.mark.parametrize("schedule", ["constant", "cosine"])
-def test_lr_schedule_sets_every_optimizers_step_size(monkeypatch, schedule):
+def test_lr_schedule_sets_every_optimizers_step_size(adam_step_sizes, schedule):
     X, rel = _collective()
-    seen = []
-    step = torch.optim.Adam.step
-
-    def spy(opt, *args, **kwargs):
-        seen.append(opt.param_groups[0]["lr"])
-        return step(opt, *args, **kwargs)
-
-    monkeypatch.setattr(torch.optim.Adam, "step", spy)
+    seen = adam_step_sizes
     model = DCMF(n_components=2, relations=rel, lr_schedule=schedule, batch_size=40,
                  learning_rate_init=0.01, **{**FAST, "max_iter": 4}).fit(X)
     # one step per entity type and epoch (every type fits in one batch of 40)

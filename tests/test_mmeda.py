@@ -568,15 +568,8 @@ def test_input_dropout_denoises_a_view_with_masked_entries():
     assert error(denoising) < 0.7 * error(plain)
 
 
-def test_cosine_schedule_decays_the_learning_rate_per_epoch(monkeypatch):
-    seen = []
-    step = torch.optim.Adam.step
-
-    def recording_step(self, *args, **kwargs):
-        seen.append(self.param_groups[0]["lr"])
-        return step(self, *args, **kwargs)
-
-    monkeypatch.setattr(torch.optim.Adam, "step", recording_step)
+def test_cosine_schedule_decays_the_learning_rate_per_epoch(adam_step_sizes):
+    seen = adam_step_sizes
     X = _data()
     MMEDA(**dict(TINY, max_iter=4, batch_size=48, learning_rate_init=0.01),
           lr_schedule="cosine", random_state=0).fit(X)
